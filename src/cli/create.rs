@@ -1,0 +1,5 @@
+use crate::error::{Error, Result};
+
+pub fn run(_args: pico_args::Arguments) -> Result<()> {
+    Err(Error::runtime("`create` is not built yet"))
+}

@@ -1,0 +1,20 @@
+//! One module per subcommand. Each takes the remaining arguments, checks them (unknown flags are usage errors) and runs.
+
+pub mod create;
+pub mod info;
+pub mod leech;
+pub mod seed;
+pub mod tracker;
+
+use crate::error::{Error, Result};
+
+/// Fail on any argument the subcommand did not consume, so typos are errors rather than ignored.
+pub fn finish(args: pico_args::Arguments) -> Result<()> {
+    let rest = args.finish();
+    if rest.is_empty() {
+        Ok(())
+    } else {
+        let words: Vec<String> = rest.iter().map(|s| s.to_string_lossy().into_owned()).collect();
+        Err(Error::usage(format!("unexpected argument(s): {}", words.join(" "))))
+    }
+}

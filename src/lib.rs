@@ -1,0 +1,9 @@
+//! toybt: a BitTorrent client and tracker driven by one single-threaded mio readiness loop.
+//!
+//! Codecs (`bencode`, `wire`, `tracker::http`, `metainfo`) know nothing of the rest; state machines use codecs;
+//! `reactor` owns every socket and the clock and drives the state machines. See ARCHITECTURE.md.
+
+pub mod bencode;
+pub mod cli;
+pub mod error;
+pub mod metainfo;
