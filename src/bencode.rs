@@ -223,7 +223,7 @@ mod tests {
 
     #[test]
     fn decodes_nested_values_and_keeps_raw_dict() {
-        let input = b"d3:bar4:spam3:fooi42e1:lld1:xi-3eeeee";
+        let input = b"d3:bar4:spam3:fooi42e1:lld1:xi-3eeee";
         let v = decode(input).unwrap();
         assert_eq!(v.get("bar").unwrap().as_str(), Some("spam"));
         assert_eq!(v.get("foo").unwrap().as_int(), Some(42));
