@@ -4,6 +4,7 @@
 //! `reactor` owns every socket and the clock and drives the state machines. See ARCHITECTURE.md.
 
 pub mod bencode;
+pub mod choker;
 pub mod cli;
 pub mod error;
 pub mod metainfo;
