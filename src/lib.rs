@@ -8,3 +8,4 @@ pub mod choker;
 pub mod cli;
 pub mod error;
 pub mod metainfo;
+pub mod tracker;
