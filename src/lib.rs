@@ -8,4 +8,5 @@ pub mod choker;
 pub mod cli;
 pub mod error;
 pub mod metainfo;
+pub mod progress;
 pub mod tracker;
