@@ -9,4 +9,5 @@ pub mod cli;
 pub mod error;
 pub mod metainfo;
 pub mod progress;
+pub mod resume;
 pub mod tracker;
