@@ -7,3 +7,4 @@ pub mod bencode;
 pub mod cli;
 pub mod error;
 pub mod metainfo;
+pub mod storage;
