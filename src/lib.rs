@@ -10,4 +10,5 @@ pub mod error;
 pub mod metainfo;
 pub mod progress;
 pub mod resume;
+pub mod storage;
 pub mod tracker;
