@@ -279,6 +279,7 @@ pub struct Schedule {
     min_interval: Duration,
     failures: u32,
     stopping: bool,
+    completed_reported: bool,
     rng: u64,
 }
 
@@ -304,6 +305,7 @@ impl Schedule {
             min_interval: MIN_INTERVAL_FLOOR,
             failures: 0,
             stopping: false,
+            completed_reported: false,
             rng: seed | 1,
         }
     }
@@ -340,6 +342,11 @@ impl Schedule {
         self.next_at = Some(now);
     }
 
+    /// True once a `completed` announce has had its answer (or failed): the tracker has been told, or tried.
+    pub fn completed_reported(&self) -> bool {
+        self.completed_reported
+    }
+
     /// True once the `stopped` announce has been answered (or failed): the caller may exit.
     pub fn is_stopped(&self) -> bool {
         self.stopping && self.next_at.is_none() && self.in_flight.is_none()
@@ -347,6 +354,7 @@ impl Schedule {
 
     pub fn on_success(&mut self, now: Instant, resp: &AnnounceResponse) {
         let Some((t, i)) = self.in_flight.take() else { return };
+        self.completed_reported |= self.pending_event == Some(Event::Completed);
         // BEP 12: a tracker that answers moves to the front of its tier.
         let url = self.tiers[t].remove(i);
         self.tiers[t].insert(0, url);
@@ -364,6 +372,7 @@ impl Schedule {
 
     pub fn on_failure(&mut self, now: Instant) {
         let Some((t, i)) = self.in_flight.take() else { return };
+        self.completed_reported |= self.pending_event == Some(Event::Completed);
         // Next tracker in this tier, then the next tier; after a full pass, wait before starting over.
         self.cursor = if i + 1 < self.tiers[t].len() {
             (t, i + 1)
@@ -520,6 +529,7 @@ mod tests {
 
         let t1 = t0 + Duration::from_secs(150);
         s.completed(t1);
+        assert!(!s.completed_reported());
         assert_eq!(s.poll_due(t1).unwrap().event, Some(Event::Completed));
         for host in ["a", "c"] {
             s.on_failure(t1);
@@ -530,6 +540,7 @@ mod tests {
         let wait = retry - t1;
         assert!(wait >= FIRST_RETRY * 3 / 4 && wait <= FIRST_RETRY * 5 / 4, "{wait:?}");
         assert_eq!(s.poll_due(retry).unwrap().event, Some(Event::Completed), "the event is kept until accepted");
+        assert!(s.completed_reported(), "a failed attempt counts as reported, so --seed-time 0 is not held hostage");
     }
 
     #[test]
