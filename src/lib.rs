@@ -4,6 +4,9 @@
 //! `reactor` owns every socket and the clock and drives the state machines. See ARCHITECTURE.md.
 
 pub mod bencode;
+pub mod bitfield;
 pub mod cli;
 pub mod error;
 pub mod metainfo;
+pub mod picker;
+pub mod wire;
