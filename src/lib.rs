@@ -4,11 +4,14 @@
 //! `reactor` owns every socket and the clock and drives the state machines. See ARCHITECTURE.md.
 
 pub mod bencode;
+pub mod bitfield;
 pub mod choker;
 pub mod cli;
 pub mod error;
 pub mod metainfo;
+pub mod picker;
 pub mod progress;
 pub mod resume;
 pub mod storage;
 pub mod tracker;
+pub mod wire;
