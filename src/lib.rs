@@ -5,5 +5,7 @@
 
 pub mod bencode;
 pub mod cli;
+pub mod create;
 pub mod error;
+pub mod json;
 pub mod metainfo;
