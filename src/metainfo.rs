@@ -151,7 +151,7 @@ impl Metainfo {
         }
         let root = bencode::decode(buf).map_err(MetainfoError::Bencode)?;
         if !root.is_dict() {
-            return Err(MetainfoError::Invalid("not a torrent file: the top level is not a dictionary".into()));
+            return invalid("the top level is not a dictionary");
         }
         let sorted = check_keys(&root)?;
         let Some(info) = root.get("info") else { return invalid("there is no `info` dictionary") };
@@ -401,7 +401,7 @@ fn check_layout(files: &[FileEntry], piece_length: u64, piece_count: u64) -> Res
     let needed = total.div_ceil(piece_length);
     if needed != piece_count {
         return invalid(format!(
-            "`pieces` holds {piece_count} hashes but {total} bytes in pieces of {piece_length} bytes need {needed}"
+            "`pieces` has {piece_count} piece hash(es) but {total} bytes in pieces of {piece_length} bytes need {needed}"
         ));
     }
     // In component order a path sorts right before the paths inside it, so neighbours reveal every collision.
@@ -663,7 +663,7 @@ mod tests {
         // Say 40,000 bytes need 3 pieces, then claim a smaller total.
         let at = buf.windows(10).position(|w| w == b"i40000e4:n").unwrap();
         buf.splice(at..at + 7, b"i10000e".iter().copied());
-        assert!(err(&buf).contains("holds 3 hashes but 10000 bytes in pieces of 16384 bytes need 1"));
+        assert!(err(&buf).contains("has 3 piece hash(es) but 10000 bytes in pieces of 16384 bytes need 1"));
         let odd = format!("d4:infod6:lengthi5e4:name1:a12:piece lengthi16384e6:pieces21:{}ee", "x".repeat(21));
         assert!(err(odd.as_bytes()).contains("21 bytes long, not a multiple of 20"));
     }
