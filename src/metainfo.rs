@@ -194,10 +194,11 @@ impl Metainfo {
     pub fn piece_count(&self) -> u32 {
         self.pieces.len() as u32
     }
-    /// Size of piece `index`: `piece_length` except for a shorter last piece.
+    /// Size of piece `index`: `piece_length` except for a shorter last piece; 0 past the end (an index from a peer
+    /// must never panic us).
     pub fn piece_size(&self, index: u32) -> u32 {
         let start = index as u64 * self.piece_length as u64;
-        (self.total_length - start).min(self.piece_length as u64) as u32
+        self.total_length.saturating_sub(start).min(self.piece_length as u64) as u32
     }
     /// True when `data` is the whole of piece `index` with the expected SHA-1.
     pub fn piece_matches(&self, index: u32, data: &[u8]) -> bool {
@@ -557,6 +558,7 @@ mod tests {
         assert_eq!(m.piece_count(), 3);
         assert_eq!(m.piece_size(0), 16384);
         assert_eq!(m.piece_size(2), 40_000 - 2 * 16384);
+        assert_eq!((m.piece_size(3), m.piece_size(u32::MAX)), (0, 0));
         assert_eq!(m.files, vec![FileEntry { path: vec!["a.bin".into()], length: 40_000, offset: 0, padding: false }]);
         assert!(!m.multi_file);
         assert_eq!(m.tracker_tiers(), vec![vec!["http://127.0.0.1:6969/announce".to_string()]]);
