@@ -7,3 +7,7 @@ pub mod bencode;
 pub mod cli;
 pub mod error;
 pub mod metainfo;
+pub mod reactor;
+pub mod signal;
+pub mod timer;
+pub mod tracker;

@@ -1,0 +1,47 @@
+//! The open-files limit, which bounds how many connections one process can hold.
+
+use std::io;
+use std::os::raw::{c_int, c_ulong};
+
+/// `struct rlimit` as glibc and musl declare it for `getrlimit`/`setrlimit` (`rlim_t` is `unsigned long`).
+#[repr(C)]
+struct Rlimit {
+    cur: c_ulong,
+    max: c_ulong,
+}
+
+const RLIMIT_NOFILE: c_int = 7;
+
+// SAFETY: the C library's declarations on Linux; both only read or write the one struct they are given.
+unsafe extern "C" {
+    fn getrlimit(resource: c_int, rlim: *mut Rlimit) -> c_int;
+    fn setrlimit(resource: c_int, rlim: *const Rlimit) -> c_int;
+}
+
+/// Raises the soft limit on open files to the hard limit (the most an unprivileged process may) and returns it.
+/// Servers do this so that the limit is set by the administrator's hard limit, not by the shell's default of 1024.
+#[allow(clippy::useless_conversion)] // `c_ulong` is `u32` on 32-bit targets
+pub fn raise_fd_limit() -> io::Result<u64> {
+    let mut lim = Rlimit { cur: 0, max: 0 };
+    // SAFETY: `lim` is a valid, writable `struct rlimit`.
+    if unsafe { getrlimit(RLIMIT_NOFILE, &mut lim) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if lim.cur < lim.max {
+        let raised = Rlimit { cur: lim.max, max: lim.max };
+        // SAFETY: `raised` is a valid `struct rlimit` that outlives the call.
+        if unsafe { setrlimit(RLIMIT_NOFILE, &raised) } != 0 {
+            return Ok(u64::from(lim.cur));
+        }
+        return Ok(u64::from(raised.cur));
+    }
+    Ok(u64::from(lim.cur))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn limit_is_at_least_the_posix_minimum() {
+        assert!(super::raise_fd_limit().unwrap() >= 20);
+    }
+}
