@@ -65,6 +65,8 @@ pub const LINGER: Duration = Duration::from_secs(2);
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 /// The loop-wide read buffer.
 const SCRATCH: usize = 64 * 1024;
+/// Bytes read from one connection per pump before the others get their turn.
+const READ_BUDGET: usize = 256 * 1024;
 
 /// Names one connection for its whole life: the slab key plus a generation that is never reused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -189,6 +191,8 @@ pub struct Reactor {
     scratch: Vec<u8>,
     next_gen: u64,
     ctl: Ctl,
+    /// Connections that used up their read budget and must be pumped again without waiting for an event.
+    yielded: Vec<ConnId>,
     stopping: bool,
     stopped_by: Option<Signal>,
 }
@@ -207,6 +211,7 @@ impl Reactor {
             scratch: vec![0; SCRATCH],
             next_gen: 0,
             ctl: Ctl::default(),
+            yielded: Vec::new(),
             stopping: false,
             stopped_by: None,
         })
@@ -293,7 +298,11 @@ impl Reactor {
     /// One wake-up: wait for readiness or the next deadline (at most `max_wait`), then handle everything due.
     pub fn turn(&mut self, max_wait: Option<Duration>) -> io::Result<()> {
         let now = Instant::now();
-        let timeout = self.next_deadline().map(|d| d.saturating_duration_since(now));
+        let timeout = if self.yielded.is_empty() {
+            self.next_deadline().map(|d| d.saturating_duration_since(now))
+        } else {
+            Some(Duration::ZERO)
+        };
         let timeout = match (timeout, max_wait) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -312,6 +321,11 @@ impl Reactor {
                 SIGNAL => self.on_signal(),
                 Token(t) if t >= LISTENER_BASE => self.accept_all(t - LISTENER_BASE, now),
                 Token(key) => self.on_conn_event(key, readable, writable, now),
+            }
+        }
+        for id in std::mem::take(&mut self.yielded) {
+            if self.conns.get(id.key).is_some_and(|e| e.generation == id.generation) {
+                self.pump(id.key, now);
             }
         }
         // Collected first: a handler that re-arms at a time already past must not keep this loop going.
@@ -516,12 +530,16 @@ impl Reactor {
         let result = pump_entry(e, key, now, &mut self.services, &mut self.ctl, &mut self.scratch);
         match result {
             Err(why) => self.close_key(key, now, why),
-            Ok(()) => {
+            Ok(pumped) => {
                 let finished = e.buf.pending_out() == 0 && (e.conn.wants_close() || e.eof);
+                let id = e.id(key);
                 if finished {
                     self.finish(key, now);
                 } else {
                     self.arm_timer(key);
+                    if pumped == Pumped::Yielded {
+                        self.yielded.push(id);
+                    }
                 }
             }
         }
@@ -621,7 +639,16 @@ impl Reactor {
     }
 }
 
-/// The body of `Reactor::pump` for one entry: feed, flush, read, until stuck.
+/// How a `pump_entry` ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pumped {
+    /// Nothing more can move until the next event or deadline.
+    Stuck,
+    /// The read budget ran out with data perhaps still waiting: pump again next turn.
+    Yielded,
+}
+
+/// The body of `Reactor::pump` for one entry: feed the machine, write, read, for as long as any of them moves.
 fn pump_entry(
     e: &mut Entry,
     key: usize,
@@ -629,9 +656,11 @@ fn pump_entry(
     svc: &mut Services,
     ctl: &mut Ctl,
     scratch: &mut [u8],
-) -> Result<(), Close> {
+) -> Result<Pumped, Close> {
     let id = e.id(key);
+    let mut read = 0;
     loop {
+        let mut progress = false;
         let mut used = 0;
         while used < e.buf.input().len() && !e.buf.backed_up() && !e.conn.wants_close() {
             let n = e.conn.handle_bytes(id, now, &e.buf.input()[used..], svc, ctl)?;
@@ -641,25 +670,36 @@ fn pump_entry(
             }
             used += n;
         }
-        e.buf.consume(used);
+        if used > 0 {
+            e.buf.consume(used);
+            progress = true;
+        }
         e.conn.poll_transmit(e.buf.out());
         if e.buf.input_full() && !e.conn.wants_close() && !e.buf.backed_up() {
             return Err(Close::Protocol("message larger than the input buffer".into()));
         }
+        let queued = e.buf.pending_out();
         e.buf.flush(&mut e.sock).map_err(Close::Io)?;
-        if !e.readable || e.eof || e.buf.backed_up() || e.conn.wants_close() || e.buf.input_full() {
-            return Ok(());
+        progress |= e.buf.pending_out() < queued;
+        let may_read = e.readable && !e.eof && !e.buf.backed_up() && !e.conn.wants_close() && !e.buf.input_full();
+        if may_read {
+            if read >= READ_BUDGET {
+                return Ok(Pumped::Yielded);
+            }
+            let (got, end) = e.buf.fill(&mut e.sock, scratch).map_err(Close::Io)?;
+            match end {
+                ReadEnd::WouldBlock => e.readable = false,
+                ReadEnd::Eof => e.eof = true,
+                ReadEnd::Full => {}
+            }
+            if got > 0 {
+                e.last_active = now;
+                read += got;
+                progress = true;
+            }
         }
-        let (got, end) = e.buf.fill(&mut e.sock, scratch).map_err(Close::Io)?;
-        match end {
-            ReadEnd::WouldBlock => e.readable = false,
-            ReadEnd::Eof => e.eof = true,
-            ReadEnd::Full => {}
-        }
-        if got > 0 {
-            e.last_active = now;
-        } else if end != ReadEnd::Full {
-            return Ok(());
+        if !progress {
+            return Ok(Pumped::Stuck);
         }
     }
 }
@@ -673,5 +713,198 @@ fn connect_result(sock: &TcpStream) -> io::Result<bool> {
         Ok(_) => Ok(true),
         Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(false),
         Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::conn::probe::Probe;
+    use super::*;
+    use crate::tracker::{Config, Tracker};
+    use std::io::{Read, Write};
+
+    const HASH: [u8; 20] = [0x5A; 20];
+
+    fn tracker_loop(cfg: Config, hashes: &[[u8; 20]], max_conns: usize) -> (Reactor, SocketAddr) {
+        let tracker = Tracker::new(cfg, hashes.iter().copied(), 1, Instant::now());
+        let mut r = Reactor::new(Services { tracker: Some(tracker) }).unwrap();
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        r.listen(l, ListenKind::Tracker, max_conns).unwrap();
+        (r, addr)
+    }
+
+    /// Turns the loop until `done` holds; fails the test after `limit`.
+    fn spin_until(r: &mut Reactor, limit: Duration, mut done: impl FnMut(&mut Reactor) -> bool) {
+        let deadline = Instant::now() + limit;
+        while !done(r) {
+            assert!(Instant::now() < deadline, "condition not reached within {limit:?}");
+            r.turn(Some(Duration::from_millis(10))).unwrap();
+        }
+    }
+
+    fn client(addr: SocketAddr) -> std::net::TcpStream {
+        let s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_nonblocking(true).unwrap();
+        s
+    }
+
+    /// Reads what is there without blocking; `None` once the peer has closed (EOF or reset).
+    fn read_some(s: &mut std::net::TcpStream, into: &mut Vec<u8>) -> Option<usize> {
+        let mut buf = [0u8; 65536];
+        match s.read(&mut buf) {
+            Ok(0) => None,
+            Ok(n) => {
+                into.extend_from_slice(&buf[..n]);
+                Some(n)
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Some(0),
+            Err(_) => None,
+        }
+    }
+
+    #[test]
+    fn outgoing_connect_reaches_the_tracker_in_the_same_loop() {
+        let (mut r, addr) = tracker_loop(Config::default(), &[HASH], 10);
+        let (probe, log) = Probe::new(b"GET /scrape HTTP/1.1\r\nConnection: close\r\n\r\n", usize::MAX);
+        r.connect(addr, Conn::Probe(probe)).unwrap();
+        spin_until(&mut r, Duration::from_secs(5), |r| r.is_stopping());
+        let log = log.borrow();
+        assert!(log.connected);
+        let text = String::from_utf8_lossy(&log.got);
+        assert!(text.starts_with("HTTP/1.1 200 OK\r\n") && text.ends_with("incompletei0eeee"), "{text}");
+        assert_eq!(log.closed.as_deref(), Some("closed by the peer"));
+        assert_eq!(r.conn_count(), 0, "the tracker side closed too");
+    }
+
+    #[test]
+    fn refused_connect_is_reported_to_the_machine() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut r = Reactor::new(Services::default()).unwrap();
+        let (probe, log) = Probe::new(b"hello", usize::MAX);
+        r.connect(SocketAddr::from(([127, 0, 0, 1], port)), Conn::Probe(probe)).unwrap();
+        spin_until(&mut r, Duration::from_secs(5), |r| r.is_stopping());
+        let log = log.borrow();
+        assert!(!log.connected);
+        assert!(log.closed.as_deref().unwrap().starts_with("connect failed"), "{:?}", log.closed);
+        assert_eq!(r.conn_count(), 0);
+    }
+
+    #[test]
+    fn connect_requested_by_a_machine_goes_through_ctl() {
+        let (mut r, addr) = tracker_loop(Config::default(), &[HASH], 10);
+        let (probe, log) = Probe::new(b"GET /scrape HTTP/1.1\r\n\r\n", 10);
+        r.ctl.connect(addr, Conn::Probe(probe));
+        r.run_requests(Instant::now());
+        spin_until(&mut r, Duration::from_secs(5), |r| r.is_stopping());
+        assert!(log.borrow().got.starts_with(b"HTTP/1.1 200"));
+    }
+
+    #[test]
+    fn a_client_that_does_not_read_stops_being_read_and_gets_everything_later() {
+        // 100 torrents make a full scrape of about 7 KB, so 2000 answers (14 MB) outgrow what the kernel buffers
+        // for a reader that does not read.
+        let hashes: Vec<[u8; 20]> = (0..100u8)
+            .map(|i| {
+                let mut h = [0xEE; 20];
+                h[0] = i;
+                h
+            })
+            .collect();
+        let (mut r, addr) = tracker_loop(Config::default(), &hashes, 10);
+        let mut c = client(addr);
+        let requests = 2000;
+        let input = b"GET /scrape HTTP/1.1\r\n\r\n".repeat(requests);
+        let mut written = 0;
+        spin_until(&mut r, Duration::from_secs(10), |r| {
+            if written < input.len() {
+                written += c.write(&input[written..]).unwrap_or(0);
+            }
+            r.conns.iter().next().is_some_and(|(_, e)| e.buf.backed_up())
+        });
+        // Stuck: turning the loop more does not grow the queue past one response over the mark.
+        for _ in 0..20 {
+            r.turn(Some(Duration::from_millis(1))).unwrap();
+        }
+        let (_, e) = r.conns.iter().next().unwrap();
+        let limits = e.conn.limits();
+        assert!(e.buf.pending_out() < limits.out_high + 20_000, "queued {}", e.buf.pending_out());
+        let Conn::TrackerClient(tc) = &e.conn else { panic!("not a tracker client") };
+        assert!(tc.requests() < requests as u64, "all {} requests were handled while nobody read", tc.requests());
+        // Now read everything: every request gets its answer.
+        let mut got = Vec::new();
+        let one = {
+            let mut body = Vec::new();
+            r.services.tracker.as_ref().unwrap().scrape(&[], &mut body);
+            body.len()
+        };
+        spin_until(&mut r, Duration::from_secs(20), |_| {
+            if written < input.len() {
+                written += c.write(&input[written..]).unwrap_or(0);
+            }
+            while read_some(&mut c, &mut got).is_some_and(|n| n > 0) {}
+            got.len() >= requests * (one + 60)
+        });
+        let answers = got.windows(15).filter(|w| w == b"HTTP/1.1 200 OK").count();
+        assert_eq!(answers, requests);
+    }
+
+    #[test]
+    fn idle_connections_are_closed_by_their_deadline() {
+        let cfg = Config { idle_timeout: Duration::from_millis(100), ..Config::default() };
+        let (mut r, addr) = tracker_loop(cfg, &[HASH], 10);
+        let mut c = client(addr);
+        let opened = Instant::now();
+        let mut sink = Vec::new();
+        spin_until(&mut r, Duration::from_secs(5), |_| read_some(&mut c, &mut sink).is_none());
+        assert!(opened.elapsed() >= Duration::from_millis(100));
+        assert!(sink.is_empty(), "closed without an answer");
+        assert_eq!(r.conn_count(), 0);
+        assert!(r.timers.is_empty(), "the closed connection's deadline was cancelled");
+    }
+
+    #[test]
+    fn the_longest_silent_connection_makes_room_at_the_limit() {
+        let (mut r, addr) = tracker_loop(Config::default(), &[HASH], 2);
+        let mut first = client(addr);
+        spin_until(&mut r, Duration::from_secs(5), |r| r.conn_count() == 1);
+        let mut second = client(addr);
+        spin_until(&mut r, Duration::from_secs(5), |r| r.conn_count() == 2);
+        second.write_all(b"GET /scrape HTTP/1.1\r\n\r\n").unwrap();
+        let mut got = Vec::new();
+        spin_until(&mut r, Duration::from_secs(5), |_| {
+            read_some(&mut second, &mut got);
+            !got.is_empty()
+        });
+        let mut third = client(addr);
+        let mut sink = Vec::new();
+        spin_until(&mut r, Duration::from_secs(5), |_| read_some(&mut first, &mut sink).is_none());
+        assert_eq!(r.conn_count(), 2);
+        third.write_all(b"GET /scrape HTTP/1.1\r\n\r\n").unwrap();
+        let mut got = Vec::new();
+        spin_until(&mut r, Duration::from_secs(5), |_| {
+            read_some(&mut third, &mut got);
+            got.starts_with(b"HTTP/1.1 200")
+        });
+        assert!(read_some(&mut second, &mut Vec::new()).is_some(), "the recently active one stays");
+    }
+
+    #[test]
+    fn an_answer_before_closing_survives_unread_input() {
+        let (mut r, addr) = tracker_loop(Config::default(), &[HASH], 10);
+        let mut c = client(addr);
+        // 64 KiB of request line: the tracker answers 431 after 8 KiB and must not reset the rest away.
+        let mut line = b"GET /announce?x=".to_vec();
+        line.resize(64 * 1024, b'a');
+        let mut written = 0;
+        let mut got = Vec::new();
+        spin_until(&mut r, Duration::from_secs(5), |_| {
+            if written < line.len() {
+                written += c.write(&line[written..]).unwrap_or(0);
+            }
+            read_some(&mut c, &mut got).is_none()
+        });
+        let text = String::from_utf8_lossy(&got);
+        assert!(text.starts_with("HTTP/1.1 431 Request Header Fields Too Large\r\n"), "{text}");
     }
 }
