@@ -4,10 +4,14 @@
 //! `reactor` owns every socket and the clock and drives the state machines. See ARCHITECTURE.md.
 
 pub mod bencode;
+pub mod choker;
 pub mod cli;
 pub mod error;
 pub mod metainfo;
+pub mod progress;
 pub mod reactor;
+pub mod resume;
 pub mod signal;
+pub mod storage;
 pub mod timer;
 pub mod tracker;

@@ -1,9 +1,11 @@
-//! The embedded HTTP tracker, as state machines the reactor drives: no sockets and no clock in here.
+//! Both sides of HTTP tracking, as state machines the reactor drives: no sockets and no clock in here.
 //!
-//! - [`http`]: request framing and query decoding (a codec).
+//! - [`announce`]: the announce client of a torrent session (request bytes, reply parse, schedule).
+//! - [`http`]: the embedded tracker's request framing and query decoding (a codec).
 //! - [`server`]: the swarm registry, [`Tracker`], shared by every connection of one loop (a service).
 //! - [`Client`]: one HTTP connection to the tracker: bytes in, responses out, with its own deadline.
 
+pub mod announce;
 pub mod http;
 pub mod server;
 
