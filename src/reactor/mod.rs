@@ -37,11 +37,11 @@
 
 mod buffer;
 mod conn;
-mod fd_limit;
+mod os;
 
 pub use buffer::BufLimits;
 pub use conn::{Conn, ListenKind, Services};
-pub use fd_limit::raise_fd_limit;
+pub use os::raise_fd_limit;
 
 use std::fmt;
 use std::io;
@@ -231,6 +231,7 @@ impl Reactor {
             return Err(io::Error::other("too many listeners"));
         }
         listener.set_nonblocking(true)?;
+        os::widen_backlog(&listener)?;
         let mut sock = TcpListener::from_std(listener);
         self.poll.registry().register(&mut sock, Token(LISTENER_BASE + self.listeners.len()), Interest::READABLE)?;
         self.listeners.push(Listener { sock, kind, max_conns: max_conns.max(1), open: 0, retry_at: None });

@@ -1,6 +1,8 @@
-//! The open-files limit, which bounds how many connections one process can hold.
+//! The two socket-server settings std does not expose: the open-files limit, which bounds how many connections one
+//! process can hold, and the listen backlog, which bounds how many can wait to be accepted.
 
 use std::io;
+use std::os::fd::AsRawFd;
 use std::os::raw::{c_int, c_ulong};
 
 /// `struct rlimit` as glibc and musl declare it for `getrlimit`/`setrlimit` (`rlim_t` is `unsigned long`).
@@ -12,10 +14,26 @@ struct Rlimit {
 
 const RLIMIT_NOFILE: c_int = 7;
 
-// SAFETY: the C library's declarations on Linux; both only read or write the one struct they are given.
+// SAFETY: the C library's declarations on Linux; the rlimit calls only read or write the one struct they are given,
+// and `listen` only takes integers.
 unsafe extern "C" {
     fn getrlimit(resource: c_int, rlim: *mut Rlimit) -> c_int;
     fn setrlimit(resource: c_int, rlim: *const Rlimit) -> c_int;
+    fn listen(fd: c_int, backlog: c_int) -> c_int;
+}
+
+/// Connections the kernel may hold for us before `accept`. std (and mio) use 128, which a burst of a few hundred
+/// clients overflows: the kernel then drops their SYNs and they retry only after a second or more. The kernel caps
+/// this at `net.core.somaxconn`.
+const BACKLOG: c_int = 4096;
+
+/// Raises the backlog of a listening socket (calling `listen` again on a listening socket only changes it).
+pub fn widen_backlog(listener: &std::net::TcpListener) -> io::Result<()> {
+    // SAFETY: the descriptor is a valid socket for the duration of the call, borrowed from `listener`.
+    if unsafe { listen(listener.as_raw_fd(), BACKLOG) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Raises the soft limit on open files to the hard limit (the most an unprivileged process may) and returns it.
