@@ -118,7 +118,7 @@ impl SocketBuf {
         }
         if self.sent == self.out.len() {
             self.sent = 0;
-            if self.out.capacity() > 16 * IDLE_CAPACITY {
+            if self.out.capacity() > IDLE_CAPACITY {
                 self.out = Vec::new();
             } else {
                 self.out.clear();

@@ -29,7 +29,6 @@ pub struct Client {
     from: SocketAddr,
     /// Responses not yet taken by [`Client::poll_transmit`].
     pending: Vec<u8>,
-    body: Vec<u8>,
     last_request: Instant,
     /// When the first bytes of a still-incomplete request were seen.
     partial_since: Option<Instant>,
@@ -45,7 +44,6 @@ impl Client {
         Client {
             from,
             pending: Vec::new(),
-            body: Vec::new(),
             last_request: now,
             partial_since: None,
             closing: false,
@@ -88,16 +86,17 @@ impl Client {
             let e = HttpError { status: Status::MethodNotAllowed, detail: "only GET is served" };
             return self.answer_error(e, req.keep_alive);
         }
-        self.body.clear();
+        // Not kept between requests: thousands of idle keep-alive connections should not each hold a peer list.
+        let mut body = Vec::new();
         match req.path {
-            "/announce" => tracker.announce_query(now, req.query, self.from.ip(), &mut self.body),
-            "/scrape" => tracker.scrape_query(req.query, &mut self.body),
+            "/announce" => tracker.announce_query(now, req.query, self.from.ip(), &mut body),
+            "/scrape" => tracker.scrape_query(req.query, &mut body),
             _ => {
                 let e = HttpError { status: Status::NotFound, detail: "try /announce or /scrape" };
                 return self.answer_error(e, req.keep_alive);
             }
         }
-        http::write_response(&mut self.pending, Status::Ok, &self.body, req.keep_alive);
+        http::write_response(&mut self.pending, Status::Ok, &body, req.keep_alive);
         self.closing = !req.keep_alive;
     }
 
