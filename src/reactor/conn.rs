@@ -116,7 +116,7 @@ impl Conn {
     }
 
     /// Appends whatever the machine wants written.
-    pub(super) fn poll_transmit(&mut self, out: &mut Vec<u8>) {
+    pub(super) fn poll_transmit(&mut self, out: &mut Vec<u8>, _svc: &mut Services) {
         match self {
             Conn::TrackerClient(c) => c.poll_transmit(out),
             #[cfg(test)]
@@ -124,7 +124,7 @@ impl Conn {
         }
     }
 
-    pub(super) fn poll_timeout(&self) -> Option<Instant> {
+    pub(super) fn poll_timeout(&self, _svc: &Services) -> Option<Instant> {
         match self {
             Conn::TrackerClient(c) => c.poll_timeout(),
             #[cfg(test)]
@@ -133,7 +133,7 @@ impl Conn {
     }
 
     /// The machine is done: close once its output is written, and feed it no more input.
-    pub(super) fn wants_close(&self) -> bool {
+    pub(super) fn wants_close(&self, _svc: &Services) -> bool {
         match self {
             Conn::TrackerClient(c) => c.wants_close(),
             #[cfg(test)]
@@ -152,8 +152,8 @@ impl Conn {
     }
 }
 
-/// A client that writes a script once connected, records what comes back, and stops the loop when it has
-/// `stop_after` bytes or is closed.
+/// A client that writes a script once connected (and later whatever a test puts in its outbox), records what comes
+/// back, and stops the loop when it has `stop_after` bytes or is closed.
 #[cfg(test)]
 pub mod probe {
     use std::cell::RefCell;
@@ -164,6 +164,8 @@ pub mod probe {
     #[derive(Debug, Default)]
     pub struct Log {
         pub connected: bool,
+        /// Bytes the test wants sent later; they go out when the loop is woken for this connection.
+        pub outbox: Vec<u8>,
         pub got: Vec<u8>,
         pub closed: Option<String>,
     }
@@ -191,8 +193,10 @@ pub mod probe {
         }
 
         pub(super) fn poll_transmit(&mut self, out: &mut Vec<u8>) {
-            if self.log.borrow().connected {
+            let mut log = self.log.borrow_mut();
+            if log.connected {
                 out.append(&mut self.send);
+                out.append(&mut log.outbox);
             }
         }
 

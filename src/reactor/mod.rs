@@ -34,6 +34,19 @@
 //! sending (we stopped reading mid-request, say after answering "431"), closing at once would make the kernel send a
 //! reset that can destroy the answer before the peer reads it; so the loop shuts down the sending side, discards
 //! input for up to [`LINGER`] and then closes.
+//!
+//! # Extending
+//! - A new kind of connection: a variant of [`Conn`] and its arm in each verb in `conn.rs` (the compiler lists them).
+//!   If it is accepted, a [`ListenKind`] variant whose `accept` builds it, and [`Reactor::listen`] on a bound socket.
+//! - A new service: a field of [`Services`], and its arms in `Services::poll_timeout` / `Services::handle_timeout`.
+//!   A service sets timers by returning its earliest deadline from `poll_timeout` (asked after every wake-up).
+//! - Asking the loop for something from inside a verb: every verb in `conn.rs` gets a [`Ctl`]; `ctl.connect(addr,
+//!   conn)` dials (non-blocking; `on_connected` or `on_closed(Close::ConnectFailed)` follows), `ctl.wake(id)` has
+//!   another connection's output and deadline re-read (a service changed what it should send), `ctl.close(id)` and
+//!   `ctl.stop()` do what they say. Requests run after the verb returns, never inside it. Outside the loop,
+//!   [`Reactor::connect`], [`Reactor::wake`] and [`Reactor::close`] do the same.
+//! - Every verb also gets the [`Services`], so a connection's machine may live in its variant or inside a service
+//!   (then the variant holds only a handle and its arms ask the service).
 
 mod buffer;
 mod conn;
@@ -123,6 +136,7 @@ pub struct Ctl {
 enum Request {
     Connect { addr: SocketAddr, conn: Conn },
     Close(ConnId),
+    Wake(ConnId),
     Stop,
 }
 
@@ -135,6 +149,12 @@ impl Ctl {
 
     pub fn close(&mut self, id: ConnId) {
         self.requests.push(Request::Close(id));
+    }
+
+    /// The machine behind `id` has new output or a new deadline, changed from outside its own verbs (say a service
+    /// decided to send it something): the loop pumps it, which drains `poll_transmit` and re-reads `poll_timeout`.
+    pub fn wake(&mut self, id: ConnId) {
+        self.requests.push(Request::Wake(id));
     }
 
     /// Ends `Reactor::run` after the current batch.
@@ -240,8 +260,7 @@ impl Reactor {
 
     /// Starts a non-blocking connect to `addr` driven by `conn` (see [`Ctl::connect`]).
     pub fn connect(&mut self, addr: SocketAddr, conn: Conn) -> io::Result<ConnId> {
-        let sock = TcpStream::connect(addr)?;
-        let mut sock = sock;
+        let mut sock = TcpStream::connect(addr)?;
         let key = self.register(&mut sock)?;
         Ok(self.insert(key, sock, addr, conn, None, true, Instant::now()))
     }
@@ -264,8 +283,27 @@ impl Reactor {
 
     /// Closes a connection now, if it is still open.
     pub fn close(&mut self, id: ConnId) {
+        let now = Instant::now();
         if self.conns.get(id.key).is_some_and(|e| e.generation == id.generation) {
-            self.close_key(id.key, Instant::now(), Close::Requested);
+            self.close_key(id.key, now, Close::Requested);
+        }
+        self.run_requests(now);
+    }
+
+    /// Pumps the connection `id` (see [`Ctl::wake`]).
+    pub fn wake(&mut self, id: ConnId) {
+        let now = Instant::now();
+        self.wake_now(id, now);
+        self.run_requests(now);
+    }
+
+    fn wake_now(&mut self, id: ConnId, now: Instant) {
+        let live = self
+            .conns
+            .get(id.key)
+            .is_some_and(|e| e.generation == id.generation && !e.connecting && e.linger_until.is_none());
+        if live {
+            self.pump(id.key, now);
         }
     }
 
@@ -323,10 +361,12 @@ impl Reactor {
                 Token(t) if t >= LISTENER_BASE => self.accept_all(t - LISTENER_BASE, now),
                 Token(key) => self.on_conn_event(key, readable, writable, now),
             }
+            self.run_requests(now);
         }
         for id in std::mem::take(&mut self.yielded) {
             if self.conns.get(id.key).is_some_and(|e| e.generation == id.generation) {
                 self.pump(id.key, now);
+                self.run_requests(now);
             }
         }
         // Collected first: a handler that re-arms at a time already past must not keep this loop going.
@@ -336,6 +376,7 @@ impl Reactor {
         }
         for (timer, (key, generation)) in due {
             self.on_conn_timer(key, generation, timer, now);
+            self.run_requests(now);
         }
         if self.services.poll_timeout().is_some_and(|t| t <= now) {
             self.services.handle_timeout(now, &mut self.ctl);
@@ -345,6 +386,7 @@ impl Reactor {
             if self.listeners[i].retry_at.is_some_and(|t| t <= now) {
                 self.listeners[i].retry_at = None;
                 self.accept_all(i, now);
+                self.run_requests(now);
             }
         }
         Ok(())
@@ -488,7 +530,6 @@ impl Reactor {
                 }
                 Err(err) => {
                     self.close_key(key, now, Close::ConnectFailed(err));
-                    self.run_requests(now);
                     return;
                 }
             }
@@ -513,26 +554,24 @@ impl Reactor {
         let id = e.id(key);
         if let Err(why) = e.conn.handle_timeout(id, now, &mut self.services, &mut self.ctl) {
             self.close_key(key, now, why);
-            self.run_requests(now);
             return;
         }
         if e.connecting {
             self.arm_timer(key);
-            self.run_requests(now);
         } else {
             self.pump(key, now);
         }
     }
 
     /// Moves bytes between the socket and the machine until neither can make progress, then closes the connection
-    /// or re-arms its deadline, and carries out what the machine asked of the loop.
+    /// or re-arms its deadline. What the machine asked of the loop waits in `ctl` for `run_requests`.
     fn pump(&mut self, key: usize, now: Instant) {
         let Some(e) = self.conns.get_mut(key) else { return };
         let result = pump_entry(e, key, now, &mut self.services, &mut self.ctl, &mut self.scratch);
         match result {
             Err(why) => self.close_key(key, now, why),
             Ok(pumped) => {
-                let finished = e.buf.pending_out() == 0 && (e.conn.wants_close() || e.eof);
+                let finished = e.buf.pending_out() == 0 && (e.conn.wants_close(&self.services) || e.eof);
                 let id = e.id(key);
                 if finished {
                     self.finish(key, now);
@@ -544,7 +583,6 @@ impl Reactor {
                 }
             }
         }
-        self.run_requests(now);
     }
 
     /// The machine is done (or the peer closed) and all output is written: close, lingering if the peer may still
@@ -584,7 +622,7 @@ impl Reactor {
     /// Arms the connection's deadline if it has one earlier than the armed one (see "Time" in the module doc).
     fn arm_timer(&mut self, key: usize) {
         let Some(e) = self.conns.get_mut(key) else { return };
-        let Some(want) = e.conn.poll_timeout() else { return };
+        let Some(want) = e.conn.poll_timeout(&self.services) else { return };
         match e.timer {
             Some((armed, _)) if armed <= want => {}
             Some((_, old)) => {
@@ -634,6 +672,7 @@ impl Reactor {
                         }
                     }
                     Request::Connect { addr, conn } => self.connect_or_report(addr, conn, now),
+                    Request::Wake(id) => self.wake_now(id, now),
                 }
             }
         }
@@ -663,9 +702,9 @@ fn pump_entry(
     loop {
         let mut progress = false;
         let mut used = 0;
-        while used < e.buf.input().len() && !e.buf.backed_up() && !e.conn.wants_close() {
+        while used < e.buf.input().len() && !e.buf.backed_up() && !e.conn.wants_close(svc) {
             let n = e.conn.handle_bytes(id, now, &e.buf.input()[used..], svc, ctl)?;
-            e.conn.poll_transmit(e.buf.out());
+            e.conn.poll_transmit(e.buf.out(), svc);
             if n == 0 {
                 break;
             }
@@ -675,14 +714,14 @@ fn pump_entry(
             e.buf.consume(used);
             progress = true;
         }
-        e.conn.poll_transmit(e.buf.out());
-        if e.buf.input_full() && !e.conn.wants_close() && !e.buf.backed_up() {
+        e.conn.poll_transmit(e.buf.out(), svc);
+        if e.buf.input_full() && !e.conn.wants_close(svc) && !e.buf.backed_up() {
             return Err(Close::Protocol("message larger than the input buffer".into()));
         }
         let queued = e.buf.pending_out();
         e.buf.flush(&mut e.sock).map_err(Close::Io)?;
         progress |= e.buf.pending_out() < queued;
-        let may_read = e.readable && !e.eof && !e.buf.backed_up() && !e.conn.wants_close() && !e.buf.input_full();
+        let may_read = e.readable && !e.eof && !e.buf.backed_up() && !e.conn.wants_close(svc) && !e.buf.input_full();
         if may_read {
             if read >= READ_BUDGET {
                 return Ok(Pumped::Yielded);
@@ -799,6 +838,24 @@ mod tests {
         r.run_requests(Instant::now());
         spin_until(&mut r, Duration::from_secs(5), |r| r.is_stopping());
         assert!(log.borrow().got.starts_with(b"HTTP/1.1 200"));
+    }
+
+    #[test]
+    fn wake_sends_what_a_machine_was_given_from_outside() {
+        let (mut r, addr) = tracker_loop(Config::default(), &[HASH], 10);
+        let (probe, log) = Probe::new(b"GET /scrape HTTP/1.1\r\n\r\n", usize::MAX);
+        let id = r.connect(addr, Conn::Probe(probe)).unwrap();
+        let answered = |log: &std::cell::RefCell<super::conn::probe::Log>, n: usize| {
+            log.borrow().got.windows(12).filter(|w| w == b"HTTP/1.1 200").count() == n
+        };
+        spin_until(&mut r, Duration::from_secs(5), |_| answered(&log, 1));
+        log.borrow_mut().outbox.extend_from_slice(b"GET /scrape HTTP/1.1\r\n\r\n");
+        for _ in 0..5 {
+            r.turn(Some(Duration::from_millis(1))).unwrap();
+        }
+        assert!(answered(&log, 1), "nothing is sent without a wake");
+        r.wake(id);
+        spin_until(&mut r, Duration::from_secs(5), |_| answered(&log, 2));
     }
 
     #[test]
