@@ -376,3 +376,21 @@ fn help_and_usage_errors() {
     assert!(err.contains(&format!("cannot listen on 127.0.0.1:{port}")), "{err}");
     assert!(started.elapsed() < WAIT);
 }
+
+#[test]
+fn ipv6_peers_are_listed_in_peers6() {
+    let p = Proc::toybt("tracker6", &["tracker", "--open", "--bind", "::1", "--port", "0"]);
+    let line = p.wait_line("listening on", WAIT);
+    assert!(line.contains("(announce http://[::1]:"), "{line}");
+    let addr: SocketAddr = format!("[::1]:{}", port_from_line(&line)).parse().unwrap();
+    get(addr, &announce_target(&HASH, peer_id(1), 1111, "&compact=1"));
+    let r = get(addr, &announce_target(&HASH, peer_id(2), 2222, "&compact=1"));
+    assert_eq!(r.compact_peers(), []);
+    let v = r.value();
+    let mut want = std::net::Ipv6Addr::LOCALHOST.octets().to_vec();
+    want.extend_from_slice(&1111u16.to_be_bytes());
+    assert_eq!(v.get("peers6").and_then(|p| p.as_bytes()), Some(&want[..]));
+    let dict = get(addr, &announce_target(&HASH, peer_id(2), 2222, "&compact=0"));
+    let v = dict.value();
+    assert_eq!(v.get("peers").unwrap().as_list().unwrap()[0].get("ip").unwrap().as_str(), Some("::1"));
+}
