@@ -22,7 +22,8 @@ pub struct BufLimits {
 /// Why a read loop stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReadEnd {
-    /// The socket has nothing more now; an edge-triggered readable event will come with new data.
+    /// The socket has nothing more now (a short read or `WouldBlock`); an edge-triggered readable event will come
+    /// with new data.
     WouldBlock,
     /// The peer closed its sending side.
     Eof,
@@ -82,9 +83,14 @@ impl SocketBuf {
         self.pending_out() >= self.limits.out_high
     }
 
-    /// Reads until `WouldBlock`, end of stream, or a full input buffer; returns the bytes read and why it stopped.
-    /// `scratch` is a loop-wide read buffer, so idle connections hold no read buffer of their own.
-    pub fn fill(&mut self, src: &mut impl Read, scratch: &mut [u8]) -> io::Result<(usize, ReadEnd)> {
+    /// Reads until the socket is drained, end of stream, or a full input buffer; returns the bytes read and why it
+    /// stopped. `scratch` is a loop-wide read buffer, so idle connections hold no read buffer of their own.
+    ///
+    /// A stream socket returns less than asked only when its queue is empty, and data arriving later raises a new
+    /// edge, so a short read counts as drained without spending a read on hearing `WouldBlock`. Not so for the end
+    /// of stream: a FIN that came with the data raised its edge already. So when the last readiness event said the
+    /// peer closed (`peer_closed`), reads go on until they return 0.
+    pub fn fill(&mut self, src: &mut impl Read, scratch: &mut [u8], peer_closed: bool) -> io::Result<(usize, ReadEnd)> {
         let mut total = 0;
         loop {
             let room = self.limits.max_in.saturating_sub(self.input.len()).min(scratch.len());
@@ -96,6 +102,9 @@ impl SocketBuf {
                 Ok(n) => {
                     self.input.extend_from_slice(&scratch[..n]);
                     total += n;
+                    if n < room && !peer_closed {
+                        return Ok((total, ReadEnd::WouldBlock));
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok((total, ReadEnd::WouldBlock)),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -136,8 +145,8 @@ impl SocketBuf {
 mod tests {
     use super::*;
 
-    /// A fake socket: reads hand out `data` in chunks, then `WouldBlock` (or EOF when `eof`); writes accept up to
-    /// `room` bytes in chunks of at most `chunk`, then `WouldBlock`.
+    /// A fake socket: reads hand out what `data` holds (as a socket hands out its queue), then `WouldBlock` (or EOF
+    /// when `eof`); writes accept up to `room` bytes in chunks of at most `chunk`, then `WouldBlock`.
     struct Fake {
         data: Vec<u8>,
         eof: bool,
@@ -151,7 +160,7 @@ mod tests {
             if self.data.is_empty() {
                 return if self.eof { Ok(0) } else { Err(io::ErrorKind::WouldBlock.into()) };
             }
-            let n = buf.len().min(self.chunk).min(self.data.len());
+            let n = buf.len().min(self.data.len());
             buf[..n].copy_from_slice(&self.data[..n]);
             self.data.drain(..n);
             Ok(n)
@@ -180,23 +189,32 @@ mod tests {
     const LIMITS: BufLimits = BufLimits { max_in: 10, out_high: 8 };
 
     #[test]
-    fn reads_until_would_block() {
+    fn reads_until_drained() {
         let mut b = SocketBuf::new(LIMITS);
         let mut s = fake(b"hello", false);
-        assert_eq!(b.fill(&mut s, &mut [0; 64]).unwrap(), (5, ReadEnd::WouldBlock));
+        assert_eq!(b.fill(&mut s, &mut [0; 3], false).unwrap(), (5, ReadEnd::WouldBlock));
         assert_eq!(b.input(), b"hello");
         b.consume(2);
         assert_eq!(b.input(), b"llo");
+        assert_eq!(b.fill(&mut s, &mut [0; 3], false).unwrap(), (0, ReadEnd::WouldBlock));
+    }
+
+    #[test]
+    fn a_short_read_is_drained_unless_the_peer_closed() {
+        let mut b = SocketBuf::new(LIMITS);
+        assert_eq!(b.fill(&mut fake(b"abc", true), &mut [0; 64], false).unwrap(), (3, ReadEnd::WouldBlock));
+        let mut b = SocketBuf::new(LIMITS);
+        assert_eq!(b.fill(&mut fake(b"abc", true), &mut [0; 64], true).unwrap(), (3, ReadEnd::Eof));
     }
 
     #[test]
     fn reads_stop_at_the_input_limit_and_resume_after_consuming() {
         let mut b = SocketBuf::new(LIMITS);
         let mut s = fake(b"0123456789abcdef", true);
-        assert_eq!(b.fill(&mut s, &mut [0; 64]).unwrap(), (10, ReadEnd::Full));
+        assert_eq!(b.fill(&mut s, &mut [0; 64], true).unwrap(), (10, ReadEnd::Full));
         assert!(b.input_full());
         b.consume(10);
-        assert_eq!(b.fill(&mut s, &mut [0; 64]).unwrap(), (6, ReadEnd::Eof));
+        assert_eq!(b.fill(&mut s, &mut [0; 64], true).unwrap(), (6, ReadEnd::Eof));
         assert_eq!(b.input(), b"abcdef");
     }
 
@@ -228,6 +246,6 @@ mod tests {
             }
         }
         let mut b = SocketBuf::new(LIMITS);
-        assert_eq!(b.fill(&mut Broken, &mut [0; 8]).unwrap_err().kind(), io::ErrorKind::ConnectionReset);
+        assert_eq!(b.fill(&mut Broken, &mut [0; 8], false).unwrap_err().kind(), io::ErrorKind::ConnectionReset);
     }
 }

@@ -7,8 +7,8 @@
 //!
 //! # Tokens
 //! A connection's token is its slab key. Listeners take `LISTENER_BASE + index` and the signal pipe takes
-//! `usize::MAX`, far above any slab key. A closed connection is deregistered and removed from the slab in the same
-//! step, so events for it that are still queued find no entry and are ignored. Should a new connection reuse the key
+//! `usize::MAX`, far above any slab key. A closed connection's socket is closed (which takes it out of the poll set)
+//! and its entry removed from the slab in the same step, so events for it that are still queued find no entry and are ignored. Should a new connection reuse the key
 //! within the same batch, it gets a spurious readiness event, which is harmless: reads and writes then just return
 //! `WouldBlock`, and a connecting socket is checked with `take_error` *and* `peer_addr` before it counts as connected.
 //! Timers carry the key and a generation number that is never reused ([`ConnId`]), so a deadline armed for a closed
@@ -163,6 +163,13 @@ impl Ctl {
     }
 }
 
+/// What one readiness event said about a connection.
+#[derive(Debug, Clone, Copy)]
+struct Readiness {
+    readable: bool,
+    read_closed: bool,
+}
+
 struct Entry {
     generation: u64,
     sock: TcpStream,
@@ -174,6 +181,8 @@ struct Entry {
     /// Not read to `WouldBlock` since the last readable event: there may be more to read without a new event.
     readable: bool,
     eof: bool,
+    /// A readiness event said the peer closed its side: read until end of stream (see `SocketBuf::fill`).
+    peer_closed: bool,
     /// Closing: discarding input until the peer closes or this deadline.
     linger_until: Option<Instant>,
     listener: Option<usize>,
@@ -202,7 +211,7 @@ pub struct Reactor {
     poll: Poll,
     events: Events,
     /// This batch's readiness, copied out of `events` so handlers may borrow the reactor.
-    batch: Vec<(Token, bool, bool)>,
+    batch: Vec<(Token, Readiness)>,
     conns: Slab<Entry>,
     listeners: Vec<Listener>,
     timers: Timers<(usize, u64)>,
@@ -353,13 +362,17 @@ impl Reactor {
         }
         let now = Instant::now();
         self.batch.clear();
-        self.batch.extend(self.events.iter().map(|e| (e.token(), e.is_readable(), e.is_writable())));
+        self.batch.extend(
+            self.events
+                .iter()
+                .map(|e| (e.token(), Readiness { readable: e.is_readable(), read_closed: e.is_read_closed() })),
+        );
         for i in 0..self.batch.len() {
-            let (token, readable, writable) = self.batch[i];
+            let (token, ready) = self.batch[i];
             match token {
                 SIGNAL => self.on_signal(),
                 Token(t) if t >= LISTENER_BASE => self.accept_all(t - LISTENER_BASE, now),
-                Token(key) => self.on_conn_event(key, readable, writable, now),
+                Token(key) => self.on_conn_event(key, ready, now),
             }
             self.run_requests(now);
         }
@@ -495,6 +508,7 @@ impl Reactor {
             connecting,
             readable: !connecting,
             eof: false,
+            peer_closed: false,
             linger_until: None,
             listener,
             timer: None,
@@ -513,7 +527,7 @@ impl Reactor {
         id
     }
 
-    fn on_conn_event(&mut self, key: usize, readable: bool, writable: bool, now: Instant) {
+    fn on_conn_event(&mut self, key: usize, ready: Readiness, now: Instant) {
         let Some(e) = self.conns.get_mut(key) else { return };
         if e.linger_until.is_some() {
             self.linger_read(key, now);
@@ -534,10 +548,9 @@ impl Reactor {
                 }
             }
         }
-        if readable {
-            e.readable = true;
-        }
-        let _ = writable; // a writable edge only means "flush", which `pump` always tries
+        // A writable edge only means "flush", which `pump` always tries.
+        e.readable |= ready.readable;
+        e.peer_closed |= ready.read_closed;
         self.pump(key, now);
     }
 
@@ -633,10 +646,10 @@ impl Reactor {
         }
     }
 
-    /// Deregisters and removes the connection in one step, then tells its machine.
+    /// Removes the connection and closes its socket in one step (closing the descriptor is what takes it out of the
+    /// poll set; an explicit deregister would be one more system call per connection), then tells its machine.
     fn close_key(&mut self, key: usize, now: Instant, why: Close) {
-        let Some(mut e) = self.conns.try_remove(key) else { return };
-        let _ = self.poll.registry().deregister(&mut e.sock);
+        let Some(e) = self.conns.try_remove(key) else { return };
         if let Some((_, t)) = e.timer {
             self.timers.cancel(t);
         }
@@ -649,6 +662,7 @@ impl Reactor {
         }
         log::trace!("connection {} ({}) closed: {why}", key, e.peer);
         let id = e.id(key);
+        drop(e.sock);
         e.conn.on_closed(id, now, &why, &mut self.services, &mut self.ctl);
     }
 
@@ -726,7 +740,7 @@ fn pump_entry(
             if read >= READ_BUDGET {
                 return Ok(Pumped::Yielded);
             }
-            let (got, end) = e.buf.fill(&mut e.sock, scratch).map_err(Close::Io)?;
+            let (got, end) = e.buf.fill(&mut e.sock, scratch, e.peer_closed).map_err(Close::Io)?;
             match end {
                 ReadEnd::WouldBlock => e.readable = false,
                 ReadEnd::Eof => e.eof = true,
