@@ -321,7 +321,7 @@ impl Schedule {
 
     /// The announce to send now, if one is due and none is in flight.
     pub fn poll_due(&mut self, now: Instant) -> Option<Due> {
-        if self.in_flight.is_some() || self.next_at.is_none_or(|t| now < t) {
+        if self.tiers.is_empty() || self.in_flight.is_some() || self.next_at.is_none_or(|t| now < t) {
             return None;
         }
         self.in_flight = Some(self.cursor);
@@ -553,6 +553,16 @@ mod tests {
         s.poll_due(t0 + MIN_INTERVAL_FLOOR).unwrap();
         s.on_success(t0, &AnnounceResponse { interval: Some(Duration::from_secs(1 << 40)), ..Default::default() });
         assert_eq!(s.poll_timeout(), Some(t0 + MAX_INTERVAL));
+    }
+
+    #[test]
+    fn without_trackers_nothing_is_ever_due() {
+        let t0 = Instant::now();
+        let mut s = Schedule::new(vec![vec![]], t0, 1);
+        assert!(!s.has_trackers());
+        s.completed(t0);
+        s.stop(t0);
+        assert_eq!(s.poll_due(t0), None);
     }
 
     #[test]
