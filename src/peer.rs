@@ -27,6 +27,8 @@ pub const UPLOAD_LOW_WATER: usize = 256 << 10;
 
 #[derive(Debug)]
 pub struct Peer {
+    /// Tells this connection from an earlier one that had the same key (the reactor's slab reuses keys).
+    pub generation: u64,
     pub addr: SocketAddr,
     pub outbound: bool,
     /// Set once the peer's handshake has been accepted.
@@ -60,6 +62,7 @@ pub struct Peer {
 impl Peer {
     pub fn new(addr: SocketAddr, outbound: bool, piece_count: u32, now: Instant) -> Peer {
         Peer {
+            generation: 0,
             addr,
             outbound,
             peer_id: None,

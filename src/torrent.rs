@@ -79,8 +79,8 @@ impl Config {
 pub enum Action {
     /// Open a TCP connection to a peer; report with `peer_connected` or `connect_failed`.
     Connect(SocketAddr),
-    /// Close this connection (the session already forgot it).
-    Close(usize),
+    /// Close this connection, named by its key and generation (the session already forgot it).
+    Close(usize, u64),
     /// Send `request` to the tracker and report the reply (or failure) with `announce_done`.
     Announce { url: TrackerUrl, request: Vec<u8>, timeout: Duration },
 }
@@ -107,7 +107,7 @@ pub struct Torrent {
     limits: Limits,
     cfg: Config,
     peers: HashMap<usize, Peer>,
-    /// Peers with new output since the reactor last asked.
+    /// Peers with new output since the reactor last asked, by key.
     dirty: Vec<usize>,
     actions: VecDeque<Action>,
     pieces: HashMap<u32, PieceBuf>,
@@ -249,9 +249,12 @@ impl Torrent {
         self.actions.pop_front()
     }
 
-    /// Keys of peers that have bytes to send; the reactor writes them out.
-    pub fn take_dirty(&mut self) -> Vec<usize> {
-        std::mem::take(&mut self.dirty)
+    /// The connections (key, generation) that have bytes to send; the reactor writes them out.
+    pub fn take_dirty(&mut self) -> Vec<(usize, u64)> {
+        let mut keys = std::mem::take(&mut self.dirty);
+        keys.sort_unstable();
+        keys.dedup();
+        keys.into_iter().filter_map(|k| self.peers.get(&k).map(|p| (k, p.generation))).collect()
     }
 
     /// Everything the peer's socket should send now: queued messages, then uploads read from disk straight into
@@ -275,7 +278,7 @@ impl Torrent {
     }
 
     /// A connection is up: inbound ones wait for the peer's handshake, outbound ones send ours first.
-    pub fn peer_connected(&mut self, key: usize, addr: SocketAddr, outbound: bool, now: Instant) {
+    pub fn peer_connected(&mut self, key: usize, generation: u64, addr: SocketAddr, outbound: bool, now: Instant) {
         if outbound {
             self.connecting = self.connecting.saturating_sub(1);
         }
@@ -284,6 +287,7 @@ impl Torrent {
             state.failures = 0;
         }
         let mut peer = Peer::new(addr, outbound, self.meta.piece_count(), now);
+        peer.generation = generation;
         if outbound {
             Handshake::new(self.meta.info_hash, self.cfg.peer_id).encode(peer.out());
             peer.handshake_sent = true;
@@ -318,8 +322,9 @@ impl Torrent {
     }
 
     fn close(&mut self, key: usize, why: &str, now: Instant) {
+        let Some(generation) = self.peers.get(&key).map(|p| p.generation) else { return };
         self.peer_closed(key, why, now);
-        self.actions.push_back(Action::Close(key));
+        self.actions.push_back(Action::Close(key, generation));
     }
 
     /// Bytes read from a peer. Returns how many were consumed (a partial message stays for the next read), or the

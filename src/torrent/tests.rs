@@ -93,8 +93,8 @@ fn addr(i: usize) -> SocketAddr {
 
 fn connect(nodes: &mut [Node], links: &mut Vec<Link>, a: usize, b: usize, now: Instant) {
     let key = links.len() + 1;
-    nodes[a].t.peer_connected(key, addr(b), true, now);
-    nodes[b].t.peer_connected(key, addr(a), false, now);
+    nodes[a].t.peer_connected(key, 0, addr(b), true, now);
+    nodes[b].t.peer_connected(key, 0, addr(a), false, now);
     links.push(Link { a, b, a_key: key, b_key: key, a_to_b: Pipe::default(), b_to_a: Pipe::default(), open: true });
 }
 
@@ -128,7 +128,7 @@ fn shuttle(nodes: &mut [Node], links: &mut [Link], now: Instant) -> bool {
     }
     for (i, node) in nodes.iter_mut().enumerate() {
         while let Some(action) = node.t.poll_action() {
-            if let Action::Close(key) = action {
+            if let Action::Close(key, _) = action {
                 for link in links.iter_mut().filter(|l| l.open) {
                     let (other, other_key) = if link.a == i && link.a_key == key {
                         (link.b, link.b_key)
@@ -234,11 +234,11 @@ fn a_wrong_info_hash_or_ourselves_is_refused() {
     let meta = meta_for(&content, 16 * 1024);
     let mut node = leech_node(&meta, 2);
     let now = Instant::now();
-    node.t.peer_connected(1, addr(1), false, now);
+    node.t.peer_connected(1, 0, addr(1), false, now);
     let mut hs = Vec::new();
     Handshake::new([0; 20], [9; 20]).encode(&mut hs);
     assert!(node.t.peer_input(1, &hs, now).unwrap_err().contains("another torrent"));
-    node.t.peer_connected(2, addr(3), false, now);
+    node.t.peer_connected(2, 0, addr(3), false, now);
     hs.clear();
     Handshake::new(meta.info_hash, [2; 20]).encode(&mut hs);
     assert!(node.t.peer_input(2, &hs, now).unwrap_err().contains("ourselves"));
@@ -250,7 +250,7 @@ fn requests_past_a_piece_end_close_the_connection() {
     let meta = meta_for(&content, 16 * 1024);
     let mut node = seed_node(&meta, &content, 1);
     let now = Instant::now();
-    node.t.peer_connected(1, addr(2), false, now);
+    node.t.peer_connected(1, 0, addr(2), false, now);
     let mut input = Vec::new();
     Handshake::new(meta.info_hash, [2; 20]).encode(&mut input);
     wire::encode_bare(&mut input, wire::id::INTERESTED);

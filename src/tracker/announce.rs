@@ -264,6 +264,68 @@ fn dict_peer(v: &Value) -> Option<SocketAddr> {
     Some(SocketAddr::new(ip, port))
 }
 
+/// One announce over one HTTP connection: send the request, collect the reply, and say how it ended exactly once.
+#[derive(Debug)]
+pub struct Exchange {
+    request: Vec<u8>,
+    reply: Vec<u8>,
+    deadline: Instant,
+    result: Option<Result<AnnounceResponse, String>>,
+}
+
+impl Exchange {
+    pub fn new(request: Vec<u8>, deadline: Instant) -> Exchange {
+        Exchange { request, reply: Vec::new(), deadline, result: None }
+    }
+
+    /// The request, once.
+    pub fn poll_transmit(&mut self, out: &mut Vec<u8>) {
+        out.append(&mut self.request);
+    }
+
+    /// Reply bytes; everything is taken. Once the reply is whole (or hopeless) the exchange is done.
+    pub fn handle_bytes(&mut self, input: &[u8]) -> usize {
+        if self.result.is_none() {
+            self.reply.extend_from_slice(input);
+            match parse_response(&self.reply, false) {
+                Ok(None) => {}
+                Ok(Some(resp)) => self.result = Some(Ok(resp)),
+                Err(e) => self.result = Some(Err(e)),
+            }
+        }
+        input.len()
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.result.is_some()
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        Some(self.deadline)
+    }
+
+    /// Whether the deadline has passed (an early call says no).
+    pub fn timed_out(&self, now: Instant) -> bool {
+        self.result.is_none() && now >= self.deadline
+    }
+
+    /// The connection closed: the outcome, with `closed_cleanly` saying the tracker ended it (which may end a reply
+    /// without a length) rather than an error or our time-out (`why`).
+    pub fn finish(mut self, closed_cleanly: bool, why: &str) -> Result<AnnounceResponse, String> {
+        if let Some(r) = self.result.take() {
+            return r;
+        }
+        if closed_cleanly {
+            return match parse_response(&self.reply, true) {
+                Ok(Some(resp)) => Ok(resp),
+                Ok(None) => Err("tracker closed the connection without a reply".into()),
+                Err(e) => Err(e),
+            };
+        }
+        Err(format!("tracker connection failed: {why}"))
+    }
+}
+
 /// When and where to announce next. Trackers are tried in BEP 12 order: the first tier first, trackers within a tier
 /// in order; one that answers moves to the front of its tier; when every tracker has failed, we back off.
 #[derive(Debug)]
@@ -507,6 +569,26 @@ mod tests {
             m[i] = (x >> 40) as u8;
             let _ = parse_response(&m[..(x >> 20) as usize % (m.len() + 1)], x & 1 == 0);
         }
+    }
+
+    #[test]
+    fn exchange_reports_reply_close_or_failure() {
+        let t0 = Instant::now();
+        let mut x = Exchange::new(b"GET / HTTP/1.1\r\n\r\n".to_vec(), t0 + REQUEST_TIMEOUT);
+        let mut out = Vec::new();
+        x.poll_transmit(&mut out);
+        x.poll_transmit(&mut out);
+        assert_eq!(out, b"GET / HTTP/1.1\r\n\r\n", "the request goes out once");
+        let reply = b"HTTP/1.0 200 OK\r\n\r\nd8:intervali60ee";
+        assert_eq!(x.handle_bytes(&reply[..10]), 10);
+        x.handle_bytes(&reply[10..]);
+        assert!(!x.is_done(), "no length: the reply ends when the tracker closes");
+        assert_eq!(x.finish(true, "closed").unwrap().interval, Some(Duration::from_secs(60)));
+
+        let x = Exchange::new(Vec::new(), t0 + REQUEST_TIMEOUT);
+        assert!(!x.timed_out(t0));
+        assert!(x.timed_out(t0 + REQUEST_TIMEOUT));
+        assert!(x.finish(false, "timed out").unwrap_err().contains("timed out"));
     }
 
     #[test]

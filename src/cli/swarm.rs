@@ -1,0 +1,204 @@
+//! What `seed` and `leech` share: their options, the check of the data on disk (trusting a valid resume record),
+//! the peer listener, and the loop that runs the session until it is done or stopped.
+
+use std::io::IsTerminal;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use log::{info, warn};
+
+use crate::bitfield::Bitfield;
+use crate::error::{Error, Result};
+use crate::metainfo::Metainfo;
+use crate::progress;
+use crate::resume;
+use crate::storage::Storage;
+
+/// Ports tried in turn when none is given, as other clients do.
+pub const DEFAULT_PORTS: std::ops::RangeInclusive<u16> = 6881..=6889;
+
+/// The options both commands take.
+#[derive(Debug, Clone)]
+pub struct SwarmOptions {
+    pub bind: IpAddr,
+    /// `None`: the first free of 6881..=6889.
+    pub port: Option<u16>,
+    pub peers: Vec<SocketAddr>,
+    pub recheck: bool,
+    pub max_peers: usize,
+}
+
+pub const SWARM_OPTIONS_HELP: &str = "\
+  --bind ADDR        address to listen on and connect from (default 0.0.0.0)
+  --port N           peer port (default: the first free of 6881-6889; 0 picks any free port)
+  --peer ADDR:PORT   connect to this peer directly (repeatable; works with or without a tracker)
+  --max-peers N      most connections at once (default 50)
+  --recheck          hash all data on disk again instead of trusting the resume record
+  -h, --help         print this help
+";
+
+impl SwarmOptions {
+    pub fn parse(args: &mut pico_args::Arguments) -> Result<SwarmOptions> {
+        let bind = args
+            .opt_value_from_fn("--bind", |s| s.parse::<IpAddr>().map_err(|_| format!("{s:?} is not an IP address")))?
+            .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        let port = args.opt_value_from_str("--port")?;
+        let peers = args.values_from_fn("--peer", |s| {
+            s.parse::<SocketAddr>().map_err(|_| format!("--peer {s:?} is not an ADDRESS:PORT"))
+        })?;
+        let recheck = args.contains("--recheck");
+        let max_peers: usize = args.opt_value_from_str("--max-peers")?.unwrap_or(50);
+        if max_peers == 0 {
+            return Err(Error::usage("--max-peers must be at least 1"));
+        }
+        Ok(SwarmOptions { bind, port, peers, recheck, max_peers })
+    }
+}
+
+/// Binds the peer listener: the given port, or the first free default one.
+pub fn bind_peer_listener(opts: &SwarmOptions) -> Result<TcpListener> {
+    let ports: Vec<u16> = match opts.port {
+        Some(p) => vec![p],
+        None => DEFAULT_PORTS.collect(),
+    };
+    let mut last = None;
+    for port in ports {
+        let addr = SocketAddr::new(opts.bind, port);
+        match TcpListener::bind(addr) {
+            Ok(l) => return Ok(l),
+            Err(e) => last = Some((addr, e)),
+        }
+    }
+    let (addr, e) = last.expect("at least one port was tried");
+    Err(Error::io(format!("cannot listen for peers on {addr}"), &e))
+}
+
+/// A BEP 20 peer id: `-TB0100-` and twelve random characters.
+pub fn new_peer_id() -> [u8; 20] {
+    const ALPHABET: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
+    let mut id = *b"-TB0100-000000000000";
+    let mut seed = random_u64();
+    for b in &mut id[8..] {
+        *b = ALPHABET[(seed % ALPHABET.len() as u64) as usize];
+        seed = seed.rotate_right(6) ^ seed.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+    id
+}
+
+/// Randomness for ids and shuffles, from the kernel; the clock and pid if it cannot be read.
+pub fn random_u64() -> u64 {
+    let mut buf = [0u8; 8];
+    let from_kernel = std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut buf));
+    if from_kernel.is_ok() {
+        return u64::from_le_bytes(buf);
+    }
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+    nanos ^ (u64::from(std::process::id()) << 32)
+}
+
+/// Which pieces of the content at hand are verified, trusting the resume record where the files still match it and
+/// hashing the rest. `content_exists` false (a fresh download) skips hashing entirely.
+pub fn verified_pieces(
+    meta: &Metainfo,
+    storage: &mut Storage,
+    record_path: Option<&Path>,
+    stamps: &[Option<resume::FileStamp>],
+    recheck: bool,
+) -> Bitfield {
+    let count = meta.piece_count();
+    let mut to_check: Vec<bool> = vec![true; count as usize];
+    let mut have = Bitfield::new(count);
+    let nothing_on_disk = stamps.iter().all(Option::is_none);
+    match record_path.filter(|_| !recheck).map(|p| (p, std::fs::read(p))) {
+        Some((path, Ok(bytes))) => match resume::decode(&bytes).and_then(|r| resume::plan(meta, &r, stamps)) {
+            Ok(plan) => {
+                for (i, trusted) in plan.trusted.iter().enumerate() {
+                    if *trusted {
+                        have.set(i as u32);
+                    }
+                    to_check[i] = false;
+                }
+                for f in &plan.changed_files {
+                    info!("{} changed since the resume record; checking its pieces", storage.path(*f).display());
+                    for p in resume::pieces_of_file(meta, *f) {
+                        to_check[p] = true;
+                        have.clear(p as u32);
+                    }
+                }
+            }
+            Err(why) => warn!("ignoring the resume record {}: {why}; checking the data", path.display()),
+        },
+        Some((path, Err(e))) if e.kind() != std::io::ErrorKind::NotFound => {
+            warn!("cannot read the resume record {}: {e}; checking the data", path.display())
+        }
+        _ => {}
+    }
+    if nothing_on_disk {
+        to_check.fill(false);
+    }
+    let total = to_check.iter().filter(|c| **c).count() as u32;
+    let started = Instant::now();
+    let tty = std::io::stderr().is_terminal();
+    let mut scratch = Vec::new();
+    let mut done = 0u32;
+    let mut next_report = started + Duration::from_secs(2);
+    for index in 0..count {
+        if !to_check[index as usize] {
+            continue;
+        }
+        match storage.verify_piece(index, &mut scratch) {
+            Ok(true) => {
+                have.set(index);
+            }
+            Ok(false) => {}
+            Err(e) => log::debug!("piece {index}: {e}"),
+        }
+        done += 1;
+        let now = Instant::now();
+        if now >= next_report || done == total {
+            next_report = now + Duration::from_secs(2);
+            let line = format!("checking {}: {done}/{total} pieces", meta.name);
+            if tty {
+                eprint!("\r{line}\x1b[K");
+            } else {
+                info!("{line}");
+            }
+        }
+    }
+    if tty && total > 0 {
+        eprintln!();
+    }
+    info!(
+        "re-hashed {total} piece(s) in {:.1}s; {} of {count} verified ({} of {})",
+        started.elapsed().as_secs_f64(),
+        have.count(),
+        progress::bytes(have.iter_ones().map(|i| meta.piece_size(i) as u64).sum()),
+        progress::bytes(meta.total_length)
+    );
+    have
+}
+
+/// The stamps of every file of the torrent as it is on disk now (padding files count as absent).
+pub fn file_stamps(meta: &Metainfo, content: &Path) -> Vec<Option<resume::FileStamp>> {
+    meta.files
+        .iter()
+        .map(|f| {
+            if f.padding {
+                return None;
+            }
+            let path = if meta.multi_file {
+                f.path.iter().fold(content.to_path_buf(), |p, c| p.join(c))
+            } else {
+                content.to_path_buf()
+            };
+            resume::stamp(&path).ok().flatten()
+        })
+        .collect()
+}
+
+/// The content path of a torrent downloaded into `dir`: `dir/NAME`.
+pub fn content_in(dir: &Path, meta: &Metainfo) -> PathBuf {
+    dir.join(&meta.name)
+}
