@@ -394,3 +394,38 @@ fn ipv6_peers_are_listed_in_peers6() {
     let v = dict.value();
     assert_eq!(v.get("peers").unwrap().as_list().unwrap()[0].get("ip").unwrap().as_str(), Some("::1"));
 }
+
+#[test]
+fn serves_only_the_listed_torrents() {
+    let dir = tempfile::tempdir().unwrap();
+    let payload = dir.path().join("payload.bin");
+    std::fs::write(&payload, common::pseudo_random_bytes(100_000, 7)).unwrap();
+    let torrent = dir.path().join("payload.torrent");
+    let made = std::process::Command::new("mktorrent")
+        .args(["-a", "http://127.0.0.1:1/announce", "-l", "15", "-o"])
+        .arg(&torrent)
+        .arg(&payload)
+        .output()
+        .expect("run mktorrent");
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    // The info hash, computed here from the raw `info` bytes, independently of the tracker.
+    let bytes = std::fs::read(&torrent).unwrap();
+    let info = decode(&bytes).unwrap().get("info").unwrap().raw_dict().unwrap().to_vec();
+    let hash = sha1_smol::Sha1::from(&info).digest().bytes();
+    let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
+
+    let (t, addr) = tracker(&[torrent.to_str().unwrap()]);
+    let line = t.wait_line("tracker serving", WAIT);
+    assert!(line.contains("payload.bin") && line.contains(&hex), "{line}");
+
+    let r = get(addr, &announce_target(&hash, peer_id(1), 5000, "&compact=1"));
+    assert_eq!(r.compact_peers(), []);
+    assert_eq!(r.int("incomplete"), 1);
+    let r = get(addr, &announce_target(&HASH, peer_id(1), 5000, "&compact=1"));
+    assert_eq!(r.failure().as_deref(), Some("unregistered torrent"));
+    let all = get(addr, "/scrape");
+    let v = all.value();
+    let Some(Value::Dict { entries, .. }) = v.get("files") else { panic!("no files") };
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].0, &hash[..]);
+}

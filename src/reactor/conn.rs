@@ -116,7 +116,7 @@ impl Conn {
     }
 
     /// Appends whatever the machine wants written.
-    pub(super) fn poll_transmit(&mut self, out: &mut Vec<u8>, _svc: &mut Services) {
+    pub(super) fn poll_transmit(&mut self, _id: ConnId, _now: Instant, out: &mut Vec<u8>, _svc: &mut Services) {
         match self {
             Conn::TrackerClient(c) => c.poll_transmit(out),
             #[cfg(test)]
@@ -124,7 +124,7 @@ impl Conn {
         }
     }
 
-    pub(super) fn poll_timeout(&self, _svc: &Services) -> Option<Instant> {
+    pub(super) fn poll_timeout(&self, _id: ConnId, _svc: &Services) -> Option<Instant> {
         match self {
             Conn::TrackerClient(c) => c.poll_timeout(),
             #[cfg(test)]
@@ -133,7 +133,7 @@ impl Conn {
     }
 
     /// The machine is done: close once its output is written, and feed it no more input.
-    pub(super) fn wants_close(&self, _svc: &Services) -> bool {
+    pub(super) fn wants_close(&self, _id: ConnId, _svc: &Services) -> bool {
         match self {
             Conn::TrackerClient(c) => c.wants_close(),
             #[cfg(test)]

@@ -584,8 +584,8 @@ impl Reactor {
         match result {
             Err(why) => self.close_key(key, now, why),
             Ok(pumped) => {
-                let finished = e.buf.pending_out() == 0 && (e.conn.wants_close(&self.services) || e.eof);
                 let id = e.id(key);
+                let finished = e.buf.pending_out() == 0 && (e.conn.wants_close(id, &self.services) || e.eof);
                 if finished {
                     self.finish(key, now);
                 } else {
@@ -635,7 +635,7 @@ impl Reactor {
     /// Arms the connection's deadline if it has one earlier than the armed one (see "Time" in the module doc).
     fn arm_timer(&mut self, key: usize) {
         let Some(e) = self.conns.get_mut(key) else { return };
-        let Some(want) = e.conn.poll_timeout(&self.services) else { return };
+        let Some(want) = e.conn.poll_timeout(e.id(key), &self.services) else { return };
         match e.timer {
             Some((armed, _)) if armed <= want => {}
             Some((_, old)) => {
@@ -716,9 +716,9 @@ fn pump_entry(
     loop {
         let mut progress = false;
         let mut used = 0;
-        while used < e.buf.input().len() && !e.buf.backed_up() && !e.conn.wants_close(svc) {
+        while used < e.buf.input().len() && !e.buf.backed_up() && !e.conn.wants_close(id, svc) {
             let n = e.conn.handle_bytes(id, now, &e.buf.input()[used..], svc, ctl)?;
-            e.conn.poll_transmit(e.buf.out(), svc);
+            e.conn.poll_transmit(id, now, e.buf.out(), svc);
             if n == 0 {
                 break;
             }
@@ -728,14 +728,15 @@ fn pump_entry(
             e.buf.consume(used);
             progress = true;
         }
-        e.conn.poll_transmit(e.buf.out(), svc);
-        if e.buf.input_full() && !e.conn.wants_close(svc) && !e.buf.backed_up() {
+        e.conn.poll_transmit(id, now, e.buf.out(), svc);
+        if e.buf.input_full() && !e.conn.wants_close(id, svc) && !e.buf.backed_up() {
             return Err(Close::Protocol("message larger than the input buffer".into()));
         }
         let queued = e.buf.pending_out();
         e.buf.flush(&mut e.sock).map_err(Close::Io)?;
         progress |= e.buf.pending_out() < queued;
-        let may_read = e.readable && !e.eof && !e.buf.backed_up() && !e.conn.wants_close(svc) && !e.buf.input_full();
+        let may_read =
+            e.readable && !e.eof && !e.buf.backed_up() && !e.conn.wants_close(id, svc) && !e.buf.input_full();
         if may_read {
             if read >= READ_BUDGET {
                 return Ok(Pumped::Yielded);
