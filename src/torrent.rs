@@ -57,6 +57,8 @@ pub struct Config {
     pub resume_path: Option<PathBuf>,
     /// Show a live line on the terminal rather than log lines.
     pub live_progress: bool,
+    /// Trackers tried before the torrent's own, e.g. the tracker this process runs itself.
+    pub extra_trackers: Vec<String>,
 }
 
 impl Config {
@@ -70,6 +72,7 @@ impl Config {
             seed_time: None,
             resume_path: None,
             live_progress: std::io::stderr().is_terminal(),
+            extra_trackers: Vec::new(),
         }
     }
 }
@@ -149,8 +152,11 @@ impl Torrent {
         let seed = u64::from_le_bytes(cfg.peer_id[12..20].try_into().unwrap_or([7; 8]));
         let picker = Picker::new(meta.piece_length, meta.total_length, &have, seed)?;
         let have_bytes = have.iter_ones().map(|i| meta.piece_size(i) as u64).sum();
-        let tiers: Vec<Vec<TrackerUrl>> = meta
-            .tracker_tiers()
+        let mut tier_urls = meta.tracker_tiers();
+        if !cfg.extra_trackers.is_empty() {
+            tier_urls.insert(0, cfg.extra_trackers.clone());
+        }
+        let tiers: Vec<Vec<TrackerUrl>> = tier_urls
             .iter()
             .map(|tier| {
                 tier.iter()
@@ -648,6 +654,11 @@ impl Torrent {
         self.poll_announce(now);
     }
 
+    /// Every tracker URL the session may announce to, for the caller to resolve before the loop starts.
+    pub fn tracker_urls(&self) -> Vec<TrackerUrl> {
+        self.schedule.urls()
+    }
+
     /// Begin a clean stop: tell the tracker, close peers, end once the tracker answered (or failed).
     pub fn stop(&mut self, now: Instant) {
         if self.stopping {
@@ -677,8 +688,9 @@ impl Torrent {
             return;
         }
         if let (Some(done_at), Some(seed_time)) = (self.completed_at, self.cfg.seed_time)
+            && !self.stopping
             && now.saturating_duration_since(done_at) >= seed_time
-            && (!self.schedule.has_trackers() || self.schedule.completed_reported())
+            && (!self.schedule.has_trackers() || !self.was_leeching || self.schedule.completed_reported())
         {
             info!("seed time over");
             self.stop(now);
@@ -872,6 +884,10 @@ impl Torrent {
             now.saturating_duration_since(self.started_at),
             self.hash_failures,
         )
+    }
+
+    pub fn hash_failures(&self) -> u32 {
+        self.hash_failures
     }
 
     pub fn was_leeching(&self) -> bool {

@@ -1,5 +1,75 @@
-use crate::error::{Error, Result};
+//! `toybt seed FILE.torrent PATH`: check the data at PATH against the torrent, then serve it to the swarm.
 
-pub fn run(_args: pico_args::Arguments) -> Result<()> {
-    Err(Error::runtime("`seed` is not built yet"))
+use std::path::PathBuf;
+
+use log::{info, warn};
+
+use super::swarm::{self, SWARM_OPTIONS_HELP, SessionPlan, SwarmOptions};
+use crate::error::{Error, Result};
+use crate::metainfo::Metainfo;
+use crate::resume;
+use crate::storage::{FileProblem, OpenMode, Storage};
+
+const HELP: &str = "\
+toybt seed - check local data against a torrent, then serve it
+
+Usage:
+  toybt seed FILE.torrent PATH [options]
+
+PATH is the content itself: the file of a single-file torrent, or the top folder of a multi-file one.
+Missing or damaged pieces are reported and the rest is served. A resume record beside PATH (PATH.toybt)
+lets a restart skip the check when the files have not changed.
+
+Options:
+  --tracker-port N   also run the tracker for this torrent in this process, on port N (0: any free port)
+";
+
+pub fn run(mut args: pico_args::Arguments) -> Result<()> {
+    if args.contains(["-h", "--help"]) {
+        print!("{HELP}{SWARM_OPTIONS_HELP}");
+        return Ok(());
+    }
+    let opts = SwarmOptions::parse(&mut args)?;
+    let tracker_port: Option<u16> = args.opt_value_from_str("--tracker-port")?;
+    let torrent: PathBuf =
+        args.free_from_str().map_err(|_| Error::usage("give the .torrent file and the data path"))?;
+    let content: PathBuf = args.free_from_str().map_err(|_| Error::usage("give the data path after the .torrent"))?;
+    super::finish(args)?;
+
+    let meta = Metainfo::load(&torrent)?;
+    if !content.exists() {
+        return Err(Error::runtime(format!("{}: no such file or folder", content.display())));
+    }
+    if meta.multi_file != content.is_dir() {
+        let want = if meta.multi_file { "a folder" } else { "a file" };
+        return Err(Error::bad_input(format!("{}: the torrent describes {want}", content.display())));
+    }
+    let stamps = swarm::file_stamps(&meta, &content);
+    let mut storage = Storage::open(&meta, content.clone(), OpenMode::Seed)?;
+    for issue in storage.issues() {
+        match &issue.problem {
+            FileProblem::Missing => warn!("{}: missing", issue.path.display()),
+            FileProblem::Short { actual, expected } => {
+                warn!("{}: {actual} bytes where the torrent has {expected}", issue.path.display())
+            }
+            FileProblem::Unusable(e) => warn!("{}: {e}", issue.path.display()),
+        }
+    }
+    let record = resume::record_path(&content);
+    let have = swarm::verified_pieces(&meta, &mut storage, Some(&record), &stamps, opts.recheck);
+    let missing = meta.piece_count() - have.count();
+    if missing > 0 {
+        warn!("{missing} of {} pieces are missing or damaged; serving the rest", meta.piece_count());
+    } else {
+        info!("all {} pieces verified", meta.piece_count());
+    }
+    swarm::run_session(SessionPlan {
+        meta,
+        storage,
+        have,
+        opts,
+        seed_time: None,
+        resume_path: Some(record),
+        tracker_port,
+    })
 }

@@ -202,3 +202,87 @@ pub fn file_stamps(meta: &Metainfo, content: &Path) -> Vec<Option<resume::FileSt
 pub fn content_in(dir: &Path, meta: &Metainfo) -> PathBuf {
     dir.join(&meta.name)
 }
+
+/// What differs between `seed` and `leech` when the session starts.
+pub struct SessionPlan {
+    pub meta: Metainfo,
+    pub storage: Storage,
+    pub have: Bitfield,
+    pub opts: SwarmOptions,
+    pub seed_time: Option<Duration>,
+    pub resume_path: Option<PathBuf>,
+    /// Also run the embedded tracker for this torrent on this port.
+    pub tracker_port: Option<u16>,
+}
+
+/// Runs the torrent session on the loop until it finishes (seed time over) or is stopped (Ctrl-C, SIGTERM).
+pub fn run_session(plan: SessionPlan) -> Result<()> {
+    use crate::reactor::{ListenKind, Reactor, Services};
+    use crate::torrent::{Config, Torrent};
+    use std::net::ToSocketAddrs;
+
+    let SessionPlan { meta, storage, have, opts, seed_time, resume_path, tracker_port } = plan;
+    let listener = bind_peer_listener(&opts)?;
+    let local = listener.local_addr().map_err(|e| Error::io("peer listener", &e))?;
+    let mut reactor = Reactor::new(Services::default()).map_err(|e| Error::io("cannot start the event loop", &e))?;
+    let pipe = crate::signal::install().map_err(|e| Error::io("cannot install signal handlers", &e))?;
+    reactor.watch_signals(pipe).map_err(|e| Error::io("cannot watch for signals", &e))?;
+
+    let mut cfg = Config::new(new_peer_id(), local.port());
+    cfg.max_peers = opts.max_peers;
+    cfg.seed_time = seed_time;
+    cfg.resume_path = resume_path;
+    if let Some(port) = tracker_port {
+        let ip = if opts.bind.is_unspecified() { IpAddr::V4(Ipv4Addr::LOCALHOST) } else { opts.bind };
+        let tracker_cfg = crate::tracker::Config::default();
+        let addr = crate::cli::tracker::start(
+            &mut reactor,
+            SocketAddr::new(opts.bind, port),
+            tracker_cfg,
+            &[(meta.info_hash, meta.name.clone())],
+            crate::cli::tracker::connection_limit(),
+        )?;
+        cfg.extra_trackers.push(format!("http://{}/announce", SocketAddr::new(ip, addr.port())));
+    }
+    let mut torrent = Torrent::new(meta, storage, have, cfg, Instant::now())?;
+    // Name resolution happens here, once: the loop never waits on DNS.
+    for url in torrent.tracker_urls() {
+        let key = (url.host.clone(), url.port);
+        if reactor.services.tracker_addrs.contains_key(&key) {
+            continue;
+        }
+        match (url.host.as_str(), url.port).to_socket_addrs().map(|mut a| a.next()) {
+            Ok(Some(addr)) => {
+                reactor.services.tracker_addrs.insert(key, addr);
+            }
+            _ => warn!("cannot resolve tracker host {}; it will be skipped", url.host),
+        }
+    }
+    torrent.add_peer_addrs(opts.peers.iter().copied());
+    reactor.services.torrent = Some(torrent);
+    reactor
+        .listen(listener, ListenKind::Peer, opts.max_peers)
+        .map_err(|e| Error::io(format!("cannot listen for peers on {local}"), &e))?;
+    eprintln!("peer listening on {local}");
+    reactor.run().map_err(|e| Error::io("event loop failed", &e))?;
+    let now = Instant::now();
+    if let Some(t) = &reactor.services.torrent {
+        if t.was_leeching() {
+            info!("{}", t.summary(now));
+        } else {
+            info!("uploaded {}", progress::bytes(t.uploaded()));
+        }
+        // Exact figures for scripts and tests.
+        info!(
+            "totals: downloaded={} uploaded={} hash_failures={} complete={}",
+            t.downloaded(),
+            t.uploaded(),
+            t.hash_failures(),
+            t.is_complete()
+        );
+        if let Some(e) = t.disk_error() {
+            return Err(Error::runtime(e.to_string()));
+        }
+    }
+    Ok(())
+}

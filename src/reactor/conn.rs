@@ -6,29 +6,79 @@
 //! `match` below, and, if it is accepted rather than dialled, a [`ListenKind`]. Adding a service means: a field of
 //! [`Services`] and its arms in `Services::poll_timeout` / `Services::handle_timeout`.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Instant;
 
 use super::buffer::BufLimits;
 use super::{Close, ConnId, Ctl};
+use crate::peer::UPLOAD_LOW_WATER;
+use crate::torrent::{Action, Torrent};
 use crate::tracker;
+use crate::tracker::announce::Exchange;
+use crate::wire::Limits;
 
 /// Every service one loop can host, each a sans-IO machine driven with `now`; `None` when not running here.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Services {
     pub tracker: Option<tracker::Tracker>,
+    /// The torrent session of `seed` or `leech`.
+    pub torrent: Option<Torrent>,
+    /// Tracker host names resolved at start-up (the loop itself never waits on DNS), by (host, port).
+    pub tracker_addrs: HashMap<(String, u16), SocketAddr>,
 }
 
 impl Services {
     /// The earliest deadline of any service.
     pub(super) fn poll_timeout(&self) -> Option<Instant> {
-        self.tracker.as_ref().and_then(|t| t.poll_timeout())
+        let tracker = self.tracker.as_ref().and_then(|t| t.poll_timeout());
+        let torrent = self.torrent.as_ref().and_then(|t| t.poll_timeout());
+        tracker.into_iter().chain(torrent).min()
     }
 
     /// Gives every service the time; each does whatever has come due and ignores an early call.
-    pub(super) fn handle_timeout(&mut self, now: Instant, _ctl: &mut Ctl) {
+    pub(super) fn handle_timeout(&mut self, now: Instant, ctl: &mut Ctl) {
         if let Some(t) = &mut self.tracker {
             t.handle_timeout(now);
+        }
+        if let Some(t) = &mut self.torrent {
+            t.handle_timeout(now);
+        }
+        self.carry_out(now, ctl);
+    }
+
+    /// A first Ctrl-C or SIGTERM: services that need to say goodbye (the torrent's `stopped` announce) start doing
+    /// so. Returns true if the loop should keep running until `is_done`.
+    pub(super) fn begin_stop(&mut self, now: Instant, ctl: &mut Ctl) -> bool {
+        let Some(t) = &mut self.torrent else { return false };
+        t.stop(now);
+        self.carry_out(now, ctl);
+        true
+    }
+
+    /// True when a service has finished its job and the loop should end (a leech with its seed time over).
+    pub(super) fn is_done(&self) -> bool {
+        self.torrent.as_ref().is_some_and(|t| t.is_finished())
+    }
+
+    /// Turns what the torrent session asked for into loop requests: dials, closes, announces, and wakes for peers
+    /// whose output it changed.
+    fn carry_out(&mut self, now: Instant, ctl: &mut Ctl) {
+        let Some(t) = &mut self.torrent else { return };
+        while let Some(action) = t.poll_action() {
+            match action {
+                Action::Connect(addr) => ctl.connect(addr, Conn::Peer(PeerConn { addr, outbound: true })),
+                Action::Close(key, generation) => ctl.close(ConnId { key, generation }),
+                Action::Announce { url, request, timeout } => {
+                    match self.tracker_addrs.get(&(url.host.clone(), url.port)) {
+                        Some(&addr) => ctl.connect(addr, Conn::Announce(Exchange::new(request, now + timeout))),
+                        None => t.announce_done(now, Err(format!("tracker host {} was not resolved", url.host))),
+                    }
+                }
+            }
+        }
+        for (key, generation) in t.take_dirty() {
+            ctl.wake(ConnId { key, generation });
         }
     }
 }
@@ -38,6 +88,8 @@ impl Services {
 pub enum ListenKind {
     /// HTTP clients of [`Services::tracker`].
     Tracker,
+    /// BitTorrent peers of [`Services::torrent`].
+    Peer,
 }
 
 impl ListenKind {
@@ -47,8 +99,20 @@ impl ListenKind {
             ListenKind::Tracker => {
                 svc.tracker.as_ref().map(|t| Conn::TrackerClient(tracker::Client::new(from, now, t.config())))
             }
+            ListenKind::Peer => svc
+                .torrent
+                .as_ref()
+                .filter(|t| t.accepts_peers())
+                .map(|_| Conn::Peer(PeerConn { addr: from, outbound: false })),
         }
     }
+}
+
+/// A peer connection's handle: its state lives in the torrent session, keyed by the connection's slab key.
+#[derive(Debug)]
+pub struct PeerConn {
+    addr: SocketAddr,
+    outbound: bool,
 }
 
 /// One connection's state machine. The variant says which protocol the socket speaks.
@@ -56,6 +120,10 @@ impl ListenKind {
 pub enum Conn {
     /// An HTTP client of our tracker.
     TrackerClient(tracker::Client),
+    /// A BitTorrent peer (the protocol state is in [`Services::torrent`]).
+    Peer(PeerConn),
+    /// Our announce to a tracker.
+    Announce(Exchange),
     /// A scripted client for the reactor's own tests.
     #[cfg(test)]
     Probe(probe::Probe),
@@ -63,18 +131,30 @@ pub enum Conn {
 
 impl Conn {
     /// Buffer bounds: input must hold the largest message the protocol accepts.
-    pub(super) fn limits(&self) -> BufLimits {
+    pub(super) fn limits(&self, svc: &Services) -> BufLimits {
         match self {
             Conn::TrackerClient(_) => BufLimits { max_in: 2 * tracker::http::MAX_HEAD, out_high: 64 * 1024 },
+            Conn::Peer(_) => {
+                let pieces = svc.torrent.as_ref().map_or(0, |t| t.meta().piece_count());
+                // Room for the largest message plus a few blocks, so one read brings several messages.
+                BufLimits { max_in: Limits::new(pieces).max_frame_len() + 64 * 1024, out_high: 2 * UPLOAD_LOW_WATER }
+            }
+            Conn::Announce(_) => BufLimits { max_in: 64 * 1024, out_high: 64 * 1024 },
             #[cfg(test)]
             Conn::Probe(_) => BufLimits { max_in: 64 * 1024, out_high: 64 * 1024 },
         }
     }
 
-    /// An outgoing connection is established.
-    pub(super) fn on_connected(&mut self, _id: ConnId, _now: Instant, _svc: &mut Services, _ctl: &mut Ctl) {
+    /// The connection is established: an outgoing connect finished, or a listener accepted it.
+    pub(super) fn on_connected(&mut self, id: ConnId, now: Instant, svc: &mut Services, ctl: &mut Ctl) {
         match self {
-            Conn::TrackerClient(_) => {}
+            Conn::TrackerClient(_) | Conn::Announce(_) => {}
+            Conn::Peer(p) => {
+                if let Some(t) = &mut svc.torrent {
+                    t.peer_connected(id.key, id.generation, p.addr, p.outbound, now);
+                    svc.carry_out(now, ctl);
+                }
+            }
             #[cfg(test)]
             Conn::Probe(p) => p.log.borrow_mut().connected = true,
         }
@@ -84,7 +164,7 @@ impl Conn {
     #[cfg_attr(not(test), allow(unused_variables))]
     pub(super) fn handle_bytes(
         &mut self,
-        _id: ConnId,
+        id: ConnId,
         now: Instant,
         input: &[u8],
         svc: &mut Services,
@@ -95,6 +175,13 @@ impl Conn {
                 let tracker = svc.tracker.as_mut().ok_or(Close::Protocol("the tracker is not running".into()))?;
                 Ok(c.handle_bytes(now, input, tracker))
             }
+            Conn::Peer(_) => {
+                let t = svc.torrent.as_mut().ok_or(Close::Protocol("no torrent is running".into()))?;
+                let used = t.peer_input(id.key, input, now).map_err(Close::Protocol);
+                svc.carry_out(now, ctl);
+                used
+            }
+            Conn::Announce(x) => Ok(x.handle_bytes(input)),
             #[cfg(test)]
             Conn::Probe(p) => Ok(p.handle_bytes(input, ctl)),
         }
@@ -110,15 +197,29 @@ impl Conn {
     ) -> Result<(), Close> {
         match self {
             Conn::TrackerClient(c) => c.handle_timeout(now).map_err(|_| Close::TimedOut),
+            Conn::Peer(_) => Ok(()),
+            Conn::Announce(x) => {
+                if x.timed_out(now) {
+                    Err(Close::TimedOut)
+                } else {
+                    Ok(())
+                }
+            }
             #[cfg(test)]
             Conn::Probe(_) => Ok(()),
         }
     }
 
     /// Appends whatever the machine wants written.
-    pub(super) fn poll_transmit(&mut self, _id: ConnId, _now: Instant, out: &mut Vec<u8>, _svc: &mut Services) {
+    pub(super) fn poll_transmit(&mut self, id: ConnId, now: Instant, out: &mut Vec<u8>, svc: &mut Services) {
         match self {
             Conn::TrackerClient(c) => c.poll_transmit(out),
+            Conn::Peer(_) => {
+                if let Some(t) = &mut svc.torrent {
+                    t.peer_transmit(id.key, out, now);
+                }
+            }
+            Conn::Announce(x) => x.poll_transmit(out),
             #[cfg(test)]
             Conn::Probe(p) => p.poll_transmit(out),
         }
@@ -127,6 +228,9 @@ impl Conn {
     pub(super) fn poll_timeout(&self, _id: ConnId, _svc: &Services) -> Option<Instant> {
         match self {
             Conn::TrackerClient(c) => c.poll_timeout(),
+            // Peer deadlines (keep-alives, idle peers, request time-outs) are the session's, on its own timer.
+            Conn::Peer(_) => None,
+            Conn::Announce(x) => x.poll_timeout(),
             #[cfg(test)]
             Conn::Probe(_) => None,
         }
@@ -136,6 +240,8 @@ impl Conn {
     pub(super) fn wants_close(&self, _id: ConnId, _svc: &Services) -> bool {
         match self {
             Conn::TrackerClient(c) => c.wants_close(),
+            Conn::Peer(_) => false,
+            Conn::Announce(x) => x.is_done(),
             #[cfg(test)]
             Conn::Probe(_) => false,
         }
@@ -143,9 +249,26 @@ impl Conn {
 
     /// The connection is gone (already deregistered); tell whoever cares.
     #[cfg_attr(not(test), allow(unused_variables))]
-    pub(super) fn on_closed(self, _id: ConnId, _now: Instant, why: &Close, _svc: &mut Services, ctl: &mut Ctl) {
+    pub(super) fn on_closed(self, id: ConnId, now: Instant, why: &Close, svc: &mut Services, ctl: &mut Ctl) {
         match self {
             Conn::TrackerClient(c) => log::debug!("tracker client closed after {} requests: {why}", c.requests()),
+            Conn::Peer(p) => {
+                if let Some(t) = &mut svc.torrent {
+                    match why {
+                        Close::ConnectFailed(e) => t.connect_failed(p.addr, now, &e.to_string()),
+                        _ => t.peer_closed(id.key, &why.to_string(), now),
+                    }
+                    svc.carry_out(now, ctl);
+                }
+            }
+            Conn::Announce(x) => {
+                let clean = matches!(why, Close::Eof | Close::Done);
+                let result = x.finish(clean, &why.to_string());
+                if let Some(t) = &mut svc.torrent {
+                    t.announce_done(now, result);
+                    svc.carry_out(now, ctl);
+                }
+            }
             #[cfg(test)]
             Conn::Probe(p) => p.on_closed(why, ctl),
         }

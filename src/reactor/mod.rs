@@ -370,7 +370,7 @@ impl Reactor {
         for i in 0..self.batch.len() {
             let (token, ready) = self.batch[i];
             match token {
-                SIGNAL => self.on_signal(),
+                SIGNAL => self.on_signal(now),
                 Token(t) if t >= LISTENER_BASE => self.accept_all(t - LISTENER_BASE, now),
                 Token(key) => self.on_conn_event(key, ready, now),
             }
@@ -395,6 +395,9 @@ impl Reactor {
             self.services.handle_timeout(now, &mut self.ctl);
             self.run_requests(now);
         }
+        if self.services.is_done() {
+            self.stopping = true;
+        }
         for i in 0..self.listeners.len() {
             if self.listeners[i].retry_at.is_some_and(|t| t <= now) {
                 self.listeners[i].retry_at = None;
@@ -410,11 +413,20 @@ impl Reactor {
         [self.timers.next_deadline(), self.services.poll_timeout(), retry].into_iter().flatten().min()
     }
 
-    fn on_signal(&mut self) {
+    /// The first signal asks the services to finish (a torrent tells its tracker it stops); a second one, or a
+    /// loop whose services need no goodbye, stops at once.
+    fn on_signal(&mut self, now: Instant) {
         if let Some(sig) = self.signal.as_mut().and_then(|p| p.drain()) {
-            log::info!("stopping on {}", if sig == Signal::Interrupt { "SIGINT" } else { "SIGTERM" });
+            let name = if sig == Signal::Interrupt { "SIGINT" } else { "SIGTERM" };
+            let first = self.stopped_by.is_none();
             self.stopped_by = Some(sig);
-            self.stopping = true;
+            if first && self.services.begin_stop(now, &mut self.ctl) {
+                log::info!("stopping on {name} (again to stop at once)");
+                self.run_requests(now);
+            } else {
+                log::info!("stopping on {name}");
+                self.stopping = true;
+            }
         }
     }
 
@@ -503,7 +515,7 @@ impl Reactor {
             generation,
             sock,
             peer,
-            buf: SocketBuf::new(conn.limits()),
+            buf: SocketBuf::new(conn.limits(&self.services)),
             conn,
             connecting,
             readable: !connecting,
@@ -521,6 +533,8 @@ impl Reactor {
         if connecting {
             self.arm_timer(key);
         } else {
+            let e = &mut self.conns[key];
+            e.conn.on_connected(id, now, &mut self.services, &mut self.ctl);
             // An accepted socket may already hold data whose edge was before registration.
             self.pump(key, now);
         }
@@ -782,7 +796,7 @@ mod tests {
 
     fn tracker_loop(cfg: Config, hashes: &[[u8; 20]], max_conns: usize) -> (Reactor, SocketAddr) {
         let tracker = Tracker::new(cfg, hashes.iter().copied(), 1, Instant::now());
-        let mut r = Reactor::new(Services { tracker: Some(tracker) }).unwrap();
+        let mut r = Reactor::new(Services { tracker: Some(tracker), ..Services::default() }).unwrap();
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap();
         r.listen(l, ListenKind::Tracker, max_conns).unwrap();
@@ -900,7 +914,7 @@ mod tests {
             r.turn(Some(Duration::from_millis(1))).unwrap();
         }
         let (_, e) = r.conns.iter().next().unwrap();
-        let limits = e.conn.limits();
+        let limits = e.conn.limits(&r.services);
         assert!(e.buf.pending_out() < limits.out_high + 20_000, "queued {}", e.buf.pending_out());
         let Conn::TrackerClient(tc) = &e.conn else { panic!("not a tracker client") };
         assert!(tc.requests() < requests as u64, "all {} requests were handled while nobody read", tc.requests());

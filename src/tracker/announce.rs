@@ -372,6 +372,11 @@ impl Schedule {
         }
     }
 
+    /// Every tracker, in the order they are tried.
+    pub fn urls(&self) -> Vec<TrackerUrl> {
+        self.tiers.iter().flatten().cloned().collect()
+    }
+
     pub fn has_trackers(&self) -> bool {
         !self.tiers.is_empty()
     }
