@@ -1,6 +1,8 @@
 //! Shared helpers for process tests: start the real `toybt` binary (and real clients), wait on events with deadlines.
 #![allow(dead_code)]
 
+pub mod clients;
+
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -20,11 +22,7 @@ pub fn fixtures() -> PathBuf {
 
 /// Runs `toybt ARGS` to completion and returns (exit code, stdout, stderr).
 pub fn run_toybt(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(toybt_bin())
-        .args(args)
-        .env("RUST_LOG", "info")
-        .output()
-        .expect("run toybt");
+    let out = Command::new(toybt_bin()).args(args).env("RUST_LOG", "info").output().expect("run toybt");
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -107,11 +105,7 @@ impl Proc {
     /// Panics with everything printed so far if it does not come in time or the process closes its output.
     pub fn wait_line(&self, needle: &str, timeout: Duration) -> String {
         self.try_wait_line(needle, timeout).unwrap_or_else(|| {
-            panic!(
-                "{}: no line containing {needle:?} within {timeout:?}; output so far:\n{}",
-                self.name,
-                self.output()
-            )
+            panic!("{}: no line containing {needle:?} within {timeout:?}; output so far:\n{}", self.name, self.output())
         })
     }
 
@@ -205,5 +199,10 @@ pub fn pseudo_random_bytes(len: usize, seed: u64) -> Vec<u8> {
 }
 
 pub fn which(program: &str) -> bool {
-    Command::new("sh").arg("-c").arg(format!("command -v {program}")).output().map(|o| o.status.success()).unwrap_or(false)
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {program}"))
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
 }

@@ -1,0 +1,167 @@
+//! Proves the real-client launchers in tests/common/clients.rs: real programs trading with each other on 127.0.0.1,
+//! through opentracker or by dialling each other, with the data compared byte for byte. If one of these fails, the
+//! toybt interop tests built on the same launchers cannot be trusted either.
+
+mod common;
+
+use common::clients::{self, Launched, Torrent};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use tempfile::TempDir;
+
+/// Bound on one download; in practice they take 1-16 s (Transmission waits up to 10 s before it unchokes or asks).
+const DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(60);
+const SCRAPE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A torrent with its data under `seed_dir` and an empty `leech_dir` for a downloader, in a folder of its own.
+struct Fixture {
+    _dir: TempDir,
+    torrent: Torrent,
+    seed_dir: PathBuf,
+    leech_dir: PathBuf,
+}
+
+impl Fixture {
+    fn new(content: impl FnOnce(&Path) -> PathBuf) -> Fixture {
+        let dir = tempfile::Builder::new().prefix("toybt-smoke").tempdir().unwrap();
+        let seed_dir = dir.path().join("seed");
+        let leech_dir = dir.path().join("leech");
+        std::fs::create_dir_all(&seed_dir).unwrap();
+        std::fs::create_dir_all(&leech_dir).unwrap();
+        let content = content(&seed_dir);
+        let torrent = clients::mktorrent(&content, clients::NOWHERE_ANNOUNCE, &dir.path().join("t.torrent"));
+        Fixture { _dir: dir, torrent, seed_dir, leech_dir }
+    }
+
+    /// One file of 3 MiB + 5 bytes: twelve full pieces and a short last one.
+    fn single_file(seed: u64) -> Fixture {
+        Fixture::new(|root| {
+            let path = root.join("single.bin");
+            clients::write_random_file(&path, 3 * 1024 * 1024 + 5, seed);
+            path
+        })
+    }
+
+    /// Three files in two folders whose boundaries fall inside pieces.
+    fn multi_file(seed: u64) -> Fixture {
+        Fixture::new(|root| {
+            let top = root.join("multi");
+            let files = [("a.bin", 1536 * 1024 + 17), ("b.bin", 700 * 1024), ("sub/c.bin", 1024 * 1024 + 3)];
+            clients::write_random_tree(&top, &files, seed);
+            top
+        })
+    }
+
+    /// The same torrent announcing to `tracker`.
+    fn announce_to(&mut self, tracker: &Launched) {
+        let out = self.torrent.path.with_file_name("tracked.torrent");
+        self.torrent = self.torrent.with_announce(&tracker.announce_url(), &out);
+    }
+
+    fn assert_leech_has_everything(&self) {
+        let name = &self.torrent.name;
+        clients::assert_same_tree(&self.seed_dir.join(name), &self.leech_dir.join(name));
+    }
+}
+
+fn report(test: &str, start: Instant, download: Duration) {
+    eprintln!("timing {test}: download {download:.1?}, whole test {:.1?}", start.elapsed());
+}
+
+#[test]
+fn libtorrent_seed_to_aria2_leech_through_opentracker() {
+    let start = Instant::now();
+    let mut fx = Fixture::single_file(1);
+    let tracker = clients::opentracker(&[fx.torrent.info_hash]);
+    fx.announce_to(&tracker);
+    let hash = fx.torrent.info_hash;
+
+    let _seed = clients::libtorrent_seed(&fx.torrent.path, &fx.seed_dir, &[]);
+    clients::wait_scrape(tracker.addr(), &hash, SCRAPE_TIMEOUT, |s| s.complete == 1);
+    let mut leech = clients::aria2_leech(&fx.torrent.path, &fx.leech_dir);
+    let took = leech.wait_done(DOWNLOAD_TIMEOUT);
+    fx.assert_leech_has_everything();
+
+    // aria2 announced `completed` and goes on seeding: one download counted, two seeds.
+    let s = clients::wait_scrape(tracker.addr(), &hash, SCRAPE_TIMEOUT, |s| s.downloaded == 1);
+    assert_eq!((s.complete, s.incomplete), (2, 0), "{s:?}");
+    report("libtorrent_seed_to_aria2_leech_through_opentracker", start, took);
+}
+
+#[test]
+fn aria2_seed_to_libtorrent_leech_multi_file() {
+    let start = Instant::now();
+    let fx = Fixture::multi_file(2);
+    let seed = clients::aria2_seed(&fx.torrent.path, &fx.seed_dir);
+    let mut leech = clients::libtorrent_leech(&fx.torrent.path, &fx.leech_dir, &[seed.addr()]);
+    let took = leech.wait_done(DOWNLOAD_TIMEOUT);
+    fx.assert_leech_has_everything();
+    report("aria2_seed_to_libtorrent_leech_multi_file", start, took);
+}
+
+#[test]
+fn libtorrent_seed_dials_transmission_leech() {
+    let start = Instant::now();
+    let fx = Fixture::single_file(3);
+    let mut leech = clients::transmission_leech(&fx.torrent.path, &fx.leech_dir);
+    let seed = clients::libtorrent_seed(&fx.torrent.path, &fx.seed_dir, &[leech.addr()]);
+    let took = leech.wait_done(DOWNLOAD_TIMEOUT);
+    fx.assert_leech_has_everything();
+    let size = std::fs::metadata(fx.seed_dir.join("single.bin")).unwrap().len();
+    assert!(seed.lt_upload_bytes() >= size, "libtorrent says it sent {} of {size} bytes", seed.lt_upload_bytes());
+    report("libtorrent_seed_dials_transmission_leech", start, took);
+}
+
+#[test]
+fn transmission_seed_to_libtorrent_leech_multi_file() {
+    let start = Instant::now();
+    let fx = Fixture::multi_file(4);
+    let seed = clients::transmission_seed(&fx.torrent.path, &fx.seed_dir);
+    let mut leech = clients::libtorrent_leech(&fx.torrent.path, &fx.leech_dir, &[seed.addr()]);
+    let took = leech.wait_done(DOWNLOAD_TIMEOUT);
+    fx.assert_leech_has_everything();
+    report("transmission_seed_to_libtorrent_leech_multi_file", start, took);
+}
+
+/// The pattern a toybt seed must follow with Transmission: the leecher announces first, and the seed dials the
+/// address the tracker hands it (Transmission itself ignores 127.x peers from a tracker).
+#[test]
+fn aria2_seed_dials_transmission_leech_found_through_opentracker() {
+    let start = Instant::now();
+    let mut fx = Fixture::multi_file(5);
+    let tracker = clients::opentracker(&[fx.torrent.info_hash]);
+    fx.announce_to(&tracker);
+    let hash = fx.torrent.info_hash;
+
+    let mut leech = clients::transmission_leech(&fx.torrent.path, &fx.leech_dir);
+    clients::wait_scrape(tracker.addr(), &hash, SCRAPE_TIMEOUT, |s| s.incomplete == 1);
+    let _seed = clients::aria2_seed(&fx.torrent.path, &fx.seed_dir);
+    let took = leech.wait_done(DOWNLOAD_TIMEOUT);
+    fx.assert_leech_has_everything();
+    report("aria2_seed_dials_transmission_leech_found_through_opentracker", start, took);
+}
+
+#[test]
+fn compare_trees_finds_every_kind_of_difference() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    let files = [("x.bin", 70_000), ("d/y.bin", 1000)];
+    clients::write_random_tree(&a, &files, 9);
+    clients::write_random_tree(&b, &files, 9);
+    clients::compare_trees(&a, &b).unwrap();
+    clients::compare_trees(&a.join("x.bin"), &b.join("x.bin")).unwrap();
+
+    let mut y = std::fs::read(b.join("d/y.bin")).unwrap();
+    y[999] ^= 1;
+    std::fs::write(b.join("d/y.bin"), &y).unwrap();
+    let err = clients::compare_trees(&a, &b).unwrap_err();
+    assert!(err.contains("differ at byte 999"), "{err}");
+
+    y[999] ^= 1;
+    y.push(0);
+    std::fs::write(b.join("d/y.bin"), &y).unwrap();
+    assert!(clients::compare_trees(&a, &b).unwrap_err().contains("length"));
+
+    std::fs::remove_file(b.join("d/y.bin")).unwrap();
+    assert!(clients::compare_trees(&a, &b).unwrap_err().contains("has files"));
+}
