@@ -165,3 +165,21 @@ fn compare_trees_finds_every_kind_of_difference() {
     std::fs::remove_file(b.join("d/y.bin")).unwrap();
     assert!(clients::compare_trees(&a, &b).unwrap_err().contains("has files"));
 }
+
+#[test]
+fn port_state_tells_our_listener_from_someone_elses() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let me = std::process::id();
+    assert_eq!(clients::port_state(me, port), clients::PortState::Ours);
+
+    let other = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+    let seen_by_other = clients::port_state(other.id(), port);
+    let mut other = other;
+    let _ = other.kill();
+    let _ = other.wait();
+    assert_eq!(seen_by_other, clients::PortState::Taken);
+
+    drop(listener);
+    assert_eq!(clients::port_state(me, port), clients::PortState::Free);
+}

@@ -119,6 +119,16 @@ pub fn fresh_port() -> u16 {
     panic!("no fresh port after 1000 tries");
 }
 
+/// Who listens on a TCP port, as far as one process is concerned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PortState {
+    Free,
+    /// The process holds the only listening socket.
+    Ours,
+    /// Some other process listens there too (or alone).
+    Taken,
+}
+
 enum Listen {
     Ours,
     Taken,
@@ -157,20 +167,26 @@ fn socket_inodes(pid: u32) -> BTreeSet<u64> {
         .collect()
 }
 
-/// Waits until `proc` (the process itself, not a child of it) holds the only listening socket on `port`.
+/// Whether process `pid` (itself, not a child of it) holds the only listening socket on `port`.
+pub fn port_state(pid: u32, port: u16) -> PortState {
+    let listeners = listening_inodes(port);
+    if listeners.is_empty() {
+        return PortState::Free;
+    }
+    let ours = socket_inodes(pid);
+    if listeners.iter().all(|i| ours.contains(i)) && listeners.len() == 1 { PortState::Ours } else { PortState::Taken }
+}
+
 fn wait_listening(proc: &mut Proc, port: u16, timeout: Duration) -> Listen {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(status) = proc.child.try_wait().unwrap() {
             return Listen::Exited(status.code().unwrap_or(-1));
         }
-        let listeners = listening_inodes(port);
-        if !listeners.is_empty() {
-            let ours = socket_inodes(proc.child.id());
-            if listeners.iter().any(|i| !ours.contains(i)) {
-                return Listen::Taken;
-            }
-            return Listen::Ours;
+        match port_state(proc.child.id(), port) {
+            PortState::Ours => return Listen::Ours,
+            PortState::Taken => return Listen::Taken,
+            PortState::Free => {}
         }
         if Instant::now() >= deadline {
             return Listen::Timeout;
