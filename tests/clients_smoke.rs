@@ -172,6 +172,9 @@ fn port_state_tells_our_listener_from_someone_elses() {
     let port = listener.local_addr().unwrap().port();
     let me = std::process::id();
     assert_eq!(clients::port_state(me, port), clients::PortState::Ours);
+    // A second socket of ours on the same port (Transmission listens on IPv4 and IPv6) is still ours.
+    let v6 = std::net::TcpListener::bind(("::1", port)).ok();
+    assert_eq!(clients::port_state(me, port), clients::PortState::Ours, "with IPv6 listener: {}", v6.is_some());
 
     let other = std::process::Command::new("sleep").arg("30").spawn().unwrap();
     let seen_by_other = clients::port_state(other.id(), port);
@@ -181,5 +184,6 @@ fn port_state_tells_our_listener_from_someone_elses() {
     assert_eq!(seen_by_other, clients::PortState::Taken);
 
     drop(listener);
+    drop(v6);
     assert_eq!(clients::port_state(me, port), clients::PortState::Free);
 }

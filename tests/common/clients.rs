@@ -4,7 +4,7 @@
 //! its own port (and, for a seed, has checked its data), so a test can go straight on to the next step.
 //!
 //! The programs cannot pick their own port, so a launcher picks one, starts the program and checks in /proc that the
-//! program itself holds the only listening socket on it; if another process got there first it tries a new port.
+//! program itself, and no other process, listens on it; if another process got there first it tries a new port.
 
 use super::{Proc, free_port, pseudo_random_bytes, wait_until};
 use std::collections::BTreeSet;
@@ -123,7 +123,7 @@ pub fn fresh_port() -> u16 {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PortState {
     Free,
-    /// The process holds the only listening socket.
+    /// Every socket listening on the port belongs to the process.
     Ours,
     /// Some other process listens there too (or alone).
     Taken,
@@ -167,14 +167,16 @@ fn socket_inodes(pid: u32) -> BTreeSet<u64> {
         .collect()
 }
 
-/// Whether process `pid` (itself, not a child of it) holds the only listening socket on `port`.
+/// Whether process `pid` (itself, not a child of it) alone listens on `port`.
 pub fn port_state(pid: u32, port: u16) -> PortState {
     let listeners = listening_inodes(port);
     if listeners.is_empty() {
         return PortState::Free;
     }
     let ours = socket_inodes(pid);
-    if listeners.iter().all(|i| ours.contains(i)) && listeners.len() == 1 { PortState::Ours } else { PortState::Taken }
+    // Every listener must be ours (Transmission has one for IPv4 and one for IPv6); a socket of any other process,
+    // even one sharing the port through SO_REUSEPORT, means the port is not ours alone.
+    if listeners.iter().all(|i| ours.contains(i)) { PortState::Ours } else { PortState::Taken }
 }
 
 fn wait_listening(proc: &mut Proc, port: u16, timeout: Duration) -> Listen {
@@ -358,6 +360,7 @@ fn transmission_settings(port: u16) -> String {
     format!(
         r#"{{
     "bind-address-ipv4": "127.0.0.1",
+    "bind-address-ipv6": "::1",
     "blocklist-enabled": false,
     "cache-size-mb": 0,
     "dht-enabled": false,
