@@ -46,6 +46,8 @@ pub struct Launched {
     pub proc: Proc,
     pub kind: Kind,
     pub port: u16,
+    /// When the program was started (the attempt that got its port).
+    pub started: Instant,
     /// A leech's done hook (aria2's --on-bt-download-complete, Transmission's -f) creates this file.
     done_file: Option<PathBuf>,
     /// Config folder and hook script; declared after `proc` so it is removed only once the program is dead.
@@ -75,11 +77,10 @@ impl Launched {
         format!("http://127.0.0.1:{}/announce", self.port)
     }
 
-    /// Waits until a downloading client has the whole torrent on disk; returns how long that took.
+    /// Waits until a downloading client has the whole torrent on disk; returns the time since it was started.
     /// libtorrent says `finished` (after flushing); aria2 and Transmission run a done hook that creates a file.
     /// Panics with the program's output if it fails, exits or runs out of time.
     pub fn wait_done(&mut self, timeout: Duration) -> Duration {
-        let start = Instant::now();
         let ok = match (&self.done_file, self.kind) {
             (None, Kind::Libtorrent) => self.proc.try_wait_line("finished", timeout).is_some(),
             (Some(done), _) => {
@@ -95,7 +96,7 @@ impl Launched {
                 self.proc.output()
             );
         }
-        start.elapsed()
+        self.started.elapsed()
     }
 
     /// The last `upload_bytes N` figure lt_client.py printed (payload bytes it has sent).
@@ -205,10 +206,11 @@ fn launch(
 ) -> Launched {
     for attempt in 1..=PORT_ATTEMPTS {
         let port = fresh_port();
+        let started = Instant::now();
         let (cmd, scratch, done_file) = build(port);
         let mut proc = Proc::spawn(name, cmd);
         match wait_listening(&mut proc, port, READY_TIMEOUT) {
-            Listen::Ours => return Launched { proc, kind, port, done_file, _scratch: scratch },
+            Listen::Ours => return Launched { proc, kind, port, started, done_file, _scratch: scratch },
             Listen::Taken if attempt < PORT_ATTEMPTS => eprintln!("{name}: port {port} was taken, trying another"),
             Listen::Exited(code) if attempt < PORT_ATTEMPTS => {
                 eprintln!("{name}: exited with {code} on port {port}, trying another:\n{}", proc.output())
@@ -453,6 +455,59 @@ impl Torrent {
         let copy = Torrent::load(out);
         assert_eq!(copy.info_hash, self.info_hash);
         copy
+    }
+}
+
+/// A torrent (made by mktorrent, announcing nowhere until `announce_to`) with its data under `seed_dir`, and an empty
+/// `leech_dir` for a downloader, all in a temporary folder of its own.
+pub struct Fixture {
+    pub dir: TempDir,
+    pub torrent: Torrent,
+    pub seed_dir: PathBuf,
+    pub leech_dir: PathBuf,
+}
+
+impl Fixture {
+    pub fn new(content: impl FnOnce(&Path) -> PathBuf) -> Fixture {
+        let dir = tempfile::Builder::new().prefix("toybt-fixture").tempdir().unwrap();
+        let seed_dir = dir.path().join("seed");
+        let leech_dir = dir.path().join("leech");
+        fs::create_dir_all(&seed_dir).unwrap();
+        fs::create_dir_all(&leech_dir).unwrap();
+        let content = content(&seed_dir);
+        let torrent = mktorrent(&content, NOWHERE_ANNOUNCE, &dir.path().join("t.torrent"));
+        Fixture { dir, torrent, seed_dir, leech_dir }
+    }
+
+    /// One file of 3 MiB + 5 bytes: twelve full pieces and a short last one.
+    pub fn single_file(seed: u64) -> Fixture {
+        Fixture::new(|root| {
+            let path = root.join("single.bin");
+            write_random_file(&path, 3 * 1024 * 1024 + 5, seed);
+            path
+        })
+    }
+
+    /// Three files in two folders whose boundaries fall inside pieces.
+    pub fn multi_file(seed: u64) -> Fixture {
+        Fixture::new(|root| {
+            let top = root.join("multi");
+            let files = [("a.bin", 1536 * 1024 + 17), ("b.bin", 700 * 1024), ("sub/c.bin", 1024 * 1024 + 3)];
+            write_random_tree(&top, &files, seed);
+            top
+        })
+    }
+
+    /// Makes the torrent announce to `url` (same info hash), e.g. once a tracker's port is known.
+    pub fn announce_to(&mut self, url: &str) {
+        let out = self.dir.path().join("tracked.torrent");
+        self.torrent = self.torrent.with_announce(url, &out);
+    }
+
+    /// `leech_dir` holds exactly what `seed_dir` does for this torrent, byte for byte.
+    pub fn assert_leech_has_everything(&self) {
+        let name = &self.torrent.name;
+        assert_same_tree(&self.seed_dir.join(name), &self.leech_dir.join(name));
     }
 }
 
