@@ -5,6 +5,16 @@
 //!
 //! The programs cannot pick their own port, so a launcher picks one, starts the program and checks in /proc that the
 //! program itself, and no other process, listens on it; if another process got there first it tries a new port.
+//!
+//! A test of toybt against a real client reads like this:
+//! ```text
+//! let mut fx = Fixture::single_file(7);                        // data in fx.seed_dir, empty fx.leech_dir
+//! let mut leech = clients::transmission_leech(&fx.torrent.path, &fx.leech_dir);
+//! let seed = Proc::toybt("seed", &["seed", t, "--peer", &leech.addr().to_string(), ...]);
+//! leech.wait_done(Duration::from_secs(60));                   // panics with the client's output if it fails
+//! fx.assert_leech_has_everything();                           // byte for byte
+//! ```
+//! With a tracker: make the fixture, start the tracker with `fx.torrent`, then `fx.announce_to(url)` (same info hash).
 
 use super::{Proc, free_port, pseudo_random_bytes, wait_until};
 use std::collections::BTreeSet;
