@@ -4,6 +4,21 @@
 //! `reactor` owns every socket and the clock and drives the state machines. See ARCHITECTURE.md.
 
 pub mod bencode;
+pub mod bitfield;
+pub mod choker;
 pub mod cli;
+pub mod create;
 pub mod error;
+pub mod json;
 pub mod metainfo;
+pub mod peer;
+pub mod picker;
+pub mod progress;
+pub mod reactor;
+pub mod resume;
+pub mod signal;
+pub mod storage;
+pub mod timer;
+pub mod torrent;
+pub mod tracker;
+pub mod wire;

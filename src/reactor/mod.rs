@@ -1,0 +1,982 @@
+//! The readiness loop: the only code that touches sockets or reads the clock.
+//!
+//! One thread, one `mio::Poll`, one [`Slab`] of connections. Every connection pairs a non-blocking socket with a
+//! sans-IO state machine ([`Conn`]); every long-lived piece of state shared by connections (the tracker's swarm
+//! registry, later a torrent session) is a service in [`Services`]. `conn.rs` is the only place that knows the kinds;
+//! this file only moves bytes and time.
+//!
+//! # Tokens
+//! A connection's token is its slab key. Listeners take `LISTENER_BASE + index` and the signal pipe takes
+//! `usize::MAX`, far above any slab key. A closed connection's socket is closed (which takes it out of the poll set)
+//! and its entry removed from the slab in the same step, so events for it that are still queued find no entry and are ignored. Should a new connection reuse the key
+//! within the same batch, it gets a spurious readiness event, which is harmless: reads and writes then just return
+//! `WouldBlock`, and a connecting socket is checked with `take_error` *and* `peer_addr` before it counts as connected.
+//! Timers carry the key and a generation number that is never reused ([`ConnId`]), so a deadline armed for a closed
+//! connection never reaches its successor.
+//!
+//! # Buffers and backpressure
+//! Registration is edge-triggered for both directions, once, with no re-registration. On readable: read until
+//! `WouldBlock` (or until the input buffer is full), hand the buffered bytes to the machine until it consumes no more,
+//! drain its output, write until `WouldBlock`. While a connection's unsent output is above its high-water mark the
+//! loop neither reads its socket nor feeds its machine; when a writable event drains it, the loop resumes by itself,
+//! because it remembers that the socket was not read to `WouldBlock` (an edge-triggered readable event would not come
+//! again). See `buffer.rs` for the bounds.
+//!
+//! # Time
+//! The clock is read once per wake-up, and that `now` is handed to everything in the batch. Each connection has at
+//! most one armed deadline in the [`Timers`] heap: its machine's `poll_timeout()`, re-armed after every call into the
+//! machine, but only when it moved earlier; a deadline that fires early is harmless because `handle_timeout` ignores
+//! an early call, and the timer is then re-armed at the machine's current deadline. Services are few, so their
+//! `poll_timeout()` is asked directly. The poll timeout is the earliest of all of them.
+//!
+//! # Closing
+//! A machine that wants to close (`wants_close`) is closed once its output is written. If the peer may still be
+//! sending (we stopped reading mid-request, say after answering "431"), closing at once would make the kernel send a
+//! reset that can destroy the answer before the peer reads it; so the loop shuts down the sending side, discards
+//! input for up to [`LINGER`] and then closes.
+//!
+//! # Extending
+//! - A new kind of connection: a variant of [`Conn`] and its arm in each verb in `conn.rs` (the compiler lists them).
+//!   If it is accepted, a [`ListenKind`] variant whose `accept` builds it, and [`Reactor::listen`] on a bound socket.
+//! - A new service: a field of [`Services`], and its arms in `Services::poll_timeout` / `Services::handle_timeout`.
+//!   A service sets timers by returning its earliest deadline from `poll_timeout` (asked after every wake-up).
+//! - Asking the loop for something from inside a verb: every verb in `conn.rs` gets a [`Ctl`]; `ctl.connect(addr,
+//!   conn)` dials (non-blocking; `on_connected` or `on_closed(Close::ConnectFailed)` follows), `ctl.wake(id)` has
+//!   another connection's output and deadline re-read (a service changed what it should send), `ctl.close(id)` and
+//!   `ctl.stop()` do what they say. Requests run after the verb returns, never inside it. Outside the loop,
+//!   [`Reactor::connect`], [`Reactor::wake`] and [`Reactor::close`] do the same.
+//! - Every verb also gets the [`Services`], so a connection's machine may live in its variant or inside a service
+//!   (then the variant holds only a handle and its arms ask the service).
+
+mod buffer;
+mod conn;
+mod os;
+
+pub use buffer::BufLimits;
+pub use conn::{Conn, ListenKind, Services};
+pub use os::raise_fd_limit;
+
+use std::fmt;
+use std::io;
+use std::net::{Shutdown, SocketAddr};
+use std::time::{Duration, Instant};
+
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token};
+use slab::Slab;
+
+use crate::signal::{Signal, SignalPipe};
+use crate::timer::{TimerId, Timers};
+use buffer::{ReadEnd, SocketBuf};
+
+const SIGNAL: Token = Token(usize::MAX);
+const LISTENER_BASE: usize = usize::MAX - 1 - MAX_LISTENERS;
+const MAX_LISTENERS: usize = 1024;
+/// How long a closing connection keeps discarding input so the peer can read our last answer.
+pub const LINGER: Duration = Duration::from_secs(2);
+/// While a listener cannot accept for lack of file descriptors, retry this often.
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+/// The loop-wide read buffer.
+const SCRATCH: usize = 64 * 1024;
+/// Bytes read from one connection per pump before the others get their turn.
+const READ_BUDGET: usize = 256 * 1024;
+
+/// Names one connection for its whole life: the slab key plus a generation that is never reused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ConnId {
+    pub key: usize,
+    pub generation: u64,
+}
+
+/// Why a connection was closed; handed to the machine's `on_closed`.
+#[derive(Debug)]
+pub enum Close {
+    /// The peer closed its side, and everything owed to it was written.
+    Eof,
+    /// The machine was done and its output was written.
+    Done,
+    Io(io::Error),
+    ConnectFailed(io::Error),
+    /// The machine's deadline passed.
+    TimedOut,
+    /// The peer broke a protocol rule; the text says which.
+    Protocol(String),
+    /// Closed to make room on a listener at its connection limit (the longest-silent one goes).
+    Evicted,
+    /// A service asked for it.
+    Requested,
+    /// The loop is stopping.
+    Shutdown,
+}
+
+impl fmt::Display for Close {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Close::Eof => f.write_str("closed by the peer"),
+            Close::Done => f.write_str("done"),
+            Close::Io(e) => write!(f, "socket error: {e}"),
+            Close::ConnectFailed(e) => write!(f, "connect failed: {e}"),
+            Close::TimedOut => f.write_str("timed out"),
+            Close::Protocol(why) => write!(f, "protocol error: {why}"),
+            Close::Evicted => f.write_str("evicted at the connection limit"),
+            Close::Requested => f.write_str("closed on request"),
+            Close::Shutdown => f.write_str("shutting down"),
+        }
+    }
+}
+
+/// What machines and services may ask of the loop while it is calling them. `conn.rs` passes it to every verb; the
+/// loop carries the requests out right after the call returns.
+#[derive(Debug, Default)]
+pub struct Ctl {
+    requests: Vec<Request>,
+}
+
+#[derive(Debug)]
+enum Request {
+    Connect { addr: SocketAddr, conn: Conn },
+    Close(ConnId),
+    Wake(ConnId),
+    Stop,
+}
+
+impl Ctl {
+    /// Opens a non-blocking connection to `addr` driven by `conn`. Failure, at once or later, reaches
+    /// `conn.on_closed` as [`Close::ConnectFailed`]; success reaches `on_connected`.
+    pub fn connect(&mut self, addr: SocketAddr, conn: Conn) {
+        self.requests.push(Request::Connect { addr, conn });
+    }
+
+    pub fn close(&mut self, id: ConnId) {
+        self.requests.push(Request::Close(id));
+    }
+
+    /// The machine behind `id` has new output or a new deadline, changed from outside its own verbs (say a service
+    /// decided to send it something): the loop pumps it, which drains `poll_transmit` and re-reads `poll_timeout`.
+    pub fn wake(&mut self, id: ConnId) {
+        self.requests.push(Request::Wake(id));
+    }
+
+    /// Ends `Reactor::run` after the current batch.
+    pub fn stop(&mut self) {
+        self.requests.push(Request::Stop);
+    }
+}
+
+/// What one readiness event said about a connection.
+#[derive(Debug, Clone, Copy)]
+struct Readiness {
+    readable: bool,
+    read_closed: bool,
+}
+
+struct Entry {
+    generation: u64,
+    sock: TcpStream,
+    peer: SocketAddr,
+    buf: SocketBuf,
+    conn: Conn,
+    /// Outgoing connect not finished yet.
+    connecting: bool,
+    /// Not read to `WouldBlock` since the last readable event: there may be more to read without a new event.
+    readable: bool,
+    eof: bool,
+    /// A readiness event said the peer closed its side: read until end of stream (see `SocketBuf::fill`).
+    peer_closed: bool,
+    /// Closing: discarding input until the peer closes or this deadline.
+    linger_until: Option<Instant>,
+    listener: Option<usize>,
+    timer: Option<(Instant, TimerId)>,
+    /// Last time bytes arrived (or the connection opened): the eviction order.
+    last_active: Instant,
+}
+
+impl Entry {
+    fn id(&self, key: usize) -> ConnId {
+        ConnId { key, generation: self.generation }
+    }
+}
+
+struct Listener {
+    sock: TcpListener,
+    kind: ListenKind,
+    max_conns: usize,
+    open: usize,
+    /// Accepting failed for lack of file descriptors; retry at this time.
+    retry_at: Option<Instant>,
+}
+
+/// The loop. See the module documentation for its rules.
+pub struct Reactor {
+    poll: Poll,
+    events: Events,
+    /// This batch's readiness, copied out of `events` so handlers may borrow the reactor.
+    batch: Vec<(Token, Readiness)>,
+    conns: Slab<Entry>,
+    listeners: Vec<Listener>,
+    timers: Timers<(usize, u64)>,
+    pub services: Services,
+    signal: Option<SignalPipe>,
+    scratch: Vec<u8>,
+    next_gen: u64,
+    ctl: Ctl,
+    /// Connections that used up their read budget and must be pumped again without waiting for an event.
+    yielded: Vec<ConnId>,
+    stopping: bool,
+    stopped_by: Option<Signal>,
+}
+
+impl Reactor {
+    pub fn new(services: Services) -> io::Result<Reactor> {
+        Ok(Reactor {
+            poll: Poll::new()?,
+            events: Events::with_capacity(1024),
+            batch: Vec::with_capacity(1024),
+            conns: Slab::new(),
+            listeners: Vec::new(),
+            timers: Timers::new(),
+            services,
+            signal: None,
+            scratch: vec![0; SCRATCH],
+            next_gen: 0,
+            ctl: Ctl::default(),
+            yielded: Vec::new(),
+            stopping: false,
+            stopped_by: None,
+        })
+    }
+
+    /// Stops the loop cleanly when SIGINT or SIGTERM arrives.
+    pub fn watch_signals(&mut self, mut pipe: SignalPipe) -> io::Result<()> {
+        self.poll.registry().register(pipe.source(), SIGNAL, Interest::READABLE)?;
+        self.signal = Some(pipe);
+        Ok(())
+    }
+
+    /// Accepts connections on `listener` (already bound) as `kind`, at most `max_conns` at once: past that, the
+    /// connection of this listener that has been silent longest is closed to make room.
+    pub fn listen(&mut self, listener: std::net::TcpListener, kind: ListenKind, max_conns: usize) -> io::Result<()> {
+        if self.listeners.len() == MAX_LISTENERS {
+            return Err(io::Error::other("too many listeners"));
+        }
+        listener.set_nonblocking(true)?;
+        os::widen_backlog(&listener)?;
+        let mut sock = TcpListener::from_std(listener);
+        self.poll.registry().register(&mut sock, Token(LISTENER_BASE + self.listeners.len()), Interest::READABLE)?;
+        self.listeners.push(Listener { sock, kind, max_conns: max_conns.max(1), open: 0, retry_at: None });
+        Ok(())
+    }
+
+    /// Starts a non-blocking connect to `addr` driven by `conn` (see [`Ctl::connect`]).
+    pub fn connect(&mut self, addr: SocketAddr, conn: Conn) -> io::Result<ConnId> {
+        let mut sock = TcpStream::connect(addr)?;
+        let key = self.register(&mut sock)?;
+        Ok(self.insert(key, sock, addr, conn, None, true, Instant::now()))
+    }
+
+    /// Starts a connect for a machine; a failure at once reaches its `on_closed` like a later one would, under an id
+    /// whose key names no slot.
+    fn connect_or_report(&mut self, addr: SocketAddr, conn: Conn, now: Instant) {
+        let registered = TcpStream::connect(addr).and_then(|mut sock| Ok((self.register(&mut sock)?, sock)));
+        match registered {
+            Ok((key, sock)) => {
+                self.insert(key, sock, addr, conn, None, true, now);
+            }
+            Err(e) => {
+                let id = ConnId { key: usize::MAX, generation: self.next_gen };
+                self.next_gen += 1;
+                conn.on_closed(id, now, &Close::ConnectFailed(e), &mut self.services, &mut self.ctl);
+            }
+        }
+    }
+
+    /// Closes a connection now, if it is still open.
+    pub fn close(&mut self, id: ConnId) {
+        let now = Instant::now();
+        if self.conns.get(id.key).is_some_and(|e| e.generation == id.generation) {
+            self.close_key(id.key, now, Close::Requested);
+        }
+        self.run_requests(now);
+    }
+
+    /// Pumps the connection `id` (see [`Ctl::wake`]).
+    pub fn wake(&mut self, id: ConnId) {
+        let now = Instant::now();
+        self.wake_now(id, now);
+        self.run_requests(now);
+    }
+
+    fn wake_now(&mut self, id: ConnId, now: Instant) {
+        let live = self
+            .conns
+            .get(id.key)
+            .is_some_and(|e| e.generation == id.generation && !e.connecting && e.linger_until.is_none());
+        if live {
+            self.pump(id.key, now);
+        }
+    }
+
+    /// Makes `run` return after the current batch.
+    pub fn stop(&mut self) {
+        self.stopping = true;
+    }
+
+    /// The signal that stopped the loop, if one did.
+    pub fn stopped_by(&self) -> Option<Signal> {
+        self.stopped_by
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        self.stopping
+    }
+
+    pub fn conn_count(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// Runs until stopped (a signal, [`Ctl::stop`], [`Reactor::stop`]), then closes every connection.
+    pub fn run(&mut self) -> io::Result<()> {
+        while !self.stopping {
+            self.turn(None)?;
+        }
+        self.close_all();
+        Ok(())
+    }
+
+    /// One wake-up: wait for readiness or the next deadline (at most `max_wait`), then handle everything due.
+    pub fn turn(&mut self, max_wait: Option<Duration>) -> io::Result<()> {
+        let now = Instant::now();
+        let timeout = if self.yielded.is_empty() {
+            self.next_deadline().map(|d| d.saturating_duration_since(now))
+        } else {
+            Some(Duration::ZERO)
+        };
+        let timeout = match (timeout, max_wait) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        match self.poll.poll(&mut self.events, timeout) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+        let now = Instant::now();
+        self.batch.clear();
+        self.batch.extend(
+            self.events
+                .iter()
+                .map(|e| (e.token(), Readiness { readable: e.is_readable(), read_closed: e.is_read_closed() })),
+        );
+        for i in 0..self.batch.len() {
+            let (token, ready) = self.batch[i];
+            match token {
+                SIGNAL => self.on_signal(),
+                Token(t) if t >= LISTENER_BASE => self.accept_all(t - LISTENER_BASE, now),
+                Token(key) => self.on_conn_event(key, ready, now),
+            }
+            self.run_requests(now);
+        }
+        for id in std::mem::take(&mut self.yielded) {
+            if self.conns.get(id.key).is_some_and(|e| e.generation == id.generation) {
+                self.pump(id.key, now);
+                self.run_requests(now);
+            }
+        }
+        // Collected first: a handler that re-arms at a time already past must not keep this loop going.
+        let mut due = Vec::new();
+        while let Some(t) = self.timers.pop_due(now) {
+            due.push(t);
+        }
+        for (timer, (key, generation)) in due {
+            self.on_conn_timer(key, generation, timer, now);
+            self.run_requests(now);
+        }
+        if self.services.poll_timeout().is_some_and(|t| t <= now) {
+            self.services.handle_timeout(now, &mut self.ctl);
+            self.run_requests(now);
+        }
+        for i in 0..self.listeners.len() {
+            if self.listeners[i].retry_at.is_some_and(|t| t <= now) {
+                self.listeners[i].retry_at = None;
+                self.accept_all(i, now);
+                self.run_requests(now);
+            }
+        }
+        Ok(())
+    }
+
+    fn next_deadline(&mut self) -> Option<Instant> {
+        let retry = self.listeners.iter().filter_map(|l| l.retry_at).min();
+        [self.timers.next_deadline(), self.services.poll_timeout(), retry].into_iter().flatten().min()
+    }
+
+    fn on_signal(&mut self) {
+        if let Some(sig) = self.signal.as_mut().and_then(|p| p.drain()) {
+            log::info!("stopping on {}", if sig == Signal::Interrupt { "SIGINT" } else { "SIGTERM" });
+            self.stopped_by = Some(sig);
+            self.stopping = true;
+        }
+    }
+
+    fn accept_all(&mut self, index: usize, now: Instant) {
+        let Some(l) = self.listeners.get(index) else { return };
+        if l.retry_at.is_some() {
+            return;
+        }
+        loop {
+            let l = &mut self.listeners[index];
+            let (sock, from) = match l.sock.accept() {
+                Ok(pair) => pair,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if matches!(e.raw_os_error(), Some(23 | 24)) => {
+                    // ENFILE/EMFILE: the pending connection stays queued; an edge-triggered listener would not say so
+                    // again, so come back on a timer rather than spin.
+                    log::warn!("cannot accept: {e}; retrying in {ACCEPT_RETRY:?}");
+                    l.retry_at = Some(now + ACCEPT_RETRY);
+                    return;
+                }
+                Err(e) => {
+                    // ECONNABORTED and the like concern one connection only.
+                    log::debug!("accept failed: {e}");
+                    continue;
+                }
+            };
+            let (kind, full) = (l.kind, l.open >= l.max_conns);
+            if full && !self.evict_one(index, now) {
+                continue;
+            }
+            let Some(conn) = kind.accept(from, now, &self.services) else { continue };
+            let mut sock = sock;
+            match self.register(&mut sock) {
+                Ok(key) => {
+                    self.insert(key, sock, from, conn, Some(index), false, now);
+                }
+                Err(e) => log::warn!("cannot register a connection from {from}: {e}"),
+            }
+        }
+    }
+
+    /// Closes the connection of `listener` that has been silent longest. False if it has none.
+    fn evict_one(&mut self, listener: usize, now: Instant) -> bool {
+        let victim = self
+            .conns
+            .iter()
+            .filter(|(_, e)| e.listener == Some(listener))
+            .min_by_key(|(_, e)| e.last_active)
+            .map(|(key, _)| key);
+        match victim {
+            Some(key) => {
+                self.close_key(key, now, Close::Evicted);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Registers `sock` under the slab key the next `insert` will use.
+    fn register(&mut self, sock: &mut TcpStream) -> io::Result<usize> {
+        let key = self.conns.vacant_key();
+        self.poll.registry().register(sock, Token(key), Interest::READABLE | Interest::WRITABLE)?;
+        Ok(key)
+    }
+
+    /// Adds a socket registered under `key` (from `register`, with nothing inserted since).
+    #[allow(clippy::too_many_arguments)]
+    fn insert(
+        &mut self,
+        key: usize,
+        sock: TcpStream,
+        peer: SocketAddr,
+        conn: Conn,
+        listener: Option<usize>,
+        connecting: bool,
+        now: Instant,
+    ) -> ConnId {
+        // Requests are small and answered at once; Nagle would only delay them.
+        let _ = sock.set_nodelay(true);
+        let generation = self.next_gen;
+        self.next_gen += 1;
+        let slot = self.conns.vacant_entry();
+        debug_assert_eq!(slot.key(), key);
+        slot.insert(Entry {
+            generation,
+            sock,
+            peer,
+            buf: SocketBuf::new(conn.limits()),
+            conn,
+            connecting,
+            readable: !connecting,
+            eof: false,
+            peer_closed: false,
+            linger_until: None,
+            listener,
+            timer: None,
+            last_active: now,
+        });
+        if let Some(i) = listener {
+            self.listeners[i].open += 1;
+        }
+        let id = ConnId { key, generation };
+        if connecting {
+            self.arm_timer(key);
+        } else {
+            // An accepted socket may already hold data whose edge was before registration.
+            self.pump(key, now);
+        }
+        id
+    }
+
+    fn on_conn_event(&mut self, key: usize, ready: Readiness, now: Instant) {
+        let Some(e) = self.conns.get_mut(key) else { return };
+        if e.linger_until.is_some() {
+            self.linger_read(key, now);
+            return;
+        }
+        if e.connecting {
+            match connect_result(&e.sock) {
+                Ok(false) => return,
+                Ok(true) => {
+                    e.connecting = false;
+                    e.readable = true;
+                    let id = e.id(key);
+                    e.conn.on_connected(id, now, &mut self.services, &mut self.ctl);
+                }
+                Err(err) => {
+                    self.close_key(key, now, Close::ConnectFailed(err));
+                    return;
+                }
+            }
+        }
+        // A writable edge only means "flush", which `pump` always tries.
+        e.readable |= ready.readable;
+        e.peer_closed |= ready.read_closed;
+        self.pump(key, now);
+    }
+
+    fn on_conn_timer(&mut self, key: usize, generation: u64, timer: TimerId, now: Instant) {
+        let Some(e) = self.conns.get_mut(key) else { return };
+        if e.generation != generation || e.timer.map(|(_, t)| t) != Some(timer) {
+            return;
+        }
+        e.timer = None;
+        if e.linger_until.is_some() {
+            self.close_key(key, now, Close::Done);
+            return;
+        }
+        let id = e.id(key);
+        if let Err(why) = e.conn.handle_timeout(id, now, &mut self.services, &mut self.ctl) {
+            self.close_key(key, now, why);
+            return;
+        }
+        if e.connecting {
+            self.arm_timer(key);
+        } else {
+            self.pump(key, now);
+        }
+    }
+
+    /// Moves bytes between the socket and the machine until neither can make progress, then closes the connection
+    /// or re-arms its deadline. What the machine asked of the loop waits in `ctl` for `run_requests`.
+    fn pump(&mut self, key: usize, now: Instant) {
+        let Some(e) = self.conns.get_mut(key) else { return };
+        let result = pump_entry(e, key, now, &mut self.services, &mut self.ctl, &mut self.scratch);
+        match result {
+            Err(why) => self.close_key(key, now, why),
+            Ok(pumped) => {
+                let finished = e.buf.pending_out() == 0 && (e.conn.wants_close(&self.services) || e.eof);
+                let id = e.id(key);
+                if finished {
+                    self.finish(key, now);
+                } else {
+                    self.arm_timer(key);
+                    if pumped == Pumped::Yielded {
+                        self.yielded.push(id);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The machine is done (or the peer closed) and all output is written: close, lingering if the peer may still
+    /// be sending.
+    fn finish(&mut self, key: usize, now: Instant) {
+        let e = &mut self.conns[key];
+        let unread = !e.eof && (e.readable || !e.buf.input().is_empty());
+        if !unread {
+            let why = if e.eof { Close::Eof } else { Close::Done };
+            self.close_key(key, now, why);
+            return;
+        }
+        let _ = e.sock.shutdown(Shutdown::Write);
+        e.buf.discard_input();
+        e.linger_until = Some(now + LINGER);
+        if let Some((_, t)) = e.timer.take() {
+            self.timers.cancel(t);
+        }
+        e.timer = Some((now + LINGER, self.timers.insert(now + LINGER, (key, e.generation))));
+        self.linger_read(key, now);
+    }
+
+    fn linger_read(&mut self, key: usize, now: Instant) {
+        let e = &mut self.conns[key];
+        loop {
+            match io::Read::read(&mut e.sock, &mut self.scratch) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
+                Err(_) => break,
+            }
+        }
+        self.close_key(key, now, Close::Done);
+    }
+
+    /// Arms the connection's deadline if it has one earlier than the armed one (see "Time" in the module doc).
+    fn arm_timer(&mut self, key: usize) {
+        let Some(e) = self.conns.get_mut(key) else { return };
+        let Some(want) = e.conn.poll_timeout(&self.services) else { return };
+        match e.timer {
+            Some((armed, _)) if armed <= want => {}
+            Some((_, old)) => {
+                self.timers.cancel(old);
+                e.timer = Some((want, self.timers.insert(want, (key, e.generation))));
+            }
+            None => e.timer = Some((want, self.timers.insert(want, (key, e.generation)))),
+        }
+    }
+
+    /// Removes the connection and closes its socket in one step (closing the descriptor is what takes it out of the
+    /// poll set; an explicit deregister would be one more system call per connection), then tells its machine.
+    fn close_key(&mut self, key: usize, now: Instant, why: Close) {
+        let Some(e) = self.conns.try_remove(key) else { return };
+        if let Some((_, t)) = e.timer {
+            self.timers.cancel(t);
+        }
+        if let Some(i) = e.listener {
+            self.listeners[i].open -= 1;
+            if self.listeners[i].retry_at.is_some() {
+                // A descriptor was just freed.
+                self.listeners[i].retry_at = Some(now);
+            }
+        }
+        log::trace!("connection {} ({}) closed: {why}", key, e.peer);
+        let id = e.id(key);
+        drop(e.sock);
+        e.conn.on_closed(id, now, &why, &mut self.services, &mut self.ctl);
+    }
+
+    fn close_all(&mut self) {
+        let now = Instant::now();
+        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            self.close_key(key, now, Close::Shutdown);
+        }
+        self.ctl.requests.clear();
+    }
+
+    fn run_requests(&mut self, now: Instant) {
+        while !self.ctl.requests.is_empty() {
+            for req in std::mem::take(&mut self.ctl.requests) {
+                match req {
+                    Request::Stop => self.stopping = true,
+                    Request::Close(id) => {
+                        if self.conns.get(id.key).is_some_and(|e| e.generation == id.generation) {
+                            self.close_key(id.key, now, Close::Requested);
+                        }
+                    }
+                    Request::Connect { addr, conn } => self.connect_or_report(addr, conn, now),
+                    Request::Wake(id) => self.wake_now(id, now),
+                }
+            }
+        }
+    }
+}
+
+/// How a `pump_entry` ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pumped {
+    /// Nothing more can move until the next event or deadline.
+    Stuck,
+    /// The read budget ran out with data perhaps still waiting: pump again next turn.
+    Yielded,
+}
+
+/// The body of `Reactor::pump` for one entry: feed the machine, write, read, for as long as any of them moves.
+fn pump_entry(
+    e: &mut Entry,
+    key: usize,
+    now: Instant,
+    svc: &mut Services,
+    ctl: &mut Ctl,
+    scratch: &mut [u8],
+) -> Result<Pumped, Close> {
+    let id = e.id(key);
+    let mut read = 0;
+    loop {
+        let mut progress = false;
+        let mut used = 0;
+        while used < e.buf.input().len() && !e.buf.backed_up() && !e.conn.wants_close(svc) {
+            let n = e.conn.handle_bytes(id, now, &e.buf.input()[used..], svc, ctl)?;
+            e.conn.poll_transmit(e.buf.out(), svc);
+            if n == 0 {
+                break;
+            }
+            used += n;
+        }
+        if used > 0 {
+            e.buf.consume(used);
+            progress = true;
+        }
+        e.conn.poll_transmit(e.buf.out(), svc);
+        if e.buf.input_full() && !e.conn.wants_close(svc) && !e.buf.backed_up() {
+            return Err(Close::Protocol("message larger than the input buffer".into()));
+        }
+        let queued = e.buf.pending_out();
+        e.buf.flush(&mut e.sock).map_err(Close::Io)?;
+        progress |= e.buf.pending_out() < queued;
+        let may_read = e.readable && !e.eof && !e.buf.backed_up() && !e.conn.wants_close(svc) && !e.buf.input_full();
+        if may_read {
+            if read >= READ_BUDGET {
+                return Ok(Pumped::Yielded);
+            }
+            let (got, end) = e.buf.fill(&mut e.sock, scratch, e.peer_closed).map_err(Close::Io)?;
+            match end {
+                ReadEnd::WouldBlock => e.readable = false,
+                ReadEnd::Eof => e.eof = true,
+                ReadEnd::Full => {}
+            }
+            if got > 0 {
+                e.last_active = now;
+                read += got;
+                progress = true;
+            }
+        }
+        if !progress {
+            return Ok(Pumped::Stuck);
+        }
+    }
+}
+
+/// Whether an outgoing connect has finished: `Ok(true)` connected, `Ok(false)` still in progress.
+fn connect_result(sock: &TcpStream) -> io::Result<bool> {
+    if let Some(err) = sock.take_error()? {
+        return Err(err);
+    }
+    match sock.peer_addr() {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::conn::probe::Probe;
+    use super::*;
+    use crate::tracker::{Config, Tracker};
+    use std::io::{Read, Write};
+
+    const HASH: [u8; 20] = [0x5A; 20];
+
+    fn tracker_loop(cfg: Config, hashes: &[[u8; 20]], max_conns: usize) -> (Reactor, SocketAddr) {
+        let tracker = Tracker::new(cfg, hashes.iter().copied(), 1, Instant::now());
+        let mut r = Reactor::new(Services { tracker: Some(tracker) }).unwrap();
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        r.listen(l, ListenKind::Tracker, max_conns).unwrap();
+        (r, addr)
+    }
+
+    /// Turns the loop until `done` holds; fails the test after `limit`.
+    fn spin_until(r: &mut Reactor, limit: Duration, mut done: impl FnMut(&mut Reactor) -> bool) {
+        let deadline = Instant::now() + limit;
+        while !done(r) {
+            assert!(Instant::now() < deadline, "condition not reached within {limit:?}");
+            r.turn(Some(Duration::from_millis(10))).unwrap();
+        }
+    }
+
+    fn client(addr: SocketAddr) -> std::net::TcpStream {
+        let s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_nonblocking(true).unwrap();
+        s
+    }
+
+    /// Reads what is there without blocking; `None` once the peer has closed (EOF or reset).
+    fn read_some(s: &mut std::net::TcpStream, into: &mut Vec<u8>) -> Option<usize> {
+        let mut buf = [0u8; 65536];
+        match s.read(&mut buf) {
+            Ok(0) => None,
+            Ok(n) => {
+                into.extend_from_slice(&buf[..n]);
+                Some(n)
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Some(0),
+            Err(_) => None,
+        }
+    }
+
+    #[test]
+    fn outgoing_connect_reaches_the_tracker_in_the_same_loop() {
+        let (mut r, addr) = tracker_loop(Config::default(), &[HASH], 10);
+        let (probe, log) = Probe::new(b"GET /scrape HTTP/1.1\r\nConnection: close\r\n\r\n", usize::MAX);
+        r.connect(addr, Conn::Probe(probe)).unwrap();
+        spin_until(&mut r, Duration::from_secs(5), |r| r.is_stopping());
+        let log = log.borrow();
+        assert!(log.connected);
+        let text = String::from_utf8_lossy(&log.got);
+        assert!(text.starts_with("HTTP/1.1 200 OK\r\n") && text.ends_with("incompletei0eeee"), "{text}");
+        assert_eq!(log.closed.as_deref(), Some("closed by the peer"));
+        assert_eq!(r.conn_count(), 0, "the tracker side closed too");
+    }
+
+    #[test]
+    fn refused_connect_is_reported_to_the_machine() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut r = Reactor::new(Services::default()).unwrap();
+        let (probe, log) = Probe::new(b"hello", usize::MAX);
+        r.connect(SocketAddr::from(([127, 0, 0, 1], port)), Conn::Probe(probe)).unwrap();
+        spin_until(&mut r, Duration::from_secs(5), |r| r.is_stopping());
+        let log = log.borrow();
+        assert!(!log.connected);
+        assert!(log.closed.as_deref().unwrap().starts_with("connect failed"), "{:?}", log.closed);
+        assert_eq!(r.conn_count(), 0);
+    }
+
+    #[test]
+    fn connect_requested_by_a_machine_goes_through_ctl() {
+        let (mut r, addr) = tracker_loop(Config::default(), &[HASH], 10);
+        let (probe, log) = Probe::new(b"GET /scrape HTTP/1.1\r\n\r\n", 10);
+        r.ctl.connect(addr, Conn::Probe(probe));
+        r.run_requests(Instant::now());
+        spin_until(&mut r, Duration::from_secs(5), |r| r.is_stopping());
+        assert!(log.borrow().got.starts_with(b"HTTP/1.1 200"));
+    }
+
+    #[test]
+    fn wake_sends_what_a_machine_was_given_from_outside() {
+        let (mut r, addr) = tracker_loop(Config::default(), &[HASH], 10);
+        let (probe, log) = Probe::new(b"GET /scrape HTTP/1.1\r\n\r\n", usize::MAX);
+        let id = r.connect(addr, Conn::Probe(probe)).unwrap();
+        let answered = |log: &std::cell::RefCell<super::conn::probe::Log>, n: usize| {
+            log.borrow().got.windows(12).filter(|w| w == b"HTTP/1.1 200").count() == n
+        };
+        spin_until(&mut r, Duration::from_secs(5), |_| answered(&log, 1));
+        log.borrow_mut().outbox.extend_from_slice(b"GET /scrape HTTP/1.1\r\n\r\n");
+        for _ in 0..5 {
+            r.turn(Some(Duration::from_millis(1))).unwrap();
+        }
+        assert!(answered(&log, 1), "nothing is sent without a wake");
+        r.wake(id);
+        spin_until(&mut r, Duration::from_secs(5), |_| answered(&log, 2));
+    }
+
+    #[test]
+    fn a_client_that_does_not_read_stops_being_read_and_gets_everything_later() {
+        // 100 torrents make a full scrape of about 7 KB, so 2000 answers (14 MB) outgrow what the kernel buffers
+        // for a reader that does not read.
+        let hashes: Vec<[u8; 20]> = (0..100u8)
+            .map(|i| {
+                let mut h = [0xEE; 20];
+                h[0] = i;
+                h
+            })
+            .collect();
+        let (mut r, addr) = tracker_loop(Config::default(), &hashes, 10);
+        let mut c = client(addr);
+        let requests = 2000;
+        let input = b"GET /scrape HTTP/1.1\r\n\r\n".repeat(requests);
+        let mut written = 0;
+        spin_until(&mut r, Duration::from_secs(10), |r| {
+            if written < input.len() {
+                written += c.write(&input[written..]).unwrap_or(0);
+            }
+            r.conns.iter().next().is_some_and(|(_, e)| e.buf.backed_up())
+        });
+        // Stuck: turning the loop more does not grow the queue past one response over the mark.
+        for _ in 0..20 {
+            r.turn(Some(Duration::from_millis(1))).unwrap();
+        }
+        let (_, e) = r.conns.iter().next().unwrap();
+        let limits = e.conn.limits();
+        assert!(e.buf.pending_out() < limits.out_high + 20_000, "queued {}", e.buf.pending_out());
+        let Conn::TrackerClient(tc) = &e.conn else { panic!("not a tracker client") };
+        assert!(tc.requests() < requests as u64, "all {} requests were handled while nobody read", tc.requests());
+        // Now read everything: every request gets its answer.
+        let mut got = Vec::new();
+        let one = {
+            let mut body = Vec::new();
+            r.services.tracker.as_ref().unwrap().scrape(&[], &mut body);
+            body.len()
+        };
+        spin_until(&mut r, Duration::from_secs(20), |_| {
+            if written < input.len() {
+                written += c.write(&input[written..]).unwrap_or(0);
+            }
+            while read_some(&mut c, &mut got).is_some_and(|n| n > 0) {}
+            got.len() >= requests * (one + 60)
+        });
+        let answers = got.windows(15).filter(|w| w == b"HTTP/1.1 200 OK").count();
+        assert_eq!(answers, requests);
+    }
+
+    #[test]
+    fn idle_connections_are_closed_by_their_deadline() {
+        let cfg = Config { idle_timeout: Duration::from_millis(100), ..Config::default() };
+        let (mut r, addr) = tracker_loop(cfg, &[HASH], 10);
+        let mut c = client(addr);
+        let opened = Instant::now();
+        let mut sink = Vec::new();
+        spin_until(&mut r, Duration::from_secs(5), |_| read_some(&mut c, &mut sink).is_none());
+        assert!(opened.elapsed() >= Duration::from_millis(100));
+        assert!(sink.is_empty(), "closed without an answer");
+        assert_eq!(r.conn_count(), 0);
+        assert!(r.timers.is_empty(), "the closed connection's deadline was cancelled");
+    }
+
+    #[test]
+    fn the_longest_silent_connection_makes_room_at_the_limit() {
+        let (mut r, addr) = tracker_loop(Config::default(), &[HASH], 2);
+        let mut first = client(addr);
+        spin_until(&mut r, Duration::from_secs(5), |r| r.conn_count() == 1);
+        let mut second = client(addr);
+        spin_until(&mut r, Duration::from_secs(5), |r| r.conn_count() == 2);
+        second.write_all(b"GET /scrape HTTP/1.1\r\n\r\n").unwrap();
+        let mut got = Vec::new();
+        spin_until(&mut r, Duration::from_secs(5), |_| {
+            read_some(&mut second, &mut got);
+            !got.is_empty()
+        });
+        let mut third = client(addr);
+        let mut sink = Vec::new();
+        spin_until(&mut r, Duration::from_secs(5), |_| read_some(&mut first, &mut sink).is_none());
+        assert_eq!(r.conn_count(), 2);
+        third.write_all(b"GET /scrape HTTP/1.1\r\n\r\n").unwrap();
+        let mut got = Vec::new();
+        spin_until(&mut r, Duration::from_secs(5), |_| {
+            read_some(&mut third, &mut got);
+            got.starts_with(b"HTTP/1.1 200")
+        });
+        assert!(read_some(&mut second, &mut Vec::new()).is_some(), "the recently active one stays");
+    }
+
+    #[test]
+    fn an_answer_before_closing_survives_unread_input() {
+        let (mut r, addr) = tracker_loop(Config::default(), &[HASH], 10);
+        let mut c = client(addr);
+        // 64 KiB of request line: the tracker answers 431 after 8 KiB and must not reset the rest away.
+        let mut line = b"GET /announce?x=".to_vec();
+        line.resize(64 * 1024, b'a');
+        let mut written = 0;
+        let mut got = Vec::new();
+        spin_until(&mut r, Duration::from_secs(5), |_| {
+            if written < line.len() {
+                written += c.write(&line[written..]).unwrap_or(0);
+            }
+            read_some(&mut c, &mut got).is_none()
+        });
+        let text = String::from_utf8_lossy(&got);
+        assert!(text.starts_with("HTTP/1.1 431 Request Header Fields Too Large\r\n"), "{text}");
+    }
+}

@@ -1,0 +1,264 @@
+//! The resume record: which pieces are verified and durable, and what each data file looked like when that was true.
+//!
+//! It lives beside the content, never inside it: `DIR/NAME.toybt` for content at `DIR/NAME` (aria2 keeps its
+//! `.aria2` control file the same way), so a multi-file torrent's folder holds exactly the torrent's files.
+//!
+//! A record is only as good as the files it describes: at start it is trusted for a file only if the file's size and
+//! modification time are still what the record says. A file that differs (written after the last record, truncated,
+//! touched by someone else) has its pieces checked again; pieces in files that match are trusted without hashing.
+//! The record is written atomically (temporary file, fsync, rename, fsync of the folder) and only after the data it
+//! vouches for has been fsynced, so a crash at any moment leaves either the old record or the new one.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::time::UNIX_EPOCH;
+
+use crate::bencode::{self, Encoder, Value};
+use crate::metainfo::Metainfo;
+
+const VERSION: i64 = 1;
+
+/// What a data file looked like: enough to notice it changed without reading it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileStamp {
+    pub size: u64,
+    /// Modification time in nanoseconds since the Unix epoch.
+    pub mtime_ns: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResumeRecord {
+    pub info_hash: [u8; 20],
+    /// The verified pieces as a BEP 3 bitfield (high bit of byte 0 is piece 0).
+    pub pieces: Vec<u8>,
+    /// One entry per file of the torrent, in torrent order; `None` for padding files and files that did not exist.
+    pub files: Vec<Option<FileStamp>>,
+}
+
+/// Where the record of the content at `content_path` is kept.
+pub fn record_path(content_path: &Path) -> PathBuf {
+    let mut name = content_path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(".toybt");
+    content_path.with_file_name(name)
+}
+
+/// The stamp of the file at `path`, or `None` if there is no such regular file.
+pub fn stamp(path: &Path) -> io::Result<Option<FileStamp>> {
+    let md = match fs::symlink_metadata(path) {
+        Ok(md) => md,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    if !md.is_file() {
+        return Ok(None);
+    }
+    let mtime_ns = match md.modified()?.duration_since(UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_nanos()).unwrap_or(i64::MAX),
+        Err(before) => -i64::try_from(before.duration().as_nanos()).unwrap_or(i64::MAX),
+    };
+    Ok(Some(FileStamp { size: md.len(), mtime_ns }))
+}
+
+pub fn encode(r: &ResumeRecord) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64 + r.pieces.len() + r.files.len() * 24);
+    let mut e = Encoder { out: &mut out };
+    e.begin_dict().str("files").begin_list();
+    for f in &r.files {
+        e.begin_list();
+        if let Some(s) = f {
+            e.int(i64::try_from(s.size).unwrap_or(i64::MAX)).int(s.mtime_ns);
+        }
+        e.end();
+    }
+    e.end().str("info hash").bytes(&r.info_hash).str("pieces").bytes(&r.pieces).str("version").int(VERSION).end();
+    out
+}
+
+/// Reads a record; any damage is an error saying what is wrong (the caller reports it and rechecks instead).
+pub fn decode(bytes: &[u8]) -> Result<ResumeRecord, String> {
+    let v = bencode::decode(bytes).map_err(|e| format!("not bencode ({e})"))?;
+    if v.get("version").and_then(Value::as_int) != Some(VERSION) {
+        return Err("unknown version".into());
+    }
+    let info_hash: [u8; 20] = v
+        .get("info hash")
+        .and_then(Value::as_bytes)
+        .and_then(|b| b.try_into().ok())
+        .ok_or("missing or bad info hash")?;
+    let pieces = v.get("pieces").and_then(Value::as_bytes).ok_or("missing piece bitfield")?.to_vec();
+    let mut files = Vec::new();
+    for f in v.get("files").and_then(Value::as_list).ok_or("missing file list")? {
+        let items = f.as_list().ok_or("bad file entry")?;
+        files.push(match items {
+            [] => None,
+            [size, mtime] => Some(FileStamp {
+                size: size.as_int().and_then(|s| u64::try_from(s).ok()).ok_or("bad file size")?,
+                mtime_ns: mtime.as_int().ok_or("bad file time")?,
+            }),
+            _ => return Err("bad file entry".into()),
+        });
+    }
+    Ok(ResumeRecord { info_hash, pieces, files })
+}
+
+/// Writes `bytes` to `path` so that a crash leaves the old content or the new, never a mix: temporary file, fsync,
+/// rename over the old one, fsync of the folder so the rename itself is durable.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut tmp_name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    tmp_name.push(".tmp");
+    let tmp = path.with_file_name(tmp_name);
+    let mut f = OpenOptions::new().write(true).create(true).truncate(true).open(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    drop(f);
+    fs::rename(&tmp, path)?;
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    File::open(dir)?.sync_all()
+}
+
+/// What a record lets us skip: the pieces trusted without hashing, and the files whose pieces must be checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// Per piece: verified according to a record whose files still match.
+    pub trusted: Vec<bool>,
+    /// Indices (into `meta.files`) of files that differ from the record: every piece touching them is rechecked.
+    pub changed_files: Vec<usize>,
+}
+
+/// Compares a record with the files as they are now (`current[i]` is the stamp of `meta.files[i]`).
+/// Errors say why the whole record cannot be used (another torrent, a different shape).
+pub fn plan(meta: &Metainfo, record: &ResumeRecord, current: &[Option<FileStamp>]) -> Result<Plan, String> {
+    if record.info_hash != meta.info_hash {
+        return Err("it belongs to another torrent".into());
+    }
+    let pieces = meta.pieces.len();
+    if record.pieces.len() != pieces.div_ceil(8) || record.files.len() != meta.files.len() {
+        return Err("its size does not match the torrent".into());
+    }
+    let changed_files: Vec<usize> = (0..meta.files.len())
+        .filter(|&i| !meta.files[i].padding && (record.files[i].is_none() || record.files[i] != current[i]))
+        .collect();
+    let mut trusted: Vec<bool> = (0..pieces).map(|i| record.pieces[i / 8] & (0x80 >> (i % 8)) != 0).collect();
+    for &f in &changed_files {
+        for piece in pieces_of_file(meta, f) {
+            trusted[piece] = false;
+        }
+    }
+    Ok(Plan { trusted, changed_files })
+}
+
+/// The pieces that hold at least one byte of file `f` (none for an empty file).
+pub fn pieces_of_file(meta: &Metainfo, f: usize) -> std::ops::Range<usize> {
+    let file = &meta.files[f];
+    if file.length == 0 {
+        return 0..0;
+    }
+    let pl = meta.piece_length as u64;
+    (file.offset / pl) as usize..(file.offset + file.length).div_ceil(pl) as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metainfo::FileEntry;
+
+    fn meta(lengths: &[u64], piece_length: u32) -> Metainfo {
+        let mut files = Vec::new();
+        let mut offset = 0;
+        for (i, &length) in lengths.iter().enumerate() {
+            files.push(FileEntry { path: vec![format!("f{i}")], length, offset, padding: false });
+            offset += length;
+        }
+        Metainfo {
+            info_hash: [7; 20],
+            name: "t".into(),
+            piece_length,
+            pieces: vec![[0; 20]; offset.div_ceil(piece_length as u64) as usize],
+            files,
+            total_length: offset,
+            multi_file: true,
+            private: false,
+            announce: None,
+            announce_list: vec![],
+            comment: None,
+            created_by: None,
+            creation_date: None,
+            warnings: vec![],
+        }
+    }
+
+    fn stamp_of(size: u64, mtime_ns: i64) -> Option<FileStamp> {
+        Some(FileStamp { size, mtime_ns })
+    }
+
+    #[test]
+    fn round_trips_and_rejects_damage() {
+        let r = ResumeRecord {
+            info_hash: [9; 20],
+            pieces: vec![0b1010_0000, 0xff],
+            files: vec![stamp_of(5, 1_700_000_000_123_456_789), None, stamp_of(0, -5)],
+        };
+        let bytes = encode(&r);
+        assert_eq!(decode(&bytes), Ok(r));
+        for cut in 0..bytes.len() {
+            assert!(decode(&bytes[..cut]).is_err());
+        }
+        assert!(decode(b"d7:versioni2ee").unwrap_err().contains("version"));
+    }
+
+    #[test]
+    fn trusts_matching_files_and_rechecks_changed_ones() {
+        // Files of 10, 20 and 10 bytes with 8-byte pieces: file 1 spans pieces 1..=3.
+        let m = meta(&[10, 20, 10], 8);
+        let files = vec![stamp_of(10, 1), stamp_of(20, 2), stamp_of(10, 3)];
+        let r = ResumeRecord { info_hash: m.info_hash, pieces: vec![0b1111_1000], files: files.clone() };
+        let p = plan(&m, &r, &files).unwrap();
+        assert_eq!(p.trusted, vec![true; 5]);
+        assert!(p.changed_files.is_empty());
+
+        let mut now = files.clone();
+        now[1] = stamp_of(20, 99);
+        let p = plan(&m, &r, &now).unwrap();
+        assert_eq!(p.changed_files, vec![1]);
+        assert_eq!(p.trusted, vec![true, false, false, false, true]);
+
+        now[1] = None;
+        assert_eq!(plan(&m, &r, &now).unwrap().changed_files, vec![1]);
+    }
+
+    #[test]
+    fn refuses_a_record_of_another_torrent_or_shape() {
+        let m = meta(&[10], 8);
+        let r = ResumeRecord { info_hash: [1; 20], pieces: vec![0], files: vec![None] };
+        assert!(plan(&m, &r, &[None]).unwrap_err().contains("another torrent"));
+        let r = ResumeRecord { info_hash: m.info_hash, pieces: vec![0, 0], files: vec![None] };
+        assert!(plan(&m, &r, &[None]).is_err());
+    }
+
+    #[test]
+    fn atomic_write_replaces_and_stamps_see_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let content = dir.path().join("movie.mkv");
+        let rec = record_path(&content);
+        assert_eq!(rec, dir.path().join("movie.mkv.toybt"));
+        write_atomic(&rec, b"one").unwrap();
+        write_atomic(&rec, b"two").unwrap();
+        assert_eq!(fs::read(&rec).unwrap(), b"two");
+        assert!(!dir.path().join("movie.mkv.toybt.tmp").exists());
+
+        assert_eq!(stamp(&content).unwrap(), None);
+        fs::write(&content, b"abc").unwrap();
+        assert_eq!(stamp(&content).unwrap().unwrap().size, 3);
+        fs::create_dir(dir.path().join("folder")).unwrap();
+        assert_eq!(stamp(&dir.path().join("folder")).unwrap(), None, "a folder is not the file we expect");
+    }
+
+    #[test]
+    fn pieces_of_files_at_boundaries() {
+        let m = meta(&[8, 0, 9], 8);
+        assert_eq!(pieces_of_file(&m, 0), 0..1);
+        assert_eq!(pieces_of_file(&m, 1), 0..0);
+        assert_eq!(pieces_of_file(&m, 2), 1..3);
+    }
+}

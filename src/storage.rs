@@ -1,0 +1,242 @@
+//! A torrent's data on disk: pieces mapped onto file spans, verified pieces written with one `pwrite` per span,
+//! blocks read with `pread` straight into a send buffer, piece verification, and fsync of written files.
+//!
+//! Memory is O(files): spans are computed on demand by binary search (`layout`), and checking reads one piece at a
+//! time into a caller's buffer. Path safety and the open-handle cache are described in `disk`.
+
+mod disk;
+mod error;
+mod layout;
+
+use std::path::{Path, PathBuf};
+
+pub use disk::DEFAULT_MAX_OPEN_FILES;
+pub use error::StorageError;
+pub use layout::{Layout, Span, Spans};
+
+use crate::metainfo::Metainfo;
+use disk::Disk;
+
+/// The largest block `read_block` serves; peers ask for 16 KiB and larger requests are refused (BEP 3 practice).
+pub const MAX_BLOCK: u32 = 16 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenMode {
+    /// Create missing folders and files at their final size (sparse), open read-write.
+    Leech,
+    /// Open read-only; missing, short or refused files are reported in `issues()` and their pieces count as absent.
+    Seed,
+}
+
+#[derive(Debug)]
+pub enum FileProblem {
+    Missing,
+    Short {
+        actual: u64,
+        expected: u64,
+    },
+    /// Present but refused or unreadable (a symlink below the content path, a folder, a permission error...).
+    Unusable(StorageError),
+}
+
+/// A data file a seed cannot fully serve; only pieces that touch it are affected.
+#[derive(Debug)]
+pub struct FileIssue {
+    pub file: usize,
+    pub path: PathBuf,
+    pub problem: FileProblem,
+}
+
+pub struct Storage {
+    layout: Layout,
+    hashes: Vec<[u8; 20]>,
+    disk: Disk,
+    mode: OpenMode,
+    issues: Vec<FileIssue>,
+    /// Per file: known missing or unusable since `open`, so `check_all` skips its pieces without touching the disk.
+    absent: Vec<bool>,
+}
+
+impl Storage {
+    /// `content_path` is the content itself: the file of a single-file torrent, the top folder of a multi-file one.
+    /// Leech mode fails on the first file it cannot create; seed mode fails only on a broken layout.
+    pub fn open(meta: &Metainfo, content_path: PathBuf, mode: OpenMode) -> Result<Storage, StorageError> {
+        let layout = Layout::new(meta)?;
+        let disk = Disk::new(meta, content_path, mode == OpenMode::Leech)?;
+        let mut absent = vec![false; meta.files.len()];
+        let mut issues = Vec::new();
+        for (i, f) in meta.files.iter().enumerate() {
+            if f.padding {
+                continue;
+            }
+            match mode {
+                OpenMode::Leech => disk.create(i, f.length)?,
+                OpenMode::Seed => {
+                    let problem = match disk.inspect(i, false) {
+                        Ok(Some(m)) if m.len() >= f.length => continue,
+                        Ok(Some(m)) => FileProblem::Short { actual: m.len(), expected: f.length },
+                        Ok(None) => FileProblem::Missing,
+                        Err(e) => FileProblem::Unusable(e),
+                    };
+                    absent[i] = !matches!(problem, FileProblem::Short { .. });
+                    issues.push(FileIssue { file: i, path: disk.path(i).to_path_buf(), problem });
+                }
+            }
+        }
+        Ok(Storage { layout, hashes: meta.pieces.clone(), disk, mode, issues, absent })
+    }
+
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    pub fn mode(&self) -> OpenMode {
+        self.mode
+    }
+
+    pub fn piece_count(&self) -> u32 {
+        self.layout.piece_count()
+    }
+
+    /// Size of piece `index`, or `None` past the last piece.
+    pub fn piece_size(&self, index: u32) -> Option<u32> {
+        self.layout.piece_size(index)
+    }
+
+    /// Where file `file` (an index into `Metainfo::files`) is on disk. Panics on an index out of range.
+    pub fn path(&self, file: usize) -> &Path {
+        self.disk.path(file)
+    }
+
+    /// Files found missing, short or unusable when opened for seeding (always empty for leeching).
+    pub fn issues(&self) -> &[FileIssue] {
+        &self.issues
+    }
+
+    /// Caps the open file handles (at least 1); the least recently used is closed to open another.
+    pub fn set_max_open_files(&mut self, n: usize) {
+        self.disk.set_max_open(n);
+    }
+
+    pub fn open_files(&self) -> usize {
+        self.disk.open_count()
+    }
+
+    /// Writes a verified piece: one pwrite per file span; padding spans are skipped.
+    pub fn write_piece(&mut self, index: u32, data: &[u8]) -> Result<(), StorageError> {
+        if self.mode == OpenMode::Seed {
+            return Err(StorageError::ReadOnly);
+        }
+        let size = self.piece_size(index).ok_or_else(|| self.bad_index(index))?;
+        if data.len() != size as usize {
+            return Err(StorageError::PieceLength { index, expected: size, got: data.len() });
+        }
+        for s in self.layout.piece_spans(index).into_iter().flatten() {
+            if !s.padding {
+                let part = &data[s.offset as usize..(s.offset + s.len) as usize];
+                self.disk.write_at(s.file, part, s.file_offset)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Appends `length` bytes at `begin` in piece `index` to `out` (padding reads as zeros). The range must be
+    /// 1..=`MAX_BLOCK` bytes inside the piece. On an error `out` is left as it was.
+    pub fn read_block(&mut self, index: u32, begin: u32, length: u32, out: &mut Vec<u8>) -> Result<(), StorageError> {
+        let piece_size = self.piece_size(index).ok_or_else(|| self.bad_index(index))?;
+        let range_error = StorageError::BlockRange { index, begin, length, piece_size };
+        if length == 0 || length > MAX_BLOCK {
+            return Err(range_error);
+        }
+        let Some(spans) = self.layout.block_spans(index, begin, length) else { return Err(range_error) };
+        read_spans(&mut self.disk, spans, length, out)
+    }
+
+    /// Appends the whole of piece `index` to `out`.
+    pub fn read_piece(&mut self, index: u32, out: &mut Vec<u8>) -> Result<(), StorageError> {
+        let size = self.piece_size(index).ok_or_else(|| self.bad_index(index))?;
+        let spans = self.layout.piece_spans(index).ok_or_else(|| self.bad_index(index))?;
+        read_spans(&mut self.disk, spans, size, out)
+    }
+
+    /// Whether `data` is piece `index` according to the torrent's SHA-1 (false for an index out of range).
+    pub fn piece_matches(&self, index: u32, data: &[u8]) -> bool {
+        self.hashes.get(index as usize).is_some_and(|h| sha1_smol::Sha1::from(data).digest().bytes() == *h)
+    }
+
+    /// Reads piece `index` into `scratch` (cleared first, its capacity reused) and checks its SHA-1.
+    pub fn verify_piece(&mut self, index: u32, scratch: &mut Vec<u8>) -> Result<bool, StorageError> {
+        scratch.clear();
+        self.read_piece(index, scratch)?;
+        Ok(self.piece_matches(index, scratch))
+    }
+
+    /// Checks every piece against its hash, one piece in memory at a time; `progress(done, total)` after each.
+    /// A piece that cannot be read counts as absent: quietly for missing or short files, with a warning otherwise.
+    pub fn check_all(&mut self, mut progress: impl FnMut(u32, u32)) -> Vec<bool> {
+        let total = self.piece_count();
+        let mut have = Vec::with_capacity(total as usize);
+        let scratch_size = (self.layout.piece_length() as u64).min(self.layout.total_length());
+        let mut scratch = Vec::with_capacity(scratch_size as usize);
+        let mut last_warned: Option<PathBuf> = None;
+        for index in 0..total {
+            let touches_absent = self.layout.piece_spans(index).into_iter().flatten().any(|s| self.absent[s.file]);
+            let ok = !touches_absent
+                && match self.verify_piece(index, &mut scratch) {
+                    Ok(ok) => ok,
+                    Err(e) => {
+                        warn_unexpected(&e, &mut last_warned);
+                        false
+                    }
+                };
+            have.push(ok);
+            progress(index + 1, total);
+        }
+        have
+    }
+
+    /// fsyncs every file written since the last call and returns their indices (ascending). On an error, files not
+    /// yet synced stay pending for the next call.
+    pub fn sync_all_dirty(&mut self) -> Result<Vec<usize>, StorageError> {
+        self.disk.sync_dirty()
+    }
+
+    fn bad_index(&self, index: u32) -> StorageError {
+        StorageError::PieceIndex { index, count: self.piece_count() }
+    }
+}
+
+fn read_spans(disk: &mut Disk, spans: Spans<'_>, length: u32, out: &mut Vec<u8>) -> Result<(), StorageError> {
+    let start = out.len();
+    // Zero-filled, so padding spans need no work.
+    out.resize(start + length as usize, 0);
+    for s in spans {
+        if s.padding {
+            continue;
+        }
+        let from = start + s.offset as usize;
+        if let Err(e) = disk.read_at(s.file, &mut out[from..from + s.len as usize], s.file_offset) {
+            out.truncate(start);
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+/// Short files end in `UnexpectedEof`, files removed since `open` in `NotFound`: both are just pieces we lack. Other
+/// errors are worth a line, once per file rather than once per piece.
+fn warn_unexpected(e: &StorageError, last_warned: &mut Option<PathBuf>) {
+    let quiet = matches!(e.io_kind(), Some(std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::NotFound));
+    let path = match e {
+        StorageError::Io { path, .. } | StorageError::Unsafe { path, .. } => Some(path),
+        _ => None,
+    };
+    if quiet || (path.is_some() && path == last_warned.as_ref()) {
+        return;
+    }
+    log::warn!("{e}");
+    *last_warned = path.cloned();
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,268 @@
+//! The data files on disk: where each one lives, opening it without leaving the content path, a small cache of open
+//! handles, and which files were written since the last fsync.
+//!
+//! Path safety. The content path itself is the caller's choice and is trusted (it may be a symlink the user made).
+//! Everything below it comes from the torrent: paths are built only by pushing validated components (re-checked here:
+//! no empty, `.`, `..`, separators or NUL) onto the content path, and before a file is created or opened every one of
+//! those components is `lstat`ed: a symlink anywhere below the content path is refused, as is a non-folder where a
+//! folder belongs or a non-regular file where a data file belongs. This stops a torrent (or a stale layout on disk)
+//! from steering writes outside the content path. It does not stop a local attacker who swaps a folder for a symlink
+//! between the check and the open: that would need `openat`/`O_NOFOLLOW`, which std does not expose portably and no
+//! allowed dependency provides.
+//!
+//! Open handles. At most `max_open` files are open at once (64 by default), the least recently used is closed to make
+//! room, so a torrent with thousands of files stays far below the fd limit while the usual case (one file, or pieces
+//! arriving mostly in order) never reopens anything. Every reopen repeats the path checks.
+//!
+//! Durability. A file written through a handle since the last `sync_dirty` is dirty; it stays dirty if its handle is
+//! closed, and `sync_dirty` reopens it to fsync. On Linux fsync flushes the file's pages whichever descriptor wrote
+//! them, and since 4.16 a writeback error not yet seen is reported to the next fsync even through a new descriptor.
+
+use std::collections::HashSet;
+use std::fs::{self, File, Metadata, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Component, Path, PathBuf};
+
+use super::error::StorageError;
+use crate::metainfo::Metainfo;
+
+pub const DEFAULT_MAX_OPEN_FILES: usize = 64;
+
+struct DiskFile {
+    /// Below the content path; empty for the single file of a single-file torrent.
+    rel: PathBuf,
+    full: PathBuf,
+}
+
+struct Slot {
+    file: usize,
+    handle: File,
+    last_use: u64,
+}
+
+pub struct Disk {
+    root: PathBuf,
+    files: Vec<DiskFile>,
+    writable: bool,
+    max_open: usize,
+    open: Vec<Slot>,
+    tick: u64,
+    dirty: Vec<usize>,
+    is_dirty: Vec<bool>,
+}
+
+impl Disk {
+    pub fn new(meta: &Metainfo, root: PathBuf, writable: bool) -> Result<Disk, StorageError> {
+        if !meta.multi_file && meta.files.len() != 1 {
+            return Err(StorageError::Layout(format!("a single-file torrent with {} files", meta.files.len())));
+        }
+        let mut files = Vec::with_capacity(meta.files.len());
+        let mut seen = HashSet::new();
+        for (i, f) in meta.files.iter().enumerate() {
+            let rel = if meta.multi_file { relative_path(i, &f.path)? } else { PathBuf::new() };
+            // Two entries for one path would have their pieces overwrite each other.
+            if !f.padding && !seen.insert(rel.clone()) {
+                return Err(StorageError::Layout(format!("file {i} repeats the path {}", rel.display())));
+            }
+            let full = if meta.multi_file { root.join(&rel) } else { root.clone() };
+            files.push(DiskFile { rel, full });
+        }
+        let n = files.len();
+        Ok(Disk {
+            root,
+            files,
+            writable,
+            max_open: DEFAULT_MAX_OPEN_FILES,
+            open: Vec::new(),
+            tick: 0,
+            dirty: Vec::new(),
+            is_dirty: vec![false; n],
+        })
+    }
+
+    pub fn path(&self, file: usize) -> &Path {
+        &self.files[file].full
+    }
+
+    pub fn set_max_open(&mut self, n: usize) {
+        self.max_open = n.max(1);
+        while self.open.len() > self.max_open {
+            self.evict();
+        }
+    }
+
+    pub fn open_count(&self) -> usize {
+        self.open.len()
+    }
+
+    /// Walks the file's path from the content path down, `lstat`ing each torrent-made component; `None` when the file
+    /// (or a folder above it) does not exist. With `create_dirs`, missing folders are made on the way.
+    pub fn inspect(&self, file: usize, create_dirs: bool) -> Result<Option<Metadata>, StorageError> {
+        let f = &self.files[file];
+        if f.rel.as_os_str().is_empty() {
+            // The content path is the file itself: trusted, so followed if it is a symlink.
+            if create_dirs && let Some(parent) = self.root.parent().filter(|p| !p.as_os_str().is_empty()) {
+                fs::create_dir_all(parent).map_err(|e| StorageError::io(parent, "creating folder", e))?;
+            }
+            return match fs::metadata(&self.root) {
+                Ok(m) if m.is_file() => Ok(Some(m)),
+                Ok(_) => Err(StorageError::Unsafe { path: self.root.clone(), reason: "is not a regular file" }),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(StorageError::io(&self.root, "inspecting", e)),
+            };
+        }
+        if create_dirs {
+            fs::create_dir_all(&self.root).map_err(|e| StorageError::io(&self.root, "creating folder", e))?;
+        }
+        let depth = f.rel.components().count();
+        let mut path = self.root.clone();
+        for (i, part) in f.rel.components().enumerate() {
+            path.push(part);
+            let last = i + 1 == depth;
+            let meta = match fs::symlink_metadata(&path) {
+                Ok(m) => m,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    if last || !create_dirs {
+                        return Ok(None);
+                    }
+                    match fs::create_dir(&path) {
+                        Ok(()) => continue,
+                        // Someone made it in between: check what it is like any existing entry.
+                        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                            fs::symlink_metadata(&path).map_err(|e| StorageError::io(path.clone(), "inspecting", e))?
+                        }
+                        Err(e) => return Err(StorageError::io(path, "creating folder", e)),
+                    }
+                }
+                Err(e) => return Err(StorageError::io(path, "inspecting", e)),
+            };
+            let kind = meta.file_type();
+            if kind.is_symlink() {
+                return Err(StorageError::Unsafe { path, reason: "is a symbolic link" });
+            }
+            if last {
+                if !kind.is_file() {
+                    return Err(StorageError::Unsafe { path, reason: "is not a regular file" });
+                }
+                return Ok(Some(meta));
+            }
+            if !kind.is_dir() {
+                return Err(StorageError::Unsafe { path, reason: "is not a folder" });
+            }
+        }
+        Ok(None)
+    }
+
+    /// Makes the file exist with exactly `length` bytes; a new file is extended with `set_len`, so it stays sparse.
+    pub fn create(&self, file: usize, length: u64) -> Result<(), StorageError> {
+        let path = &self.files[file].full;
+        match self.inspect(file, true)? {
+            Some(m) if m.len() == length => Ok(()),
+            Some(_) => {
+                // A leftover of another size: the torrent says how long this file is, so make it that long.
+                let f = OpenOptions::new().write(true).open(path).map_err(|e| StorageError::io(path, "opening", e))?;
+                f.set_len(length).map_err(|e| StorageError::io(path, "resizing", e))
+            }
+            None => {
+                // create_new (O_EXCL) also refuses a symlink that appeared since the check.
+                let f = OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(path)
+                    .map_err(|e| StorageError::io(path, "creating", e))?;
+                if length > 0 {
+                    f.set_len(length).map_err(|e| StorageError::io(path, "resizing", e))?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    pub fn write_at(&mut self, file: usize, data: &[u8], offset: u64) -> Result<(), StorageError> {
+        if !self.writable {
+            return Err(StorageError::ReadOnly);
+        }
+        let slot = self.slot(file)?;
+        // Dirty from here on even if the write fails half-way: whatever reached the page cache must be synced too.
+        if !self.is_dirty[file] {
+            self.is_dirty[file] = true;
+            self.dirty.push(file);
+        }
+        self.open[slot]
+            .handle
+            .write_all_at(data, offset)
+            .map_err(|e| StorageError::io(&self.files[file].full, "writing", e))
+    }
+
+    pub fn read_at(&mut self, file: usize, out: &mut [u8], offset: u64) -> Result<(), StorageError> {
+        let slot = self.slot(file)?;
+        self.open[slot]
+            .handle
+            .read_exact_at(out, offset)
+            .map_err(|e| StorageError::io(&self.files[file].full, "reading", e))
+    }
+
+    /// fsyncs every file written since the last call; returns their indices in order. On an error the file that
+    /// failed and those not reached stay dirty, so calling again retries them.
+    pub fn sync_dirty(&mut self) -> Result<Vec<usize>, StorageError> {
+        let mut synced = Vec::with_capacity(self.dirty.len());
+        while let Some(&file) = self.dirty.last() {
+            let slot = self.slot(file)?;
+            self.open[slot].handle.sync_all().map_err(|e| StorageError::io(&self.files[file].full, "syncing", e))?;
+            self.dirty.pop();
+            self.is_dirty[file] = false;
+            synced.push(file);
+        }
+        synced.sort_unstable();
+        Ok(synced)
+    }
+
+    /// The cache slot holding an open handle for `file`, opening it (and closing the least recently used) if needed.
+    fn slot(&mut self, file: usize) -> Result<usize, StorageError> {
+        self.tick += 1;
+        let slot = match self.open.iter().position(|s| s.file == file) {
+            Some(slot) => slot,
+            None => {
+                let handle = self.open_file(file)?;
+                if self.open.len() >= self.max_open {
+                    self.evict();
+                }
+                self.open.push(Slot { file, handle, last_use: 0 });
+                self.open.len() - 1
+            }
+        };
+        self.open[slot].last_use = self.tick;
+        Ok(slot)
+    }
+
+    fn evict(&mut self) {
+        if let Some((lru, _)) = self.open.iter().enumerate().min_by_key(|(_, s)| s.last_use) {
+            self.open.swap_remove(lru);
+        }
+    }
+
+    fn open_file(&self, file: usize) -> Result<File, StorageError> {
+        let path = &self.files[file].full;
+        if self.inspect(file, false)?.is_none() {
+            return Err(StorageError::io(path, "opening", io::ErrorKind::NotFound.into()));
+        }
+        OpenOptions::new().read(true).write(self.writable).open(path).map_err(|e| StorageError::io(path, "opening", e))
+    }
+}
+
+/// Defence in depth: metainfo validates components already, but this is the one place that turns them into a path.
+fn relative_path(file: usize, parts: &[String]) -> Result<PathBuf, StorageError> {
+    if parts.is_empty() {
+        return Err(StorageError::Layout(format!("file {file} has an empty path")));
+    }
+    let mut rel = PathBuf::new();
+    for part in parts {
+        let single = matches!(Path::new(part).components().collect::<Vec<_>>().as_slice(), [Component::Normal(_)]);
+        if !single || part.contains(['/', '\0']) {
+            return Err(StorageError::Layout(format!("file {file} has an unsafe path component {part:?}")));
+        }
+        rel.push(part);
+    }
+    Ok(rel)
+}

@@ -1,0 +1,905 @@
+//! One torrent's session: the swarm-wide half of the peer logic. It owns the picker, the storage, the choker, the
+//! announce schedule and every peer's protocol state, and answers the reactor's inputs (bytes from a peer, a
+//! connection opened or closed, a tracker reply, the time) with actions (connect, close, announce) and with bytes
+//! queued in each peer's output buffer.
+//!
+//! Data path: a `piece` message's block is copied once from the socket buffer into its piece's assembly buffer; when
+//! the last block arrives the piece is hashed once and written with one pwrite per file span. Serving reads a block
+//! with pread straight into the peer's output buffer behind the message header. Only pieces in flight are in memory.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use log::{debug, info, warn};
+
+use crate::bitfield::Bitfield;
+use crate::choker::{self, Candidate, Choker};
+use crate::metainfo::Metainfo;
+use crate::peer::{Peer, UPLOAD_LOW_WATER};
+use crate::picker::{Block, BlockOutcome, Picker};
+use crate::progress::{self, Rate, Snapshot};
+use crate::resume;
+use crate::storage::Storage;
+use crate::tracker::announce::{self, AnnounceParams, AnnounceResponse, Event, Schedule, TrackerUrl};
+use crate::wire::{self, Handshake, Limits, Message};
+
+/// Housekeeping runs this often: rates, time-outs, keep-alives, connection attempts, the progress line.
+const TICK: Duration = Duration::from_secs(1);
+/// A request unanswered this long goes to another peer (and back to the same one later if nobody else has it).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
+/// How often a log line reports progress when stderr is not a terminal.
+const LOG_EVERY: Duration = Duration::from_secs(5);
+/// How often the resume record is brought up to date while pieces arrive.
+const RESUME_EVERY: Duration = Duration::from_secs(5);
+/// Wait before dialling an address again after it failed or closed.
+const REDIAL_AFTER: Duration = Duration::from_secs(30);
+/// Piece buffers kept for reuse, so a busy download does not allocate and free a piece per piece.
+const SPARE_PIECE_BUFFERS: usize = 4;
+/// A peer that alone supplied a piece that failed its hash is dropped; one that shared in this many is too.
+const MAX_SHARED_HASH_FAILURES: u32 = 3;
+/// Cap on addresses remembered from trackers, so a hostile tracker cannot grow our memory.
+const MAX_KNOWN_ADDRS: usize = 2000;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub peer_id: [u8; 20],
+    /// The port peers can reach us on (announced, and used to avoid dialling ourselves).
+    pub listen_port: u16,
+    pub max_peers: usize,
+    pub max_connecting: usize,
+    pub unchoke_slots: usize,
+    /// After the download completes: `None` seeds until stopped, `Some(d)` stops `d` later.
+    pub seed_time: Option<Duration>,
+    /// Where the resume record lives; `None` for no record (e.g. a read-only seed).
+    pub resume_path: Option<PathBuf>,
+    /// Show a live line on the terminal rather than log lines.
+    pub live_progress: bool,
+}
+
+impl Config {
+    pub fn new(peer_id: [u8; 20], listen_port: u16) -> Config {
+        Config {
+            peer_id,
+            listen_port,
+            max_peers: 50,
+            max_connecting: 8,
+            unchoke_slots: choker::DEFAULT_SLOTS,
+            seed_time: None,
+            resume_path: None,
+            live_progress: std::io::stderr().is_terminal(),
+        }
+    }
+}
+
+/// What the reactor must do for the session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Open a TCP connection to a peer; report with `peer_connected` or `connect_failed`.
+    Connect(SocketAddr),
+    /// Close this connection (the session already forgot it).
+    Close(usize),
+    /// Send `request` to the tracker and report the reply (or failure) with `announce_done`.
+    Announce { url: TrackerUrl, request: Vec<u8>, timeout: Duration },
+}
+
+/// A piece being assembled from blocks.
+struct PieceBuf {
+    data: Vec<u8>,
+    /// Peers that sent blocks of it, to blame if its hash fails.
+    from: Vec<usize>,
+}
+
+#[derive(Debug, Default)]
+struct AddrState {
+    connected: bool,
+    retry_at: Option<Instant>,
+    failures: u32,
+    banned: bool,
+}
+
+pub struct Torrent {
+    meta: Metainfo,
+    storage: Storage,
+    picker: Picker,
+    limits: Limits,
+    cfg: Config,
+    peers: HashMap<usize, Peer>,
+    /// Peers with new output since the reactor last asked.
+    dirty: Vec<usize>,
+    actions: VecDeque<Action>,
+    pieces: HashMap<u32, PieceBuf>,
+    spare_buffers: Vec<Vec<u8>>,
+    addrs: HashMap<SocketAddr, AddrState>,
+    dial_queue: VecDeque<SocketAddr>,
+    connecting: usize,
+    choker: Choker,
+    schedule: Schedule,
+    have_bytes: u64,
+    downloaded: Rate,
+    uploaded: Rate,
+    hash_failures: u32,
+    /// Why we stopped downloading, e.g. the disk is full; we keep serving what we have.
+    disk_error: Option<String>,
+    started_at: Instant,
+    completed_at: Option<Instant>,
+    next_tick: Instant,
+    next_choke: Instant,
+    next_log: Instant,
+    next_resume: Instant,
+    /// Pieces verified since the resume record was last written.
+    unrecorded_pieces: u32,
+    stopping: bool,
+    /// Set when the session may end: stopped and the tracker told, or seed time over.
+    finished: bool,
+    /// True if this run downloaded anything, so the summary is worth printing.
+    was_leeching: bool,
+}
+
+impl Torrent {
+    pub fn new(
+        meta: Metainfo,
+        storage: Storage,
+        have: Bitfield,
+        cfg: Config,
+        now: Instant,
+    ) -> crate::error::Result<Torrent> {
+        let seed = u64::from_le_bytes(cfg.peer_id[12..20].try_into().unwrap_or([7; 8]));
+        let picker = Picker::new(meta.piece_length, meta.total_length, &have, seed)?;
+        let have_bytes = have.iter_ones().map(|i| meta.piece_size(i) as u64).sum();
+        let tiers: Vec<Vec<TrackerUrl>> = meta
+            .tracker_tiers()
+            .iter()
+            .map(|tier| {
+                tier.iter()
+                    .filter_map(|u| match TrackerUrl::parse(u) {
+                        Ok(url) => Some(url),
+                        Err(e) => {
+                            warn!("skipping tracker: {e}");
+                            None
+                        }
+                    })
+                    .collect()
+            })
+            .collect();
+        let complete = picker.is_complete();
+        let limits = Limits::new(meta.piece_count());
+        Ok(Torrent {
+            storage,
+            picker,
+            limits,
+            peers: HashMap::new(),
+            dirty: Vec::new(),
+            actions: VecDeque::new(),
+            pieces: HashMap::new(),
+            spare_buffers: Vec::new(),
+            addrs: HashMap::new(),
+            dial_queue: VecDeque::new(),
+            connecting: 0,
+            choker: Choker::new(cfg.unchoke_slots, seed ^ 0x5bd1e995),
+            schedule: Schedule::new(tiers, now, seed),
+            have_bytes,
+            downloaded: Rate::default(),
+            uploaded: Rate::default(),
+            hash_failures: 0,
+            disk_error: None,
+            started_at: now,
+            completed_at: complete.then_some(now),
+            next_tick: now,
+            next_choke: now + choker::ROUND,
+            next_log: now + LOG_EVERY,
+            next_resume: now + RESUME_EVERY,
+            unrecorded_pieces: 0,
+            stopping: false,
+            finished: false,
+            was_leeching: !complete,
+            meta,
+            cfg,
+        })
+    }
+
+    pub fn meta(&self) -> &Metainfo {
+        &self.meta
+    }
+
+    pub fn is_complete(&self) -> bool {
+        self.picker.is_complete()
+    }
+
+    /// True once the session has nothing left to do: the reactor may exit.
+    pub fn is_finished(&self) -> bool {
+        self.finished
+    }
+
+    pub fn peer_count(&self) -> usize {
+        self.peers.values().filter(|p| p.is_active()).count()
+    }
+
+    pub fn uploaded(&self) -> u64 {
+        self.uploaded.total()
+    }
+
+    pub fn downloaded(&self) -> u64 {
+        self.downloaded.total()
+    }
+
+    /// Whether an incoming connection may be accepted.
+    pub fn accepts_peers(&self) -> bool {
+        !self.stopping && self.peers.len() < self.cfg.max_peers
+    }
+
+    /// Addresses to try (from `--peer` or a tracker). Ourselves, duplicates and banned addresses are skipped.
+    pub fn add_peer_addrs(&mut self, addrs: impl IntoIterator<Item = SocketAddr>) {
+        for addr in addrs {
+            let ours = addr.port() == self.cfg.listen_port && (addr.ip().is_loopback() || addr.ip().is_unspecified());
+            if ours || addr.port() == 0 || self.addrs.len() >= MAX_KNOWN_ADDRS {
+                continue;
+            }
+            let state = self.addrs.entry(addr).or_default();
+            if !state.connected && !state.banned && !self.dial_queue.contains(&addr) {
+                state.retry_at = None;
+                self.dial_queue.push_back(addr);
+            }
+        }
+    }
+
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// Keys of peers that have bytes to send; the reactor writes them out.
+    pub fn take_dirty(&mut self) -> Vec<usize> {
+        std::mem::take(&mut self.dirty)
+    }
+
+    /// Everything the peer's socket should send now: queued messages, then uploads read from disk straight into
+    /// `out` while it holds less than the low-water mark.
+    pub fn peer_transmit(&mut self, key: usize, out: &mut Vec<u8>, now: Instant) {
+        let Some(peer) = self.peers.get_mut(&key) else { return };
+        peer.take_output(out, now);
+        while out.len() < UPLOAD_LOW_WATER {
+            let Some(b) = peer.requests_in.pop_front() else { break };
+            let mark = out.len();
+            wire::encode_piece_header(out, b.index, b.begin, b.length);
+            if let Err(e) = self.storage.read_block(b.index, b.begin, b.length, out) {
+                out.truncate(mark);
+                warn!("cannot serve piece {}: {e}", b.index);
+                continue;
+            }
+            peer.last_send = now;
+            peer.up.add(b.length as u64);
+            self.uploaded.add(b.length as u64);
+        }
+    }
+
+    /// A connection is up: inbound ones wait for the peer's handshake, outbound ones send ours first.
+    pub fn peer_connected(&mut self, key: usize, addr: SocketAddr, outbound: bool, now: Instant) {
+        if outbound {
+            self.connecting = self.connecting.saturating_sub(1);
+        }
+        if let Some(state) = self.addrs.get_mut(&addr) {
+            state.connected = true;
+            state.failures = 0;
+        }
+        let mut peer = Peer::new(addr, outbound, self.meta.piece_count(), now);
+        if outbound {
+            Handshake::new(self.meta.info_hash, self.cfg.peer_id).encode(peer.out());
+            peer.handshake_sent = true;
+            self.dirty.push(key);
+        }
+        debug!("{addr}: connected ({})", if outbound { "outgoing" } else { "incoming" });
+        self.peers.insert(key, peer);
+    }
+
+    pub fn connect_failed(&mut self, addr: SocketAddr, now: Instant, why: &str) {
+        self.connecting = self.connecting.saturating_sub(1);
+        debug!("{addr}: connect failed: {why}");
+        if let Some(state) = self.addrs.get_mut(&addr) {
+            state.failures += 1;
+            state.retry_at = Some(now + REDIAL_AFTER * state.failures.min(10));
+        }
+    }
+
+    /// The connection is gone (closed by either side): its requests go back to the pool.
+    pub fn peer_closed(&mut self, key: usize, why: &str, now: Instant) {
+        let Some(peer) = self.peers.remove(&key) else { return };
+        self.picker.peer_left(key);
+        if peer.is_active() {
+            info!("{}: disconnected ({why})", peer.addr);
+        } else {
+            debug!("{}: closed before the handshake ({why})", peer.addr);
+        }
+        if let Some(state) = self.addrs.get_mut(&peer.addr) {
+            state.connected = false;
+            state.retry_at = Some(now + REDIAL_AFTER);
+        }
+    }
+
+    fn close(&mut self, key: usize, why: &str, now: Instant) {
+        self.peer_closed(key, why, now);
+        self.actions.push_back(Action::Close(key));
+    }
+
+    /// Bytes read from a peer. Returns how many were consumed (a partial message stays for the next read), or the
+    /// reason to close the connection.
+    pub fn peer_input(&mut self, key: usize, buf: &[u8], now: Instant) -> Result<usize, String> {
+        let Some(peer) = self.peers.get_mut(&key) else { return Err("unknown connection".into()) };
+        peer.last_recv = now;
+        let mut used = 0;
+        if !peer.is_active() {
+            match Handshake::decode(buf) {
+                Ok(None) => return Ok(0),
+                Ok(Some(h)) => {
+                    self.accept_handshake(key, &h, now)?;
+                    used = wire::HANDSHAKE_LEN;
+                }
+                Err(e) => return Err(format!("bad handshake: {e}")),
+            }
+        }
+        while let Some((msg, n)) = wire::decode(&buf[used..], &self.limits).map_err(|e| e.to_string())? {
+            self.handle_message(key, msg, now)?;
+            used += n;
+            if !self.peers.contains_key(&key) {
+                break;
+            }
+        }
+        Ok(used)
+    }
+
+    fn accept_handshake(&mut self, key: usize, h: &Handshake, now: Instant) -> Result<(), String> {
+        if h.info_hash != self.meta.info_hash {
+            return Err("handshake for another torrent".into());
+        }
+        if h.peer_id == self.cfg.peer_id {
+            let addr = self.peers[&key].addr;
+            self.addrs.entry(addr).or_default().banned = true;
+            return Err("connected to ourselves".into());
+        }
+        if self.peers.values().any(|p| p.peer_id == Some(h.peer_id)) {
+            return Err("already connected to this peer".into());
+        }
+        let complete = self.is_complete();
+        let bits = self.picker.have().as_wire().to_vec();
+        let have_any = self.have_bytes > 0;
+        let peer = self.peers.get_mut(&key).expect("checked by caller");
+        if !peer.handshake_sent {
+            Handshake::new(self.meta.info_hash, self.cfg.peer_id).encode(peer.out());
+            peer.handshake_sent = true;
+        }
+        peer.peer_id = Some(h.peer_id);
+        if have_any {
+            wire::encode_bitfield(peer.out(), &bits);
+        }
+        peer.last_block = now;
+        info!("{}: peer {} ({})", peer.addr, client_name(&h.peer_id), if complete { "we seed" } else { "we leech" });
+        self.picker.peer_joined(key, &Bitfield::new(self.meta.piece_count()));
+        self.dirty.push(key);
+        Ok(())
+    }
+
+    fn handle_message(&mut self, key: usize, msg: Message, now: Instant) -> Result<(), String> {
+        let first = {
+            let peer = self.peers.get_mut(&key).expect("caller checked");
+            !std::mem::replace(&mut peer.said_anything, true)
+        };
+        match msg {
+            Message::KeepAlive | Message::Port(_) | Message::Unknown { .. } => {}
+            Message::Choke => {
+                let peer = self.peer(key);
+                peer.peer_choking = true;
+                peer.requested.clear();
+                self.picker.peer_choked(key);
+            }
+            Message::Unchoke => {
+                let peer = self.peer(key);
+                peer.peer_choking = false;
+                peer.last_block = now;
+                self.request_more(key, now);
+            }
+            Message::Interested => {
+                self.peer(key).peer_interested = true;
+                // Do not make a newcomer wait for the next round while upload slots are free.
+                let unchoked = self.peers.values().filter(|p| !p.am_choking).count();
+                if unchoked < self.cfg.unchoke_slots + 1 {
+                    self.peer(key).unchoke();
+                    self.dirty.push(key);
+                }
+            }
+            Message::NotInterested => self.peer(key).peer_interested = false,
+            Message::Have(index) => {
+                self.peer(key).has.set(index);
+                self.picker.peer_have(key, index);
+                self.update_interest(key, now);
+            }
+            Message::Bitfield(bits) => {
+                if !first {
+                    return Err("bitfield after other messages".into());
+                }
+                let has = Bitfield::from_wire(bits, self.meta.piece_count()).map_err(|e| e.to_string())?;
+                if has.all() && self.is_complete() {
+                    return Err("both sides are seeds".into());
+                }
+                self.picker.peer_joined(key, &has);
+                self.peer(key).has = has;
+                self.update_interest(key, now);
+            }
+            Message::Request { index, begin, length } => {
+                let size = self.meta.piece_size(index);
+                if begin.checked_add(length).is_none_or(|end| end > size) {
+                    return Err(format!("request past the end of piece {index}"));
+                }
+                if self.picker.have().get(index) {
+                    let block = Block { index, begin, length };
+                    self.peer(key).queue_request(block);
+                }
+            }
+            Message::Cancel { index, begin, length } => self.peer(key).cancel_request(Block { index, begin, length }),
+            Message::Piece { index, begin, data } => self.on_block(key, index, begin, data, now)?,
+        }
+        Ok(())
+    }
+
+    fn peer(&mut self, key: usize) -> &mut Peer {
+        self.peers.get_mut(&key).expect("a message is handled only for a known peer")
+    }
+
+    /// Interested in a peer exactly while it has a piece we lack; ask for blocks as soon as we may.
+    fn update_interest(&mut self, key: usize, now: Instant) {
+        let interesting = self.disk_error.is_none() && self.picker.is_interesting(key);
+        let peer = self.peer(key);
+        if peer.am_interested != interesting {
+            peer.set_interested(interesting);
+            self.dirty.push(key);
+        }
+        self.request_more(key, now);
+    }
+
+    /// Tops up the peer's pipeline of our requests to its current depth.
+    fn request_more(&mut self, key: usize, now: Instant) {
+        if self.disk_error.is_some() || self.stopping {
+            return;
+        }
+        let Some(peer) = self.peers.get(&key) else { return };
+        if peer.peer_choking || !peer.am_interested {
+            return;
+        }
+        let want = peer.request_depth().saturating_sub(peer.requested.len());
+        if want == 0 {
+            return;
+        }
+        let blocks = self.picker.pick(key, want, now);
+        if blocks.is_empty() {
+            return;
+        }
+        let peer = self.peer(key);
+        for b in &blocks {
+            wire::encode_request(peer.out(), b.index, b.begin, b.length);
+            peer.requested.push_back((*b, now));
+        }
+        self.dirty.push(key);
+    }
+
+    fn on_block(&mut self, key: usize, index: u32, begin: u32, data: &[u8], now: Instant) -> Result<(), String> {
+        let block = Block { index, begin, length: data.len() as u32 };
+        let requested_at = self.peer(key).request_done(block);
+        match self.picker.block_received(key, block) {
+            BlockOutcome::Unrequested => {
+                debug!("{}: unrequested block {index}+{begin}", self.peers[&key].addr);
+                return Ok(());
+            }
+            BlockOutcome::Duplicate => return Ok(()),
+            BlockOutcome::New { piece_complete, cancels } => {
+                let peer = self.peer(key);
+                peer.down.add(data.len() as u64);
+                peer.last_block = now;
+                if let Some(at) = requested_at {
+                    peer.sample_rtt(now.saturating_duration_since(at));
+                }
+                self.downloaded.add(data.len() as u64);
+                let piece_len = self.meta.piece_size(index) as usize;
+                let spare = &mut self.spare_buffers;
+                let buf = self.pieces.entry(index).or_insert_with(|| {
+                    let mut data = spare.pop().unwrap_or_default();
+                    data.resize(piece_len, 0);
+                    PieceBuf { data, from: Vec::new() }
+                });
+                buf.data[begin as usize..begin as usize + data.len()].copy_from_slice(data);
+                if !buf.from.contains(&key) {
+                    buf.from.push(key);
+                }
+                for (other, b) in cancels {
+                    if let Some(p) = self.peers.get_mut(&other) {
+                        p.request_done(b);
+                        wire::encode_cancel(p.out(), b.index, b.begin, b.length);
+                        self.dirty.push(other);
+                    }
+                }
+                if piece_complete {
+                    self.finish_piece(index, now);
+                }
+            }
+        }
+        self.request_more(key, now);
+        Ok(())
+    }
+
+    /// All blocks of a piece are in: hash it, store it, and tell everyone; or throw it away and blame its senders.
+    fn finish_piece(&mut self, index: u32, now: Instant) {
+        let Some(mut buf) = self.pieces.remove(&index) else { return };
+        if self.storage.piece_matches(index, &buf.data) {
+            match self.storage.write_piece(index, &buf.data) {
+                Ok(()) => self.piece_done(index, now),
+                Err(e) => {
+                    // Keep what is verified, keep seeding, stop asking for what we cannot store.
+                    let msg = format!("cannot store piece {index}: {e}; downloading stops, seeding goes on");
+                    log::error!("{msg}");
+                    self.picker.piece_failed(index);
+                    self.disk_error = Some(msg);
+                    let keys: Vec<usize> = self.peers.keys().copied().collect();
+                    for k in keys {
+                        self.picker.peer_choked(k);
+                        if let Some(p) = self.peers.get_mut(&k) {
+                            p.requested.clear();
+                            p.set_interested(false);
+                        }
+                        self.dirty.push(k);
+                    }
+                }
+            }
+        } else {
+            self.hash_failures += 1;
+            self.picker.piece_failed(index);
+            let sole = buf.from.len() == 1;
+            warn!("piece {index} failed its hash check (from {} peer(s)); fetching it again", buf.from.len());
+            for &k in &buf.from {
+                let Some(p) = self.peers.get_mut(&k) else { continue };
+                p.hash_failures += 1;
+                if sole || p.hash_failures >= MAX_SHARED_HASH_FAILURES {
+                    let addr = p.addr;
+                    self.addrs.entry(addr).or_default().banned = true;
+                    self.close(k, "sent data that failed the hash check", now);
+                }
+            }
+        }
+        if self.spare_buffers.len() < SPARE_PIECE_BUFFERS {
+            buf.data.clear();
+            self.spare_buffers.push(buf.data);
+        }
+    }
+
+    fn piece_done(&mut self, index: u32, now: Instant) {
+        self.picker.piece_verified(index);
+        self.have_bytes += self.meta.piece_size(index) as u64;
+        self.unrecorded_pieces += 1;
+        let complete = self.is_complete();
+        let keys: Vec<usize> = self.peers.keys().copied().collect();
+        for k in keys {
+            let Some(p) = self.peers.get_mut(&k) else { continue };
+            if !p.is_active() {
+                continue;
+            }
+            if complete && p.has.all() {
+                self.close(k, "both sides are seeds", now);
+                continue;
+            }
+            if !p.has.get(index) {
+                wire::encode_have(p.out(), index);
+            }
+            if p.am_interested && !self.picker.is_interesting(k) {
+                p.set_interested(false);
+            }
+            self.dirty.push(k);
+        }
+        if complete {
+            self.on_complete(now);
+        }
+    }
+
+    fn on_complete(&mut self, now: Instant) {
+        self.completed_at = Some(now);
+        if let Err(e) = self.storage.sync_all_dirty() {
+            warn!("flushing data to disk: {e}");
+        }
+        self.write_resume();
+        info!("download complete: {}", self.meta.name);
+        info!(
+            "{}",
+            progress::summary(
+                self.downloaded.total(),
+                self.uploaded.total(),
+                now - self.started_at,
+                self.hash_failures
+            )
+        );
+        self.schedule.completed(now);
+    }
+
+    pub fn announce_done(&mut self, now: Instant, result: Result<AnnounceResponse, String>) {
+        match result {
+            Ok(resp) => {
+                if let Some(w) = &resp.warning {
+                    warn!("tracker warning: {w}");
+                }
+                info!(
+                    "tracker: {} peer(s), {} seed(s), {} leecher(s)",
+                    resp.peers.len(),
+                    resp.complete.map_or("?".into(), |n| n.to_string()),
+                    resp.incomplete.map_or("?".into(), |n| n.to_string())
+                );
+                self.schedule.on_success(now, &resp);
+                if !self.stopping {
+                    self.add_peer_addrs(resp.peers);
+                    self.dial(now);
+                }
+            }
+            Err(e) => {
+                warn!("announce failed: {e}");
+                self.schedule.on_failure(now);
+            }
+        }
+        self.check_finished(now);
+        self.poll_announce(now);
+    }
+
+    /// Begin a clean stop: tell the tracker, close peers, end once the tracker answered (or failed).
+    pub fn stop(&mut self, now: Instant) {
+        if self.stopping {
+            return;
+        }
+        self.stopping = true;
+        if let Err(e) = self.storage.sync_all_dirty() {
+            warn!("flushing data to disk: {e}");
+        }
+        self.write_resume();
+        let keys: Vec<usize> = self.peers.keys().copied().collect();
+        for k in keys {
+            self.close(k, "shutting down", now);
+        }
+        self.schedule.stop(now);
+        self.poll_announce(now);
+        self.check_finished(now);
+    }
+
+    fn check_finished(&mut self, now: Instant) {
+        if self.finished {
+            return;
+        }
+        let tracker_done = !self.schedule.has_trackers() || self.schedule.is_stopped();
+        if self.stopping && tracker_done {
+            self.finished = true;
+            return;
+        }
+        if let (Some(done_at), Some(seed_time)) = (self.completed_at, self.cfg.seed_time)
+            && now.saturating_duration_since(done_at) >= seed_time
+            && (!self.schedule.has_trackers() || self.schedule.completed_reported())
+        {
+            info!("seed time over");
+            self.stop(now);
+        }
+    }
+
+    /// The next moment `handle_timeout` has work.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let mut t = self.next_tick;
+        if let Some(a) = self.schedule.poll_timeout() {
+            t = t.min(a);
+        }
+        Some(t)
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.poll_announce(now);
+        if now < self.next_tick {
+            return;
+        }
+        self.next_tick = now + TICK;
+        self.downloaded.sample(now);
+        self.uploaded.sample(now);
+        let keys: Vec<usize> = self.peers.keys().copied().collect();
+        for &k in &keys {
+            let Some(p) = self.peers.get_mut(&k) else { continue };
+            p.down.sample(now);
+            p.up.sample(now);
+            if let Some(why) = p.timed_out(now) {
+                self.close(k, why, now);
+                continue;
+            }
+            p.keepalive_due(now);
+            if p.has_output() {
+                self.dirty.push(k);
+            }
+        }
+        for (k, b) in self.picker.requests_timed_out(now, REQUEST_TIMEOUT) {
+            if let Some(p) = self.peers.get_mut(&k) {
+                debug!("{}: request {}+{} timed out", p.addr, b.index, b.begin);
+                p.request_done(b);
+                wire::encode_cancel(p.out(), b.index, b.begin, b.length);
+                self.dirty.push(k);
+            }
+        }
+        for &k in &keys {
+            self.request_more(k, now);
+        }
+        if now >= self.next_choke {
+            self.next_choke = now + choker::ROUND;
+            self.rechoke(now);
+        }
+        if now >= self.next_resume {
+            self.next_resume = now + RESUME_EVERY;
+            if self.unrecorded_pieces > 0 {
+                if let Err(e) = self.storage.sync_all_dirty() {
+                    warn!("flushing data to disk: {e}");
+                } else {
+                    self.write_resume();
+                }
+            }
+        }
+        self.dial(now);
+        self.report(now);
+        self.check_finished(now);
+    }
+
+    fn poll_announce(&mut self, now: Instant) {
+        let Some(due) = self.schedule.poll_due(now) else { return };
+        let params = AnnounceParams {
+            info_hash: self.meta.info_hash,
+            peer_id: self.cfg.peer_id,
+            port: self.cfg.listen_port,
+            uploaded: self.uploaded.total(),
+            downloaded: self.downloaded.total(),
+            left: self.meta.total_length - self.have_bytes,
+            event: due.event,
+            numwant: if due.event == Some(Event::Stopped) { 0 } else { 50 },
+            key: u32::from_le_bytes(self.cfg.peer_id[8..12].try_into().unwrap_or([0; 4])),
+        };
+        debug!("announcing to {}:{} ({:?})", due.url.host, due.url.port, due.event);
+        let timeout = if self.stopping { Duration::from_secs(5) } else { announce::REQUEST_TIMEOUT };
+        self.actions.push_back(Action::Announce {
+            request: announce::request_bytes(&due.url, &params),
+            url: due.url,
+            timeout,
+        });
+    }
+
+    fn rechoke(&mut self, now: Instant) {
+        let seeding = self.is_complete();
+        let candidates: Vec<Candidate> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.is_active())
+            .map(|(&key, p)| Candidate {
+                key,
+                interested: p.peer_interested,
+                rate: if seeding { p.up.per_sec() } else { p.down.per_sec() },
+            })
+            .collect();
+        let unchoke: HashSet<usize> = self.choker.rechoke(now, &candidates).into_iter().collect();
+        for c in candidates {
+            let p = self.peer(c.key);
+            if unchoke.contains(&c.key) {
+                p.unchoke();
+            } else {
+                p.choke();
+            }
+            if p.has_output() {
+                self.dirty.push(c.key);
+            }
+        }
+    }
+
+    /// Starts connections while below the limits.
+    fn dial(&mut self, now: Instant) {
+        if self.stopping {
+            return;
+        }
+        let mut tries = self.dial_queue.len();
+        while tries > 0
+            && self.connecting < self.cfg.max_connecting
+            && self.peers.len() + self.connecting < self.cfg.max_peers
+        {
+            tries -= 1;
+            let Some(addr) = self.dial_queue.pop_front() else { break };
+            let state = self.addrs.entry(addr).or_default();
+            if state.connected || state.banned {
+                continue;
+            }
+            if state.retry_at.is_some_and(|t| now < t) {
+                self.dial_queue.push_back(addr);
+                continue;
+            }
+            state.connected = true;
+            self.connecting += 1;
+            self.actions.push_back(Action::Connect(addr));
+        }
+        // Addresses whose connections ended come back for another try later.
+        for (addr, state) in &self.addrs {
+            if !state.connected && !state.banned && state.retry_at.is_some() && !self.dial_queue.contains(addr) {
+                self.dial_queue.push_back(*addr);
+            }
+        }
+    }
+
+    fn write_resume(&mut self) {
+        let Some(path) = self.cfg.resume_path.clone() else { return };
+        let files = (0..self.meta.files.len())
+            .map(|i| if self.meta.files[i].padding { None } else { resume::stamp(self.storage.path(i)).ok().flatten() })
+            .collect();
+        let record = resume::ResumeRecord {
+            info_hash: self.meta.info_hash,
+            pieces: self.picker.have().as_wire().to_vec(),
+            files,
+        };
+        match resume::write_atomic(&path, &resume::encode(&record)) {
+            Ok(()) => self.unrecorded_pieces = 0,
+            Err(e) => warn!("cannot write the resume record {}: {e}", path.display()),
+        }
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            have_bytes: self.have_bytes,
+            total_bytes: self.meta.total_length,
+            down_rate: self.downloaded.per_sec(),
+            up_rate: self.uploaded.per_sec(),
+            uploaded: self.uploaded.total(),
+            peers: self.peer_count(),
+            seeding: self.is_complete(),
+        }
+    }
+
+    fn report(&mut self, now: Instant) {
+        let line = progress::readout(&self.snapshot());
+        if self.cfg.live_progress {
+            eprint!("\r{line}\x1b[K");
+        } else if now >= self.next_log {
+            self.next_log = now + LOG_EVERY;
+            info!("{line}");
+        }
+    }
+
+    /// The closing summary of this run, for the command to print.
+    pub fn summary(&self, now: Instant) -> String {
+        progress::summary(
+            self.downloaded.total(),
+            self.uploaded.total(),
+            now.saturating_duration_since(self.started_at),
+            self.hash_failures,
+        )
+    }
+
+    pub fn was_leeching(&self) -> bool {
+        self.was_leeching
+    }
+
+    pub fn disk_error(&self) -> Option<&str> {
+        self.disk_error.as_deref()
+    }
+}
+
+/// A readable client name from an Azureus-style peer id (`-TR3000-...` is Transmission 3.00).
+pub fn client_name(peer_id: &[u8; 20]) -> String {
+    if peer_id[0] == b'-' && peer_id[7] == b'-' && peer_id[1..7].iter().all(u8::is_ascii_alphanumeric) {
+        let code = String::from_utf8_lossy(&peer_id[1..3]);
+        let name = match &*code {
+            "TB" => "toybt",
+            "TR" => "Transmission",
+            "LT" | "lt" => "libtorrent",
+            "qB" => "qBittorrent",
+            "DE" => "Deluge",
+            "AR" => "aria2",
+            "UT" => "uTorrent",
+            "RT" => "rTorrent",
+            _ => return String::from_utf8_lossy(&peer_id[..8]).into_owned(),
+        };
+        format!("{name} {}", String::from_utf8_lossy(&peer_id[3..7]))
+    } else if peer_id.starts_with(b"A2-") {
+        "aria2".into()
+    } else {
+        String::from_utf8_lossy(&peer_id[..8]).chars().filter(|c| !c.is_control()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests;

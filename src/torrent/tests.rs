@@ -1,0 +1,262 @@
+//! Sessions driven against each other through in-memory pipes on a virtual clock: no sockets, no sleeps.
+
+use super::*;
+use crate::metainfo::FileEntry;
+use crate::storage::OpenMode;
+
+fn data(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn meta_for(content: &[u8], piece_length: u32) -> Metainfo {
+    let pieces = content.chunks(piece_length as usize).map(|c| sha1_smol::Sha1::from(c).digest().bytes()).collect();
+    Metainfo {
+        info_hash: [0xAB; 20],
+        name: "blob.bin".into(),
+        piece_length,
+        pieces,
+        files: vec![FileEntry {
+            path: vec!["blob.bin".into()],
+            length: content.len() as u64,
+            offset: 0,
+            padding: false,
+        }],
+        total_length: content.len() as u64,
+        multi_file: false,
+        private: false,
+        announce: None,
+        announce_list: vec![],
+        comment: None,
+        created_by: None,
+        creation_date: None,
+        warnings: vec![],
+    }
+}
+
+fn cfg(id: u8, port: u16) -> Config {
+    let mut c = Config::new([id; 20], port);
+    c.live_progress = false;
+    c
+}
+
+struct Node {
+    t: Torrent,
+    dir: tempfile::TempDir,
+}
+
+fn seed_node(meta: &Metainfo, content: &[u8], id: u8) -> Node {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(&meta.name);
+    std::fs::write(&path, content).unwrap();
+    let storage = Storage::open(meta, path, OpenMode::Seed).unwrap();
+    let have = Bitfield::full(meta.piece_count());
+    let t = Torrent::new(meta.clone(), storage, have, cfg(id, 7000 + id as u16), Instant::now()).unwrap();
+    Node { t, dir }
+}
+
+fn leech_node(meta: &Metainfo, id: u8) -> Node {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = Storage::open(meta, dir.path().join(&meta.name), OpenMode::Leech).unwrap();
+    let have = Bitfield::new(meta.piece_count());
+    let t = Torrent::new(meta.clone(), storage, have, cfg(id, 7000 + id as u16), Instant::now()).unwrap();
+    Node { t, dir }
+}
+
+/// One direction of a connection: bytes written by one session, not yet consumed by the other.
+#[derive(Default)]
+struct Pipe {
+    bytes: Vec<u8>,
+}
+
+/// A connection between two sessions; `a_key`/`b_key` are the slab keys each side knows it by.
+struct Link {
+    a: usize,
+    b: usize,
+    a_key: usize,
+    b_key: usize,
+    a_to_b: Pipe,
+    b_to_a: Pipe,
+    open: bool,
+}
+
+fn addr(i: usize) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 7000 + i as u16))
+}
+
+fn connect(nodes: &mut [Node], links: &mut Vec<Link>, a: usize, b: usize, now: Instant) {
+    let key = links.len() + 1;
+    nodes[a].t.peer_connected(key, addr(b), true, now);
+    nodes[b].t.peer_connected(key, addr(a), false, now);
+    links.push(Link { a, b, a_key: key, b_key: key, a_to_b: Pipe::default(), b_to_a: Pipe::default(), open: true });
+}
+
+/// Moves bytes both ways on every link until nothing moves; returns whether anything did.
+fn shuttle(nodes: &mut [Node], links: &mut [Link], now: Instant) -> bool {
+    let mut moved = false;
+    for link in links.iter_mut().filter(|l| l.open) {
+        for dir in 0..2 {
+            let (from, to, from_key, to_key, pipe) = if dir == 0 {
+                (link.a, link.b, link.a_key, link.b_key, &mut link.a_to_b)
+            } else {
+                (link.b, link.a, link.b_key, link.a_key, &mut link.b_to_a)
+            };
+            nodes[from].t.peer_transmit(from_key, &mut pipe.bytes, now);
+            if pipe.bytes.is_empty() {
+                continue;
+            }
+            match nodes[to].t.peer_input(to_key, &pipe.bytes, now) {
+                Ok(n) => {
+                    moved |= n > 0;
+                    pipe.bytes.drain(..n);
+                }
+                Err(why) => {
+                    nodes[to].t.peer_closed(to_key, &why, now);
+                    nodes[from].t.peer_closed(from_key, "closed by the peer", now);
+                    link.open = false;
+                    break;
+                }
+            }
+        }
+    }
+    for (i, node) in nodes.iter_mut().enumerate() {
+        while let Some(action) = node.t.poll_action() {
+            if let Action::Close(key) = action {
+                for link in links.iter_mut().filter(|l| l.open) {
+                    let (other, other_key) = if link.a == i && link.a_key == key {
+                        (link.b, link.b_key)
+                    } else if link.b == i && link.b_key == key {
+                        (link.a, link.a_key)
+                    } else {
+                        continue;
+                    };
+                    link.open = false;
+                    let _ = (other, other_key);
+                    moved = true;
+                }
+            }
+        }
+    }
+    // The peer side of a connection closed above learns of it.
+    for link in links.iter_mut() {
+        if !link.open {
+            nodes[link.a].t.peer_closed(link.a_key, "closed", now);
+            nodes[link.b].t.peer_closed(link.b_key, "closed", now);
+        }
+    }
+    moved
+}
+
+/// Runs the swarm on a virtual clock until `done` or `limit` of virtual time.
+fn run(nodes: &mut [Node], links: &mut [Link], limit: Duration, done: impl Fn(&[Node]) -> bool) -> Instant {
+    let mut now = Instant::now();
+    let end = now + limit;
+    while !done(nodes) {
+        assert!(now < end, "swarm did not finish in {limit:?} of virtual time");
+        let mut rounds = 0;
+        while shuttle(nodes, links, now) && rounds < 10_000 {
+            rounds += 1;
+        }
+        now += Duration::from_millis(250);
+        for n in nodes.iter_mut() {
+            n.t.handle_timeout(now);
+        }
+    }
+    now
+}
+
+#[test]
+fn leech_downloads_everything_from_a_seed_and_stores_it() {
+    let content = data(300_000, 1);
+    let meta = meta_for(&content, 32 * 1024);
+    let mut nodes = vec![seed_node(&meta, &content, 1), leech_node(&meta, 2)];
+    let mut links = Vec::new();
+    connect(&mut nodes, &mut links, 1, 0, Instant::now());
+    run(&mut nodes, &mut links, Duration::from_secs(30), |n| n[1].t.is_complete());
+    let got = std::fs::read(nodes[1].dir.path().join("blob.bin")).unwrap();
+    assert!(got == content, "downloaded data differs");
+    assert_eq!(nodes[1].t.downloaded(), content.len() as u64, "no block fetched twice");
+    assert_eq!(nodes[0].t.uploaded(), content.len() as u64);
+}
+
+#[test]
+fn leechers_trade_with_each_other() {
+    let content = data(2_000_000, 2);
+    let meta = meta_for(&content, 16 * 1024);
+    let mut nodes =
+        vec![seed_node(&meta, &content, 1), leech_node(&meta, 2), leech_node(&meta, 3), leech_node(&meta, 4)];
+    let mut links = Vec::new();
+    let now = Instant::now();
+    for l in 1..4 {
+        connect(&mut nodes, &mut links, l, 0, now);
+    }
+    connect(&mut nodes, &mut links, 1, 2, now);
+    connect(&mut nodes, &mut links, 2, 3, now);
+    connect(&mut nodes, &mut links, 1, 3, now);
+    run(&mut nodes, &mut links, Duration::from_secs(60), |n| n[1..].iter().all(|n| n.t.is_complete()));
+    for n in &nodes[1..] {
+        assert!(std::fs::read(n.dir.path().join("blob.bin")).unwrap() == content);
+    }
+    let leecher_uploads: u64 = nodes[1..].iter().map(|n| n.t.uploaded()).sum();
+    assert!(leecher_uploads > 0, "leechers must upload to each other");
+}
+
+#[test]
+fn corrupt_seed_is_dropped_and_honest_seed_finishes_the_job() {
+    let content = data(200_000, 3);
+    let meta = meta_for(&content, 16 * 1024);
+    let mut bad = content.clone();
+    for b in bad.iter_mut().step_by(1000) {
+        *b ^= 0xFF;
+    }
+    let mut nodes = vec![seed_node(&meta, &bad, 1), leech_node(&meta, 2)];
+    let mut links = Vec::new();
+    connect(&mut nodes, &mut links, 1, 0, Instant::now());
+    let now =
+        run(&mut nodes, &mut links, Duration::from_secs(10), |n| n[1].t.hash_failures > 0 && n[1].t.peer_count() == 0);
+    assert!(!nodes[1].t.is_complete());
+    nodes.push(seed_node(&meta, &content, 3));
+    connect(&mut nodes, &mut links, 1, 2, now);
+    run(&mut nodes, &mut links, Duration::from_secs(30), |n| n[1].t.is_complete());
+    assert!(std::fs::read(nodes[1].dir.path().join("blob.bin")).unwrap() == content);
+}
+
+#[test]
+fn a_wrong_info_hash_or_ourselves_is_refused() {
+    let content = data(50_000, 4);
+    let meta = meta_for(&content, 16 * 1024);
+    let mut node = leech_node(&meta, 2);
+    let now = Instant::now();
+    node.t.peer_connected(1, addr(1), false, now);
+    let mut hs = Vec::new();
+    Handshake::new([0; 20], [9; 20]).encode(&mut hs);
+    assert!(node.t.peer_input(1, &hs, now).unwrap_err().contains("another torrent"));
+    node.t.peer_connected(2, addr(3), false, now);
+    hs.clear();
+    Handshake::new(meta.info_hash, [2; 20]).encode(&mut hs);
+    assert!(node.t.peer_input(2, &hs, now).unwrap_err().contains("ourselves"));
+}
+
+#[test]
+fn requests_past_a_piece_end_close_the_connection() {
+    let content = data(50_000, 5);
+    let meta = meta_for(&content, 16 * 1024);
+    let mut node = seed_node(&meta, &content, 1);
+    let now = Instant::now();
+    node.t.peer_connected(1, addr(2), false, now);
+    let mut input = Vec::new();
+    Handshake::new(meta.info_hash, [2; 20]).encode(&mut input);
+    wire::encode_bare(&mut input, wire::id::INTERESTED);
+    node.t.peer_input(1, &input, now).unwrap();
+    let mut bad = Vec::new();
+    // The last piece is 50_000 - 3 * 16384 = 848 bytes long.
+    wire::encode_request(&mut bad, 3, 0, 16384);
+    assert!(node.t.peer_input(1, &bad, now).unwrap_err().contains("past the end"));
+}

@@ -1,0 +1,264 @@
+//! Both sides of HTTP tracking, as state machines the reactor drives: no sockets and no clock in here.
+//!
+//! - [`announce`]: the announce client of a torrent session (request bytes, reply parse, schedule).
+//! - [`http`]: the embedded tracker's request framing and query decoding (a codec).
+//! - [`server`]: the swarm registry, [`Tracker`], shared by every connection of one loop (a service).
+//! - [`Client`]: one HTTP connection to the tracker: bytes in, responses out, with its own deadline.
+
+pub mod announce;
+pub mod http;
+pub mod server;
+
+pub use server::{Config, Tracker};
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use http::{HttpError, Request, Status};
+
+/// The connection's deadline passed; close it without an answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimedOut;
+
+/// One client connection to the tracker.
+///
+/// The reactor hands it the buffered input; it answers at most one request per call (so the reactor can stop feeding
+/// it while its output is backed up) and says how many bytes that request used.
+#[derive(Debug)]
+pub struct Client {
+    from: SocketAddr,
+    /// Responses not yet taken by [`Client::poll_transmit`].
+    pending: Vec<u8>,
+    last_request: Instant,
+    /// When the first bytes of a still-incomplete request were seen.
+    partial_since: Option<Instant>,
+    /// No more requests: close once the output is written.
+    closing: bool,
+    requests: u64,
+    idle_timeout: Duration,
+    head_timeout: Duration,
+}
+
+impl Client {
+    pub fn new(from: SocketAddr, now: Instant, cfg: &Config) -> Client {
+        Client {
+            from,
+            pending: Vec::new(),
+            last_request: now,
+            partial_since: None,
+            closing: false,
+            requests: 0,
+            idle_timeout: cfg.idle_timeout,
+            head_timeout: cfg.head_timeout,
+        }
+    }
+
+    /// Consumes at most one request from `input` and queues its response; returns the bytes used (0: need more).
+    /// Once the connection is closing, input is discarded.
+    pub fn handle_bytes(&mut self, now: Instant, input: &[u8], tracker: &mut Tracker) -> usize {
+        if self.closing {
+            return input.len();
+        }
+        match http::parse_request(input) {
+            Ok(None) => {
+                if !input.is_empty() && self.partial_since.is_none() {
+                    self.partial_since = Some(now);
+                }
+                0
+            }
+            Ok(Some(req)) => {
+                self.partial_since = None;
+                self.last_request = now;
+                self.requests += 1;
+                self.respond(now, &req, tracker);
+                req.len
+            }
+            Err(e) => {
+                log::debug!("tracker: {} from {}: {}", e.status.code(), self.from, e.detail);
+                self.answer_error(e, false);
+                input.len()
+            }
+        }
+    }
+
+    fn respond(&mut self, now: Instant, req: &Request<'_>, tracker: &mut Tracker) {
+        if req.method != "GET" {
+            let e = HttpError { status: Status::MethodNotAllowed, detail: "only GET is served" };
+            return self.answer_error(e, req.keep_alive);
+        }
+        // Not kept between requests: thousands of idle keep-alive connections should not each hold a peer list.
+        let mut body = Vec::new();
+        match req.path {
+            "/announce" => tracker.announce_query(now, req.query, self.from.ip(), &mut body),
+            "/scrape" => tracker.scrape_query(req.query, &mut body),
+            _ => {
+                let e = HttpError { status: Status::NotFound, detail: "try /announce or /scrape" };
+                return self.answer_error(e, req.keep_alive);
+            }
+        }
+        http::write_response(&mut self.pending, Status::Ok, &body, req.keep_alive);
+        self.closing = !req.keep_alive;
+    }
+
+    fn answer_error(&mut self, e: HttpError, keep_alive: bool) {
+        let body = format!("{}\n", e.detail);
+        http::write_response(&mut self.pending, e.status, body.as_bytes(), keep_alive);
+        self.closing = !keep_alive;
+    }
+
+    /// Fails once the connection has been idle, or stuck in one request head, for too long.
+    pub fn handle_timeout(&mut self, now: Instant) -> Result<(), TimedOut> {
+        if now >= self.deadline() { Err(TimedOut) } else { Ok(()) }
+    }
+
+    /// Moves queued response bytes to `out`.
+    pub fn poll_transmit(&mut self, out: &mut Vec<u8>) {
+        if out.is_empty() {
+            std::mem::swap(out, &mut self.pending);
+        } else {
+            out.append(&mut self.pending);
+        }
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        Some(self.deadline())
+    }
+
+    /// True once the last response has been queued: the reactor closes after writing it.
+    pub fn wants_close(&self) -> bool {
+        self.closing
+    }
+
+    pub fn requests(&self) -> u64 {
+        self.requests
+    }
+
+    fn deadline(&self) -> Instant {
+        match self.partial_since {
+            Some(t) => t + self.head_timeout,
+            None => self.last_request + self.idle_timeout,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HASH: [u8; 20] = [0x42; 20];
+
+    fn setup() -> (Client, Tracker, Instant) {
+        let now = Instant::now();
+        let cfg = Config { open: false, ..Config::default() };
+        let tracker = Tracker::new(cfg.clone(), [HASH], 3, now);
+        (Client::new("10.1.2.3:5555".parse().unwrap(), now, &cfg), tracker, now)
+    }
+
+    fn announce_request(port: u16, extra_headers: &str) -> Vec<u8> {
+        let hash: String = HASH.iter().map(|b| format!("%{b:02x}")).collect();
+        format!(
+            "GET /announce?info_hash={hash}&peer_id=-XX0001-abcdefghijkl&port={port}&left=1&compact=1 HTTP/1.1\r\n\
+             Host: t\r\n{extra_headers}\r\n"
+        )
+        .into_bytes()
+    }
+
+    /// Feeds `input` like the reactor does (repeatedly, dropping what was consumed); returns the output.
+    fn feed(c: &mut Client, t: &mut Tracker, now: Instant, input: &[u8]) -> (Vec<u8>, usize) {
+        let mut used = 0;
+        while used < input.len() {
+            let n = c.handle_bytes(now, &input[used..], t);
+            if n == 0 {
+                break;
+            }
+            used += n;
+        }
+        let mut out = Vec::new();
+        c.poll_transmit(&mut out);
+        (out, used)
+    }
+
+    fn responses(out: &[u8]) -> Vec<String> {
+        let text = String::from_utf8_lossy(out);
+        text.split("HTTP/1.1 ").filter(|s| !s.is_empty()).map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn pipelined_requests_are_answered_in_order() {
+        let (mut c, mut t, now) = setup();
+        let mut input = announce_request(1000, "");
+        input.extend_from_slice(b"GET /scrape HTTP/1.1\r\n\r\n");
+        input.extend_from_slice(b"GET /nope HTTP/1.1\r\n\r\n");
+        let (out, used) = feed(&mut c, &mut t, now, &input);
+        assert_eq!(used, input.len());
+        let r = responses(&out);
+        assert_eq!(r.len(), 3, "{r:?}");
+        assert!(r[0].starts_with("200 OK") && r[0].contains("8:completei0e10:incompletei1e"), "{}", r[0]);
+        assert!(r[1].starts_with("200 OK") && r[1].contains("5:filesd20:"), "{}", r[1]);
+        assert!(r[2].starts_with("404 Not Found"), "{}", r[2]);
+        assert!(!c.wants_close());
+        assert_eq!(c.requests(), 3);
+    }
+
+    #[test]
+    fn a_request_split_at_every_byte_is_answered_once_complete() {
+        let req = announce_request(1000, "User-Agent: split\r\n");
+        for cut in 1..req.len() {
+            let (mut c, mut t, now) = setup();
+            let (out, used) = feed(&mut c, &mut t, now, &req[..cut]);
+            assert_eq!((out.len(), used), (0, 0), "cut {cut}");
+            let (out, used) = feed(&mut c, &mut t, now, &req);
+            assert_eq!(used, req.len());
+            assert!(out.starts_with(b"HTTP/1.1 200 OK"));
+        }
+    }
+
+    #[test]
+    fn connection_close_is_honoured_after_the_answer() {
+        let (mut c, mut t, now) = setup();
+        let mut input = announce_request(1000, "Connection: close\r\n");
+        input.extend_from_slice(b"GET /scrape HTTP/1.1\r\n\r\n");
+        let (out, used) = feed(&mut c, &mut t, now, &input);
+        assert_eq!(used, input.len(), "input after the last request is discarded");
+        assert_eq!(responses(&out).len(), 1);
+        assert!(String::from_utf8_lossy(&out).contains("Connection: close\r\n"));
+        assert!(c.wants_close());
+    }
+
+    #[test]
+    fn broken_http_is_answered_with_its_status_then_closed() {
+        for (input, status) in [
+            (&b"\x00\x01garbage\r\n\r\n"[..], "400 Bad Request"),
+            (b"GET /announce HTTP/1.1\r\nContent-Length: 10\r\n\r\n0123456789", "413 Payload Too Large"),
+        ] {
+            let (mut c, mut t, now) = setup();
+            let (out, _) = feed(&mut c, &mut t, now, input);
+            assert!(out.starts_with(format!("HTTP/1.1 {status}").as_bytes()), "{}", String::from_utf8_lossy(&out));
+            assert!(c.wants_close());
+        }
+        let (mut c, mut t, now) = setup();
+        let (out, _) = feed(&mut c, &mut t, now, b"POST /announce HTTP/1.1\r\n\r\n");
+        assert!(out.starts_with(b"HTTP/1.1 405 Method Not Allowed"));
+        assert!(!c.wants_close(), "a bodiless request keeps its framing");
+    }
+
+    #[test]
+    fn idle_and_slow_connections_time_out() {
+        let (mut c, mut t, t0) = setup();
+        let idle = Config::default().idle_timeout;
+        let head = Config::default().head_timeout;
+        assert_eq!(c.poll_timeout(), Some(t0 + idle));
+        assert_eq!(c.handle_timeout(t0 + idle - Duration::from_millis(1)), Ok(()));
+        // A request resets the idle clock.
+        let t1 = t0 + Duration::from_secs(5);
+        feed(&mut c, &mut t, t1, &announce_request(1, ""));
+        assert_eq!(c.poll_timeout(), Some(t1 + idle));
+        // A head that starts but never ends must finish within the head timeout (slowloris).
+        let t2 = t1 + Duration::from_secs(1);
+        feed(&mut c, &mut t, t2, b"GET /announce?info_hash=");
+        assert_eq!(c.poll_timeout(), Some(t2 + head));
+        feed(&mut c, &mut t, t2 + Duration::from_secs(3), b"GET /announce?info_hash=%41");
+        assert_eq!(c.poll_timeout(), Some(t2 + head), "more bytes of the same head do not buy time");
+        assert_eq!(c.handle_timeout(t2 + head), Err(TimedOut));
+    }
+}

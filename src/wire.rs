@@ -1,0 +1,711 @@
+//! The peer wire protocol (BEP 3, plus the BEP 5 `port` message): the handshake and the length-prefixed messages.
+//!
+//! Pure functions over byte slices. `decode` answers `Ok(None)` when more bytes are needed and `Err` when the bytes can
+//! never become a valid message, so the caller closes the connection. Every length prefix is judged against `Limits`
+//! as soon as its message id is known, before the body is awaited, so a peer cannot make us buffer more than
+//! `Limits::max_frame_len` bytes. Decoded messages borrow from the input: a 16 KiB block is never copied here.
+
+use std::fmt;
+
+use crate::bitfield;
+
+/// The protocol string every BitTorrent handshake starts with, after its length byte.
+pub const PROTOCOL: &[u8; 19] = b"BitTorrent protocol";
+/// Length of a handshake: 1 + 19 + 8 reserved + 20 info hash + 20 peer id.
+pub const HANDSHAKE_LEN: usize = 68;
+/// Length prefix + id + index + begin: the bytes in front of a block's data in a `piece` message.
+pub const PIECE_HEADER_LEN: usize = 13;
+/// The block size every client requests; BEP 3 peers may close on larger requests.
+pub const DEFAULT_MAX_BLOCK_LEN: u32 = 16 * 1024;
+/// Bound on the payload of a message id we do not implement. The largest known extension messages are BEP 9
+/// metadata pieces and BEP 52 hash replies, a 16 KiB block plus a small bencoded header; 64 KiB leaves room for
+/// unusual extension handshakes while keeping a connection's receive buffer small.
+pub const DEFAULT_MAX_UNKNOWN_LEN: u32 = 64 * 1024;
+
+/// Message ids (BEP 3, and BEP 5 for `port`).
+pub mod id {
+    pub const CHOKE: u8 = 0;
+    pub const UNCHOKE: u8 = 1;
+    pub const INTERESTED: u8 = 2;
+    pub const NOT_INTERESTED: u8 = 3;
+    pub const HAVE: u8 = 4;
+    pub const BITFIELD: u8 = 5;
+    pub const REQUEST: u8 = 6;
+    pub const PIECE: u8 = 7;
+    pub const CANCEL: u8 = 8;
+    pub const PORT: u8 = 9;
+}
+
+/// The 68-byte greeting both sides send first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Handshake {
+    pub reserved: [u8; 8],
+    pub info_hash: [u8; 20],
+    pub peer_id: [u8; 20],
+}
+
+impl Handshake {
+    /// A handshake that claims no extensions.
+    pub fn new(info_hash: [u8; 20], peer_id: [u8; 20]) -> Handshake {
+        Handshake { reserved: [0; 8], info_hash, peer_id }
+    }
+
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        out.reserve(HANDSHAKE_LEN);
+        out.push(PROTOCOL.len() as u8);
+        out.extend_from_slice(PROTOCOL);
+        out.extend_from_slice(&self.reserved);
+        out.extend_from_slice(&self.info_hash);
+        out.extend_from_slice(&self.peer_id);
+    }
+
+    /// `Ok(None)` until 68 bytes are there. A wrong length byte or protocol string is refused as soon as its first
+    /// wrong byte arrives, so an HTTP request or garbage on the peer port is dropped without waiting.
+    pub fn decode(buf: &[u8]) -> Result<Option<Handshake>, WireError> {
+        let seen = buf.len().min(20);
+        if let Some(&n) = buf.first()
+            && n as usize != PROTOCOL.len()
+        {
+            return Err(WireError::BadHandshake);
+        }
+        if seen > 1 && buf[1..seen] != PROTOCOL[..seen - 1] {
+            return Err(WireError::BadHandshake);
+        }
+        let Some(rest) = buf.get(20..HANDSHAKE_LEN) else { return Ok(None) };
+        let mut h = Handshake::new([0; 20], [0; 20]);
+        h.reserved.copy_from_slice(&rest[..8]);
+        h.info_hash.copy_from_slice(&rest[8..28]);
+        h.peer_id.copy_from_slice(&rest[28..48]);
+        Ok(Some(h))
+    }
+
+    /// BEP 10 extension protocol bit.
+    pub fn supports_extensions(&self) -> bool {
+        self.reserved[5] & 0x10 != 0
+    }
+
+    /// BEP 6 fast extension bit.
+    pub fn supports_fast(&self) -> bool {
+        self.reserved[7] & 0x04 != 0
+    }
+
+    /// BEP 5 DHT bit (the peer may send `port`).
+    pub fn supports_dht(&self) -> bool {
+        self.reserved[7] & 0x01 != 0
+    }
+}
+
+/// What the decoder accepts from one peer. `num_pieces` comes from the torrent; the rest bound memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub num_pieces: u32,
+    /// Largest block a `piece` message may carry and a `request` or `cancel` may ask for.
+    pub max_block_len: u32,
+    /// Largest payload of a message id this codec does not know (skipped, not parsed).
+    pub max_unknown_len: u32,
+}
+
+impl Limits {
+    pub fn new(num_pieces: u32) -> Limits {
+        Limits { num_pieces, max_block_len: DEFAULT_MAX_BLOCK_LEN, max_unknown_len: DEFAULT_MAX_UNKNOWN_LEN }
+    }
+
+    /// Body length (id included) of this torrent's `bitfield` message.
+    pub fn bitfield_body_len(&self) -> u32 {
+        1 + bitfield::wire_len(self.num_pieces) as u32
+    }
+
+    /// The largest body any acceptable message has: a length prefix above it is refused before its id is read.
+    fn max_body_len(&self) -> u32 {
+        let block = 9u32.saturating_add(self.max_block_len);
+        let unknown = 1u32.saturating_add(self.max_unknown_len);
+        block.max(unknown).max(self.bitfield_body_len())
+    }
+
+    /// The most bytes one message can occupy, length prefix included: size a receive buffer with this.
+    pub fn max_frame_len(&self) -> usize {
+        4 + self.max_body_len() as usize
+    }
+}
+
+/// A message whose bytes can never be valid; the connection should be closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WireError {
+    /// The first bytes are not `\x13BitTorrent protocol`.
+    BadHandshake,
+    /// A length prefix beyond what any message with this id (or any message, when `id` is unknown yet) may have.
+    TooLong { id: Option<u8>, len: u32, max: u32 },
+    /// A length prefix other than the exact length this message id has.
+    WrongLength { id: u8, len: u32, expected: u32 },
+    /// A `piece` message too short to hold its index and offset.
+    TooShort { id: u8, len: u32, min: u32 },
+    /// A `bitfield` with bits set past the last piece.
+    BitfieldSpareBits,
+    /// A piece index not in the torrent.
+    PieceOutOfRange { id: u8, index: u32, num_pieces: u32 },
+    /// A `request` or `cancel` for zero bytes or more than the block limit.
+    BadBlockLength { id: u8, length: u32, max: u32 },
+}
+
+/// A human name for a message id, for error messages and logs.
+pub fn name(id: u8) -> &'static str {
+    match id {
+        id::CHOKE => "choke",
+        id::UNCHOKE => "unchoke",
+        id::INTERESTED => "interested",
+        id::NOT_INTERESTED => "not interested",
+        id::HAVE => "have",
+        id::BITFIELD => "bitfield",
+        id::REQUEST => "request",
+        id::PIECE => "piece",
+        id::CANCEL => "cancel",
+        id::PORT => "port",
+        20 => "extended",
+        _ => "unknown",
+    }
+}
+
+impl fmt::Display for WireError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            WireError::BadHandshake => f.write_str("the handshake does not start with \\x13BitTorrent protocol"),
+            WireError::TooLong { id: None, len, max } => {
+                write!(f, "a message length of {len} bytes, over the limit of {max}")
+            }
+            WireError::TooLong { id: Some(id), len, max } => {
+                write!(f, "a {} message (id {id}) of {len} bytes, over the limit of {max}", name(id))
+            }
+            WireError::WrongLength { id, len, expected } => {
+                write!(f, "a {} message of {len} bytes where it must be {expected}", name(id))
+            }
+            WireError::TooShort { id, len, min } => {
+                write!(f, "a {} message of {len} bytes where it needs at least {min}", name(id))
+            }
+            WireError::BitfieldSpareBits => f.write_str("a bitfield with bits set past the last piece"),
+            WireError::PieceOutOfRange { id, index, num_pieces } => {
+                write!(f, "a {} message for piece {index} of a torrent with {num_pieces} pieces", name(id))
+            }
+            WireError::BadBlockLength { id, length, max } => {
+                write!(f, "a {} message for a block of {length} bytes; blocks are 1 to {max} bytes", name(id))
+            }
+        }
+    }
+}
+
+impl std::error::Error for WireError {}
+
+/// One decoded message; the variable parts borrow from the decoder's input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Message<'a> {
+    KeepAlive,
+    Choke,
+    Unchoke,
+    Interested,
+    NotInterested,
+    Have(u32),
+    /// Length and spare bits already checked; adopt with `Bitfield::from_wire`.
+    Bitfield(&'a [u8]),
+    Request {
+        index: u32,
+        begin: u32,
+        length: u32,
+    },
+    Piece {
+        index: u32,
+        begin: u32,
+        data: &'a [u8],
+    },
+    Cancel {
+        index: u32,
+        begin: u32,
+        length: u32,
+    },
+    Port(u16),
+    /// An id we do not implement (BEP 10 extended = 20, BEP 6 fast ids 13..=17, ...); the caller may ignore it.
+    Unknown {
+        id: u8,
+        payload: &'a [u8],
+    },
+}
+
+fn be32(b: &[u8], at: usize) -> u32 {
+    u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+/// The body length a message id must have, or the bound it must stay under; checked before the body is awaited.
+fn check_length(id: u8, len: u32, limits: &Limits) -> Result<(), WireError> {
+    let exact = match id {
+        id::CHOKE | id::UNCHOKE | id::INTERESTED | id::NOT_INTERESTED => 1,
+        id::HAVE => 5,
+        id::REQUEST | id::CANCEL => 13,
+        id::PORT => 3,
+        id::BITFIELD => limits.bitfield_body_len(),
+        id::PIECE => {
+            let max = 9u32.saturating_add(limits.max_block_len);
+            if len > max {
+                return Err(WireError::TooLong { id: Some(id), len, max });
+            }
+            if len < 9 {
+                return Err(WireError::TooShort { id, len, min: 9 });
+            }
+            return Ok(());
+        }
+        _ => {
+            let max = 1u32.saturating_add(limits.max_unknown_len);
+            if len > max {
+                return Err(WireError::TooLong { id: Some(id), len, max });
+            }
+            return Ok(());
+        }
+    };
+    if len != exact {
+        return Err(WireError::WrongLength { id, len, expected: exact });
+    }
+    Ok(())
+}
+
+fn check_index(id: u8, index: u32, limits: &Limits) -> Result<u32, WireError> {
+    if index < limits.num_pieces {
+        Ok(index)
+    } else {
+        Err(WireError::PieceOutOfRange { id, index, num_pieces: limits.num_pieces })
+    }
+}
+
+fn check_block_len(id: u8, length: u32, limits: &Limits) -> Result<u32, WireError> {
+    if length == 0 || length > limits.max_block_len {
+        Err(WireError::BadBlockLength { id, length, max: limits.max_block_len })
+    } else {
+        Ok(length)
+    }
+}
+
+/// Decodes the first message in `buf`: `Ok(Some((message, bytes consumed)))`, `Ok(None)` if the message is not
+/// complete yet, or `Err` if it never will be valid. Piece indices are checked against `limits.num_pieces`; whether a
+/// block lies inside its piece and was asked for is the peer state machine's question.
+pub fn decode<'a>(buf: &'a [u8], limits: &Limits) -> Result<Option<(Message<'a>, usize)>, WireError> {
+    let &[a, b, c, d, ref rest @ ..] = buf else { return Ok(None) };
+    let len = u32::from_be_bytes([a, b, c, d]);
+    if len == 0 {
+        return Ok(Some((Message::KeepAlive, 4)));
+    }
+    let max = limits.max_body_len();
+    if len > max {
+        return Err(WireError::TooLong { id: None, len, max });
+    }
+    let Some(&id) = rest.first() else { return Ok(None) };
+    check_length(id, len, limits)?;
+    let Some(body) = rest.get(1..len as usize) else { return Ok(None) };
+    let msg = match id {
+        id::CHOKE => Message::Choke,
+        id::UNCHOKE => Message::Unchoke,
+        id::INTERESTED => Message::Interested,
+        id::NOT_INTERESTED => Message::NotInterested,
+        id::HAVE => Message::Have(check_index(id, be32(body, 0), limits)?),
+        id::BITFIELD => {
+            if !bitfield::spare_bits_clear(body, limits.num_pieces) {
+                return Err(WireError::BitfieldSpareBits);
+            }
+            Message::Bitfield(body)
+        }
+        id::REQUEST | id::CANCEL => {
+            let index = check_index(id, be32(body, 0), limits)?;
+            let begin = be32(body, 4);
+            let length = check_block_len(id, be32(body, 8), limits)?;
+            if id == id::REQUEST {
+                Message::Request { index, begin, length }
+            } else {
+                Message::Cancel { index, begin, length }
+            }
+        }
+        id::PIECE => {
+            let index = check_index(id, be32(body, 0), limits)?;
+            Message::Piece { index, begin: be32(body, 4), data: &body[8..] }
+        }
+        id::PORT => Message::Port(u16::from_be_bytes([body[0], body[1]])),
+        _ => Message::Unknown { id, payload: body },
+    };
+    Ok(Some((msg, 4 + len as usize)))
+}
+
+/// Message lengths we produce come from our own data (blocks, our bitfield), never from a peer.
+fn body_len(n: usize) -> u32 {
+    u32::try_from(n).expect("an outgoing wire message over 4 GiB")
+}
+
+fn header(out: &mut Vec<u8>, len: u32, id: u8) {
+    out.extend_from_slice(&len.to_be_bytes());
+    out.push(id);
+}
+
+pub fn encode_keep_alive(out: &mut Vec<u8>) {
+    out.extend_from_slice(&[0; 4]);
+}
+
+/// Choke, unchoke, interested and not interested: a bare id.
+pub fn encode_bare(out: &mut Vec<u8>, id: u8) {
+    header(out, 1, id);
+}
+
+pub fn encode_have(out: &mut Vec<u8>, index: u32) {
+    header(out, 5, id::HAVE);
+    out.extend_from_slice(&index.to_be_bytes());
+}
+
+pub fn encode_bitfield(out: &mut Vec<u8>, bits: &[u8]) {
+    header(out, 1 + body_len(bits.len()), id::BITFIELD);
+    out.extend_from_slice(bits);
+}
+
+fn encode_block_ref(out: &mut Vec<u8>, id: u8, index: u32, begin: u32, length: u32) {
+    header(out, 13, id);
+    out.extend_from_slice(&index.to_be_bytes());
+    out.extend_from_slice(&begin.to_be_bytes());
+    out.extend_from_slice(&length.to_be_bytes());
+}
+
+pub fn encode_request(out: &mut Vec<u8>, index: u32, begin: u32, length: u32) {
+    encode_block_ref(out, id::REQUEST, index, begin, length);
+}
+
+pub fn encode_cancel(out: &mut Vec<u8>, index: u32, begin: u32, length: u32) {
+    encode_block_ref(out, id::CANCEL, index, begin, length);
+}
+
+/// The 13 bytes in front of a block: the caller appends exactly `data_len` bytes next, e.g. by reading the block
+/// from disk straight into `out`'s spare capacity, so the block is copied once.
+pub fn encode_piece_header(out: &mut Vec<u8>, index: u32, begin: u32, data_len: u32) {
+    header(out, 9 + data_len, id::PIECE);
+    out.extend_from_slice(&index.to_be_bytes());
+    out.extend_from_slice(&begin.to_be_bytes());
+}
+
+pub fn encode_piece(out: &mut Vec<u8>, index: u32, begin: u32, data: &[u8]) {
+    out.reserve(PIECE_HEADER_LEN + data.len());
+    encode_piece_header(out, index, begin, body_len(data.len()));
+    out.extend_from_slice(data);
+}
+
+pub fn encode_port(out: &mut Vec<u8>, port: u16) {
+    header(out, 3, id::PORT);
+    out.extend_from_slice(&port.to_be_bytes());
+}
+
+/// Any other id, e.g. a BEP 10 extended message (id 20) whose payload the extension built.
+pub fn encode_other(out: &mut Vec<u8>, id: u8, payload: &[u8]) {
+    header(out, 1 + body_len(payload.len()), id);
+    out.extend_from_slice(payload);
+}
+
+impl Message<'_> {
+    /// Appends the message's wire form to `out`.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        match *self {
+            Message::KeepAlive => encode_keep_alive(out),
+            Message::Choke => encode_bare(out, id::CHOKE),
+            Message::Unchoke => encode_bare(out, id::UNCHOKE),
+            Message::Interested => encode_bare(out, id::INTERESTED),
+            Message::NotInterested => encode_bare(out, id::NOT_INTERESTED),
+            Message::Have(index) => encode_have(out, index),
+            Message::Bitfield(bits) => encode_bitfield(out, bits),
+            Message::Request { index, begin, length } => encode_request(out, index, begin, length),
+            Message::Piece { index, begin, data } => encode_piece(out, index, begin, data),
+            Message::Cancel { index, begin, length } => encode_cancel(out, index, begin, length),
+            Message::Port(port) => encode_port(out, port),
+            Message::Unknown { id, payload } => encode_other(out, id, payload),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PIECES: u32 = 21;
+
+    fn limits() -> Limits {
+        Limits::new(PIECES)
+    }
+
+    /// One of every message, spare bits of the bitfield clear (21 pieces -> 3 bytes, 3 spare bits).
+    fn samples(block: &[u8]) -> Vec<Message<'_>> {
+        vec![
+            Message::KeepAlive,
+            Message::Choke,
+            Message::Unchoke,
+            Message::Interested,
+            Message::NotInterested,
+            Message::Have(20),
+            Message::Bitfield(&[0xFF, 0x0F, 0xF8]),
+            Message::Request { index: 3, begin: 16384, length: 16384 },
+            Message::Piece { index: 20, begin: 32768, data: block },
+            Message::Piece { index: 0, begin: 0, data: &block[..1] },
+            Message::Cancel { index: 3, begin: 16384, length: 16384 },
+            Message::Port(6881),
+            Message::Unknown { id: 20, payload: b"\0d1:md11:ut_metadatai3eee" },
+            Message::Unknown { id: 14, payload: b"" },
+        ]
+    }
+
+    fn block() -> Vec<u8> {
+        (0..16384u32).map(|i| (i * 7 + 3) as u8).collect()
+    }
+
+    fn encode_all(msgs: &[Message]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for m in msgs {
+            m.encode(&mut out);
+        }
+        out
+    }
+
+    /// What a connection does: append what arrived, decode all complete messages, drop what was consumed. Returns
+    /// the re-encoded messages, so two runs compare as bytes.
+    fn decode_in_chunks(stream: &[u8], cuts: &[usize]) -> Result<Vec<u8>, WireError> {
+        let mut inbuf = Vec::new();
+        let mut decoded = Vec::new();
+        let mut from = 0;
+        for &to in cuts.iter().chain(std::iter::once(&stream.len())) {
+            inbuf.extend_from_slice(&stream[from..to]);
+            from = to;
+            let mut at = 0;
+            while let Some((msg, used)) = decode(&inbuf[at..], &limits())? {
+                msg.encode(&mut decoded);
+                at += used;
+            }
+            inbuf.drain(..at);
+        }
+        assert!(inbuf.is_empty(), "bytes left over");
+        Ok(decoded)
+    }
+
+    #[test]
+    fn round_trip_every_message() {
+        let data = block();
+        for msg in samples(&data) {
+            let mut bytes = Vec::new();
+            msg.encode(&mut bytes);
+            bytes.extend_from_slice(b"next");
+            assert_eq!(decode(&bytes, &limits()), Ok(Some((msg, bytes.len() - 4))), "{msg:?}");
+        }
+    }
+
+    #[test]
+    fn known_encodings() {
+        let mut out = Vec::new();
+        encode_request(&mut out, 1, 2, 16384);
+        assert_eq!(out, [0, 0, 0, 13, 6, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0x40, 0]);
+        out.clear();
+        encode_have(&mut out, 0x01020304);
+        assert_eq!(out, [0, 0, 0, 5, 4, 1, 2, 3, 4]);
+        out.clear();
+        encode_port(&mut out, 0x1AE1);
+        assert_eq!(out, [0, 0, 0, 3, 9, 0x1A, 0xE1]);
+        out.clear();
+        encode_piece_header(&mut out, 5, 16384, 3);
+        assert_eq!(out.len(), PIECE_HEADER_LEN);
+        out.extend_from_slice(b"abc");
+        let expected = Message::Piece { index: 5, begin: 16384, data: b"abc" };
+        assert_eq!(decode(&out, &limits()), Ok(Some((expected, 16))));
+    }
+
+    #[test]
+    fn every_prefix_of_a_message_needs_more() {
+        let data = block();
+        for msg in samples(&data) {
+            let mut bytes = Vec::new();
+            msg.encode(&mut bytes);
+            for cut in 0..bytes.len() {
+                assert_eq!(decode(&bytes[..cut], &limits()), Ok(None), "{msg:?} cut at {cut}");
+            }
+        }
+    }
+
+    #[test]
+    fn stream_split_at_every_position() {
+        let data = block();
+        let stream = encode_all(&samples(&data));
+        for cut in 0..=stream.len() {
+            assert_eq!(decode_in_chunks(&stream, &[cut]).as_deref(), Ok(&stream[..]), "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn stream_in_random_chunks() {
+        let data = block();
+        let stream = encode_all(&samples(&data).repeat(3));
+        let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
+        for _ in 0..300 {
+            let mut cuts: Vec<usize> = (0..rng.below(40)).map(|_| rng.below(stream.len() + 1)).collect();
+            cuts.sort_unstable();
+            assert_eq!(decode_in_chunks(&stream, &cuts).as_deref(), Ok(&stream[..]), "cuts {cuts:?}");
+        }
+    }
+
+    #[test]
+    fn limits_are_enforced_from_the_header() {
+        let l = limits();
+        let hdr = |len: u32, id: u8| {
+            let mut v = len.to_be_bytes().to_vec();
+            v.push(id);
+            v
+        };
+        // Judged from 5 bytes, before any body arrives.
+        assert_eq!(decode(&hdr(9 + 16385, 7), &l), Err(WireError::TooLong { id: Some(7), len: 16394, max: 16393 }));
+        assert_eq!(decode(&hdr(8, 7), &l), Err(WireError::TooShort { id: 7, len: 8, min: 9 }));
+        assert_eq!(decode(&hdr(5, 5), &l), Err(WireError::WrongLength { id: 5, len: 5, expected: 4 }));
+        assert_eq!(decode(&hdr(3, 5), &l), Err(WireError::WrongLength { id: 5, len: 3, expected: 4 }));
+        assert_eq!(decode(&hdr(2, 0), &l), Err(WireError::WrongLength { id: 0, len: 2, expected: 1 }));
+        assert_eq!(decode(&hdr(4, 4), &l), Err(WireError::WrongLength { id: 4, len: 4, expected: 5 }));
+        assert_eq!(decode(&hdr(14, 6), &l), Err(WireError::WrongLength { id: 6, len: 14, expected: 13 }));
+        assert_eq!(decode(&hdr(12, 8), &l), Err(WireError::WrongLength { id: 8, len: 12, expected: 13 }));
+        assert_eq!(decode(&hdr(5, 9), &l), Err(WireError::WrongLength { id: 9, len: 5, expected: 3 }));
+        let unknown_max = 1 + DEFAULT_MAX_UNKNOWN_LEN;
+        assert_eq!(decode(&hdr(unknown_max, 20), &l), Ok(None), "an extended message at the bound is awaited");
+        let tight = Limits { max_unknown_len: 100, ..l };
+        assert_eq!(decode(&hdr(102, 20), &tight), Err(WireError::TooLong { id: Some(20), len: 102, max: 101 }));
+        assert_eq!(decode(&hdr(101, 13), &tight), Ok(None));
+        // Over every bound: refused from the 4-byte prefix alone.
+        let any_max = l.max_frame_len() as u32 - 4;
+        assert_eq!(decode(&[0xFF; 4], &l), Err(WireError::TooLong { id: None, len: u32::MAX, max: any_max }));
+        assert!(matches!(decode(&(any_max + 1).to_be_bytes(), &l), Err(WireError::TooLong { id: None, .. })));
+
+        // A larger block limit is honoured.
+        let big = Limits { max_block_len: 32768, ..l };
+        let mut msg = Vec::new();
+        encode_piece(&mut msg, 1, 0, &vec![1; 32768]);
+        assert!(matches!(decode(&msg, &big), Ok(Some((Message::Piece { .. }, 32781)))));
+        assert!(decode(&msg, &l).is_err());
+    }
+
+    #[test]
+    fn field_checks() {
+        let l = limits();
+        let one = |f: &dyn Fn(&mut Vec<u8>)| {
+            let mut v = Vec::new();
+            f(&mut v);
+            decode(&v, &l).map(|m| m.map(|(_, used)| used))
+        };
+        assert_eq!(
+            one(&|o| encode_have(o, PIECES)),
+            Err(WireError::PieceOutOfRange { id: 4, index: PIECES, num_pieces: PIECES })
+        );
+        assert_eq!(
+            one(&|o| encode_request(o, PIECES, 0, 1)).map_err(|e| e.to_string()).unwrap_err(),
+            "a request message for piece 21 of a torrent with 21 pieces"
+        );
+        assert!(matches!(one(&|o| encode_cancel(o, u32::MAX, 0, 1)), Err(WireError::PieceOutOfRange { .. })));
+        assert!(matches!(one(&|o| encode_piece(o, PIECES, 0, b"x")), Err(WireError::PieceOutOfRange { .. })));
+        assert_eq!(
+            one(&|o| encode_request(o, 0, 0, 16385)),
+            Err(WireError::BadBlockLength { id: 6, length: 16385, max: 16384 })
+        );
+        assert_eq!(
+            one(&|o| encode_cancel(o, 0, 0, 0)),
+            Err(WireError::BadBlockLength { id: 8, length: 0, max: 16384 })
+        );
+        assert_eq!(one(&|o| encode_bitfield(o, &[0, 0, 0x04])), Err(WireError::BitfieldSpareBits));
+        assert_eq!(one(&|o| encode_bitfield(o, &[0, 0, 0x08])), Ok(Some(8)));
+        assert_eq!(
+            one(&|o| encode_bitfield(o, &[0, 0, 0, 0])),
+            Err(WireError::WrongLength { id: 5, len: 5, expected: 4 })
+        );
+    }
+
+    #[test]
+    fn handshake_round_trip_and_early_rejection() {
+        let mut h = Handshake::new([7; 20], *b"-TB0001-abcdefghijkl");
+        h.reserved[5] = 0x10;
+        h.reserved[7] = 0x05;
+        let mut bytes = Vec::new();
+        h.encode(&mut bytes);
+        assert_eq!(bytes.len(), HANDSHAKE_LEN);
+        assert_eq!(&bytes[..20], b"\x13BitTorrent protocol");
+        for cut in 0..HANDSHAKE_LEN {
+            assert_eq!(Handshake::decode(&bytes[..cut]), Ok(None), "cut at {cut}");
+        }
+        bytes.extend_from_slice(b"trailing message bytes");
+        let back = Handshake::decode(&bytes).unwrap().unwrap();
+        assert_eq!(back, h);
+        assert!(back.supports_extensions() && back.supports_fast() && back.supports_dht());
+        assert!(!Handshake::new([0; 20], [0; 20]).supports_fast());
+
+        assert_eq!(Handshake::decode(b"GET / HTTP/1.1\r\n"), Err(WireError::BadHandshake));
+        assert_eq!(Handshake::decode(b"\x13BitTorrent"), Ok(None));
+        assert_eq!(Handshake::decode(b"\x13BitTorrenx"), Err(WireError::BadHandshake));
+        let mut wrong = bytes.clone();
+        wrong[19] = b'L';
+        assert_eq!(Handshake::decode(&wrong), Err(WireError::BadHandshake));
+    }
+
+    #[test]
+    fn max_frame_len_covers_big_bitfields() {
+        assert_eq!(Limits::new(10).max_frame_len(), 4 + 1 + DEFAULT_MAX_UNKNOWN_LEN as usize);
+        let huge = Limits::new(8_000_000);
+        assert_eq!(huge.max_frame_len(), 4 + 1 + 1_000_000);
+        let mut msg = Vec::new();
+        encode_bitfield(&mut msg, &vec![0xFF; 1_000_000]);
+        assert!(
+            matches!(decode(&msg, &huge), Ok(Some((Message::Bitfield(b), n))) if b.len() == 1_000_000 && n == msg.len())
+        );
+    }
+
+    /// Never panics and never claims more bytes than it was given, on random bytes and on valid streams with random
+    /// byte flips, truncations and insertions.
+    #[test]
+    fn never_panics_on_hostile_input() {
+        let data = block();
+        let valid = encode_all(&samples(&data));
+        let mut rng = XorShift(42);
+        let small = Limits { num_pieces: rng.below(100) as u32, max_block_len: 64, max_unknown_len: 32 };
+        for round in 0..4000 {
+            let mut input: Vec<u8> = if round % 2 == 0 {
+                (0..rng.below(300)).map(|_| rng.next() as u8).collect()
+            } else {
+                let mut v = valid.clone();
+                for _ in 0..1 + rng.below(8) {
+                    let at = rng.below(v.len());
+                    match rng.below(3) {
+                        0 => v[at] = rng.next() as u8,
+                        1 => v.truncate(at),
+                        _ => v.insert(at, rng.next() as u8),
+                    }
+                    if v.is_empty() {
+                        break;
+                    }
+                }
+                v
+            };
+            // Small values in length fields reach the interesting branches far more often than random u32s.
+            if round % 3 == 0 && input.len() >= 5 {
+                input[..4].copy_from_slice(&(rng.below(40) as u32).to_be_bytes());
+                input[4] = rng.below(22) as u8;
+            }
+            for l in [limits(), small] {
+                let mut at = 0;
+                while let Ok(Some((msg, used))) = decode(&input[at..], &l) {
+                    assert!(used >= 4 && at + used <= input.len());
+                    let mut again = Vec::new();
+                    msg.encode(&mut again);
+                    assert_eq!(again, input[at..at + used], "re-encoding gives the bytes back");
+                    at += used;
+                }
+            }
+            let _ = Handshake::decode(&input);
+        }
+    }
+
+    /// A deterministic generator so failures reproduce without a seed printout.
+    struct XorShift(u64);
+    impl XorShift {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn below(&mut self, n: usize) -> usize {
+            if n == 0 { 0 } else { (self.next() % n as u64) as usize }
+        }
+    }
+}
