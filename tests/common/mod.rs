@@ -1,6 +1,8 @@
 //! Shared helpers for process tests: start the real `toybt` binary (and real clients), wait on events with deadlines.
 #![allow(dead_code)]
 
+pub mod clients;
+
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

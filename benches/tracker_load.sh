@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# HTTP tracker load: `toybt tracker --open` against opentracker, on this machine, in the same run, one at a time.
+# wrk sends announces from PEERS distinct peers (distinct port and peer_id on 127.0.0.1) spread over SWARMS swarms,
+# with keep-alive and with `Connection: close`, and prints announces/s, latency and each server's peak RSS (VmHWM).
+#
+# Usage: benches/tracker_load.sh            (knobs: SWARMS PEERS DURATION CONNS THREADS TOYBT OPENTRACKER=0/1)
+# Needs: wrk, opentracker, python3, a release build of toybt (built here if TOYBT is unset and it is missing).
+# opentracker closes the connection after every response, so its "keep-alive" figure is a new connection per
+# announce as well; the column is still printed so the two servers are measured with the same client. wrk counts a
+# server's close after a complete response as a read error, so read_err ~ requests is expected for opentracker.
+set -euo pipefail
+
+SWARMS=${SWARMS:-100}
+PEERS=${PEERS:-10000}
+DURATION=${DURATION:-10s}
+CONNS=${CONNS:-64}
+THREADS=${THREADS:-1}
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(dirname "$here")
+lua="$here/tracker_load.lua"
+
+work=$(mktemp -d /tmp/toybt-tracker-load.XXXXXX)
+chmod 755 "$work" # opentracker chroots here and becomes nobody
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+die() { echo "tracker_load: $*" >&2; exit 1; }
+command -v wrk >/dev/null || die "wrk is not installed"
+
+# The swarms: SHA-1 of a name per swarm, also opentracker's whitelist.
+for s in $(seq 1 "$SWARMS"); do printf 'toybt-bench-swarm-%d' "$s" | sha1sum | cut -c1-40; done >"$work/whitelist.txt"
+chmod 644 "$work/whitelist.txt"
+first_hash_url=$(head -1 "$work/whitelist.txt" | sed 's/../%&/g')
+
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+wait_port() {
+    for _ in $(seq 1 200); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+        sleep 0.05
+    done
+    return 1
+}
+
+peak_rss() { awk '/^VmHWM/ {print $2 " " $3}' "/proc/$1/status"; }
+
+# One announce and one scrape through curl-less bash, to show the server answers what we think it answers.
+http_get() {
+    exec 3<>"/dev/tcp/127.0.0.1/$1"
+    printf 'GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n' "$2" >&3
+    timeout 5 cat <&3 | tr -c '[:print:]\n' '.' | tail -c 300
+    exec 3<&-
+}
+
+run_wrk() { # NAME PORT MODE
+    local extra=()
+    [ "$3" = close ] && extra=(close)
+    local line
+    line=$(wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --timeout 2s -s "$lua" "http://127.0.0.1:$2" \
+        -- "$work/whitelist.txt" "$PEERS" "${extra[@]}" | grep '^RESULT' || true)
+    [ -n "$line" ] || die "$1: wrk printed no result"
+    printf '%-12s %-10s %s\n' "$1" "$3" "${line#RESULT }"
+}
+
+bench_server() { # NAME PORT PID
+    # Warm up: every peer announces at least once, so the measured runs see full swarms of PEERS/SWARMS peers.
+    wrk -t1 -c16 -d2s --timeout 2s -s "$lua" "http://127.0.0.1:$2" -- "$work/whitelist.txt" "$PEERS" >/dev/null
+    echo "$1: announce -> $(http_get "$2" "/announce?info_hash=$first_hash_url&peer_id=-BENCH-check00000001&port=9999&uploaded=0&downloaded=0&left=1&compact=1&numwant=5")"
+    run_wrk "$1" "$2" keep-alive
+    run_wrk "$1" "$2" close
+    echo "$1: scrape of swarm 1 -> $(http_get "$2" "/scrape?info_hash=$first_hash_url")"
+    echo "$1: peak RSS $(peak_rss "$3")"
+}
+
+echo "tracker load: $PEERS peers in $SWARMS swarms, wrk -t$THREADS -c$CONNS -d$DURATION, $(nproc) cores"
+
+# toybt
+toybt=${TOYBT:-$root/target/release/toybt}
+if [ -z "${TOYBT:-}" ] && [ ! -x "$toybt" ]; then
+    (cd "$root" && cargo build --release --bin toybt)
+fi
+RUST_LOG=${TOYBT_LOG:-warn,toybt=info} "$toybt" tracker --open --bind 127.0.0.1 --port 0 2>"$work/toybt.log" &
+toybt_pid=$!
+pids+=("$toybt_pid")
+toybt_port=
+for _ in $(seq 1 200); do
+    toybt_port=$(sed -n 's/.*tracker listening on [0-9.]*:\([0-9]*\).*/\1/p' "$work/toybt.log" | head -1)
+    [ -n "$toybt_port" ] && break
+    kill -0 "$toybt_pid" 2>/dev/null || break
+    sleep 0.05
+done
+if [ -n "$toybt_port" ]; then
+    bench_server toybt "$toybt_port" "$toybt_pid"
+else
+    echo "toybt: tracker did not start, skipped: $(tail -c 300 "$work/toybt.log")"
+fi
+kill "$toybt_pid" 2>/dev/null || true
+
+# opentracker
+if [ "${OPENTRACKER:-1}" = 1 ]; then
+    command -v opentracker >/dev/null || die "opentracker is not installed"
+    ot_port=$(free_port)
+    opentracker -i 127.0.0.1 -p "$ot_port" -d "$work" -w whitelist.txt >"$work/opentracker.log" 2>&1 &
+    ot_pid=$!
+    pids+=("$ot_pid")
+    wait_port "$ot_port" || die "opentracker did not listen on $ot_port: $(cat "$work/opentracker.log")"
+    bench_server opentracker "$ot_port" "$ot_pid"
+    kill "$ot_pid" 2>/dev/null || true
+fi

@@ -1,0 +1,200 @@
+#!/usr/bin/python3
+"""Seed or download one torrent with python3-libtorrent on 127.0.0.1, for toybt's interop tests.
+
+Usage: lt_client.py seed|leech TORRENT SAVE_DIR --port PORT [--peer HOST:PORT]... [--exit-when-done]
+                    [--max-seconds S]
+
+Prints one event per line on stdout (flushed), which the tests wait on:
+  listening PORT           the TCP listen socket is bound
+  checked                  the existing data has been checked (a seed is ready to serve)
+  seeding                  every piece is present (a seed after its check, a leech once done)
+  progress 0.53            download progress, when it changes
+  upload_bytes N           payload bytes uploaded so far, whenever the figure changes
+  peers N                  connected peers, whenever the count changes
+  tracker_reply N          a tracker answered with N peers
+  finished                 the download is complete and flushed to disk
+  error KIND DETAIL        hash_failed, file_error, tracker_error, listen_failed, torrent_error, timeout
+Exits 0 after `finished` with --exit-when-done; otherwise runs until SIGTERM (sends `stopped` to trackers) or SIGKILL.
+Diagnostics go to stderr.
+"""
+
+import argparse
+import signal
+import sys
+import time
+
+import libtorrent as lt
+
+STATUS_INTERVAL = 0.25  # seconds between status polls; keeps `progress`/`upload_bytes` timely without busy work
+FLUSH_TIMEOUT = 10.0  # bound on waiting for the disk cache flush before reporting `finished`
+
+
+def say(*words):
+    print(*words, flush=True)
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("mode", choices=["seed", "leech"])
+    p.add_argument("torrent")
+    p.add_argument("save_dir")
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--peer", action="append", default=[], help="HOST:PORT to dial without a tracker")
+    p.add_argument("--exit-when-done", action="store_true")
+    p.add_argument("--max-seconds", type=float, default=600.0, help="exit after this long, in case nobody kills us")
+    return p.parse_args(argv)
+
+
+def parse_peer(text):
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit():
+        raise SystemExit(f"bad --peer {text!r}: expected HOST:PORT")
+    return (host, int(port))
+
+
+def make_session(port):
+    settings = {
+        "listen_interfaces": f"127.0.0.1:{port}",
+        "outgoing_interfaces": "127.0.0.1",
+        "allow_multiple_connections_per_ip": True,
+        "enable_dht": False,
+        "enable_lsd": False,
+        "enable_upnp": False,
+        "enable_natpmp": False,
+        "enable_outgoing_utp": False,
+        "enable_incoming_utp": False,
+        "unchoke_slots_limit": -1,
+        # A killed test should not hang on a tracker that is already gone.
+        "stop_tracker_timeout": 2,
+        "alert_mask": (
+            lt.alert.category_t.error_notification
+            | lt.alert.category_t.status_notification
+            | lt.alert.category_t.storage_notification
+            | lt.alert.category_t.tracker_notification
+            | lt.alert.category_t.connect_notification
+        ),
+    }
+    return lt.session(settings)
+
+
+def add_torrent(ses, torrent, save_dir):
+    atp = lt.add_torrent_params()
+    atp.ti = lt.torrent_info(torrent)
+    atp.save_path = save_dir
+    flags = atp.flags
+    flags &= ~lt.torrent_flags.auto_managed
+    flags &= ~lt.torrent_flags.paused
+    flags |= lt.torrent_flags.disable_pex | lt.torrent_flags.disable_dht | lt.torrent_flags.disable_lsd
+    atp.flags = flags
+    return ses.add_torrent(atp)
+
+
+class Reporter:
+    """Turns alerts and status polls into the event lines, printing each figure only when it changes."""
+
+    def __init__(self):
+        self.progress = None
+        self.upload = None
+        self.peers = None
+        self.seeding = False
+        self.checked = False
+
+    def alert(self, a):
+        if isinstance(a, lt.listen_succeeded_alert):
+            if a.socket_type == lt.socket_type_t.tcp:
+                say("listening", a.port)
+        elif isinstance(a, lt.listen_failed_alert):
+            say("error listen_failed", a.message())
+        elif isinstance(a, lt.hash_failed_alert):
+            say("error hash_failed piece", a.piece_index)
+        elif isinstance(a, lt.file_error_alert):
+            say("error file_error", a.message())
+        elif isinstance(a, lt.tracker_error_alert):
+            say("error tracker_error", a.message())
+        elif isinstance(a, lt.torrent_error_alert):
+            say("error torrent_error", a.message())
+        elif isinstance(a, lt.tracker_reply_alert):
+            say("tracker_reply", a.num_peers)
+        elif isinstance(a, lt.torrent_checked_alert):
+            self.checked = True
+            say("checked")
+        elif isinstance(a, (lt.tracker_warning_alert, lt.peer_error_alert, lt.peer_disconnected_alert)):
+            print(a.message(), file=sys.stderr, flush=True)
+
+    def status(self, st):
+        progress = round(st.progress, 2)
+        if progress != self.progress:
+            self.progress = progress
+            say("progress", f"{progress:.2f}")
+        if st.total_payload_upload != self.upload:
+            self.upload = st.total_payload_upload
+            say("upload_bytes", self.upload)
+        if st.num_peers != self.peers:
+            self.peers = st.num_peers
+            say("peers", self.peers)
+        if st.is_seeding and not self.seeding:
+            self.seeding = True
+            say("seeding")
+
+
+def flush_to_disk(ses, handle, reporter):
+    """Waits until libtorrent has written every block, so `finished` means the files are complete."""
+    handle.flush_cache()
+    deadline = time.monotonic() + FLUSH_TIMEOUT
+    while time.monotonic() < deadline:
+        ses.wait_for_alert(100)
+        for a in ses.pop_alerts():
+            reporter.alert(a)
+            if isinstance(a, lt.cache_flushed_alert):
+                return
+    print("cache flush not confirmed in time", file=sys.stderr, flush=True)
+
+
+def main(argv):
+    args = parse_args(argv)
+    peers = [parse_peer(p) for p in args.peer]
+    stop = {"now": False}
+
+    def on_term(_signo, _frame):
+        stop["now"] = True
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+
+    ses = make_session(args.port)
+    handle = add_torrent(ses, args.torrent, args.save_dir)
+    reporter = Reporter()
+    dialled = False
+    finished = False
+    next_status = 0.0
+    give_up = time.monotonic() + args.max_seconds
+    while not stop["now"]:
+        if time.monotonic() >= give_up:
+            say("error timeout", f"still running after {args.max_seconds} s")
+            break
+        ses.wait_for_alert(int(STATUS_INTERVAL * 1000))
+        for a in ses.pop_alerts():
+            reporter.alert(a)
+        # Dial only after the check: a peer met while checking may be dropped as useless before we have pieces.
+        if reporter.checked and not dialled:
+            dialled = True
+            for peer in peers:
+                handle.connect_peer(peer)
+        now = time.monotonic()
+        if now >= next_status:
+            next_status = now + STATUS_INTERVAL
+            reporter.status(handle.status())
+        if reporter.seeding and not finished and args.mode == "leech":
+            finished = True
+            flush_to_disk(ses, handle, reporter)
+            say("finished")
+            if args.exit_when_done:
+                break
+    # Deleting the session sends `stopped` to the trackers, bounded by stop_tracker_timeout.
+    del handle
+    del ses
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
