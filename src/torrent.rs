@@ -153,8 +153,10 @@ impl Torrent {
         let picker = Picker::new(meta.piece_length, meta.total_length, &have, seed)?;
         let have_bytes = have.iter_ones().map(|i| meta.piece_size(i) as u64).sum();
         let mut tier_urls = meta.tracker_tiers();
-        if !cfg.extra_trackers.is_empty() {
-            tier_urls.insert(0, cfg.extra_trackers.clone());
+        let extra: Vec<String> =
+            cfg.extra_trackers.iter().filter(|u| !tier_urls.iter().flatten().any(|t| t == *u)).cloned().collect();
+        if !extra.is_empty() {
+            tier_urls.insert(0, extra);
         }
         let tiers: Vec<Vec<TrackerUrl>> = tier_urls
             .iter()
