@@ -478,7 +478,7 @@ impl Torrent {
         if peer.peer_choking || !peer.am_interested {
             return;
         }
-        let want = peer.request_depth().saturating_sub(peer.requested.len());
+        let want = peer.request_depth(now).saturating_sub(peer.requested.len());
         if want == 0 {
             return;
         }
@@ -791,7 +791,11 @@ impl Torrent {
             .map(|(&key, p)| Candidate {
                 key,
                 interested: p.peer_interested,
-                rate: if seeding { p.up.per_sec() } else { p.down.per_sec() },
+                rate: match (seeding, p.is_snubbing(now)) {
+                    (true, _) => p.up.per_sec(),
+                    (false, true) => 0,
+                    (false, false) => p.down.per_sec(),
+                },
             })
             .collect();
         let unchoke: HashSet<usize> = self.choker.rechoke(now, &candidates).into_iter().collect();
