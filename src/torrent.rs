@@ -153,8 +153,10 @@ impl Torrent {
         let picker = Picker::new(meta.piece_length, meta.total_length, &have, seed)?;
         let have_bytes = have.iter_ones().map(|i| meta.piece_size(i) as u64).sum();
         let mut tier_urls = meta.tracker_tiers();
-        if !cfg.extra_trackers.is_empty() {
-            tier_urls.insert(0, cfg.extra_trackers.clone());
+        let extra: Vec<String> =
+            cfg.extra_trackers.iter().filter(|u| !tier_urls.iter().flatten().any(|t| t == *u)).cloned().collect();
+        if !extra.is_empty() {
+            tier_urls.insert(0, extra);
         }
         let tiers: Vec<Vec<TrackerUrl>> = tier_urls
             .iter()
@@ -476,7 +478,7 @@ impl Torrent {
         if peer.peer_choking || !peer.am_interested {
             return;
         }
-        let want = peer.request_depth().saturating_sub(peer.requested.len());
+        let want = peer.request_depth(now).saturating_sub(peer.requested.len());
         if want == 0 {
             return;
         }
@@ -789,7 +791,11 @@ impl Torrent {
             .map(|(&key, p)| Candidate {
                 key,
                 interested: p.peer_interested,
-                rate: if seeding { p.up.per_sec() } else { p.down.per_sec() },
+                rate: match (seeding, p.is_snubbing(now)) {
+                    (true, _) => p.up.per_sec(),
+                    (false, true) => 0,
+                    (false, false) => p.down.per_sec(),
+                },
             })
             .collect();
         let unchoke: HashSet<usize> = self.choker.rechoke(now, &candidates).into_iter().collect();
