@@ -291,6 +291,8 @@ pub mod probe {
         pub outbox: Vec<u8>,
         pub got: Vec<u8>,
         pub closed: Option<String>,
+        /// Wake this connection after every input, as a session asking for more after each block does.
+        pub wake: Option<super::super::ConnId>,
     }
 
     #[derive(Debug)]
@@ -311,6 +313,9 @@ pub mod probe {
             log.got.extend_from_slice(input);
             if log.got.len() >= self.stop_after {
                 ctl.stop();
+            }
+            if let Some(id) = log.wake {
+                ctl.wake(id);
             }
             input.len()
         }
