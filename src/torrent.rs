@@ -612,10 +612,7 @@ impl Torrent {
 
     fn on_complete(&mut self, now: Instant) {
         self.completed_at = Some(now);
-        if let Err(e) = self.storage.sync_all_dirty() {
-            warn!("flushing data to disk: {e}");
-        }
-        self.write_resume();
+        // Said before the flush: the last piece is verified now, and flushing GiBs just written can take seconds.
         info!("download complete: {}", self.meta.name);
         info!(
             "{}",
@@ -626,6 +623,10 @@ impl Torrent {
                 self.hash_failures
             )
         );
+        if let Err(e) = self.storage.sync_all_dirty() {
+            warn!("flushing data to disk: {e}");
+        }
+        self.write_resume();
         self.schedule.completed(now);
     }
 
