@@ -13,10 +13,10 @@
 #   SHA1_MBS (skip the hashing bench and use this ceiling), KEEP_BIG=1 (keep the 8 GiB file).
 #
 # What is measured, for every SEED -> LEECH pair on the same SIZE_MIB file:
-#   MB/s        10^6 bytes per second over the data window: from the moment the seed has sent its first MiB to the
-#               last moment it was still sending (sampled every 20 ms from the seed's /proc/PID/io wchar, so it is
-#               the same clock for every client and leaves out start-up, checking, and Transmission's ~10 s wait
-#               before it unchokes a new peer).
+#   MB/s        10^6 bytes per second over the data window: from the moment the leech has written its first MiB
+#               to the file to the last moment it was still writing (sampled every 20 ms from the leech's
+#               /proc/PID/io write_bytes, which counts pwrite and mapped writes alike). The same clock for every
+#               client; it leaves out start-up and Transmission's ~10 s wait before it unchokes a new peer.
 #   wall        leech started -> leech says it is done (toybt: "download complete"; libtorrent: "finished" after its
 #               cache flush; aria2 and Transmission: their completion hooks). Clients poll at different rates,
 #               so this has ~0.3 s of slack.
@@ -67,9 +67,10 @@ done
 PIDS=()
 alive() { # PID: running (not gone, not a zombie)
     local k v
-    while read -r k v _; do
+    [ -r "/proc/$1/status" ] || return 1
+    { while read -r k v _; do
         [ "$k" = State: ] && { [ "$v" != Z ]; return; }
-    done <"/proc/$1/status" 2>/dev/null
+    done <"/proc/$1/status"; } 2>/dev/null
     return 1
 }
 stop_pid() { # PID: TERM, then KILL after 5 s
@@ -117,18 +118,18 @@ CLK=$(getconf CLK_TCK)
 cpu_ticks() { # PID -> TICKS (utime + stime); our processes have no spaces in their names
     local f
     TICKS=0
-    read -r -a f <"/proc/$1/stat" 2>/dev/null || return 1
+    { read -r -a f <"/proc/$1/stat"; } 2>/dev/null || return 1
     TICKS=$((f[13] + f[14]))
 }
-wchar() { # PID -> WCHAR (bytes the process has written, sockets included)
+written() { # PID -> WRITTEN: bytes the process has dirtied in files (pwrite or a mapping; sockets do not count)
     local k v
-    WCHAR=0
-    while read -r k v; do [ "$k" = wchar: ] && WCHAR=$v; done <"/proc/$1/io" 2>/dev/null
+    WRITTEN=0
+    { while read -r k v; do [ "$k" = write_bytes: ] && WRITTEN=$v; done <"/proc/$1/io"; } 2>/dev/null
 }
 hwm_kib() { # PID -> HWM
     local k v
     HWM=0
-    while read -r k v _; do [ "$k" = VmHWM: ] && HWM=$v; done <"/proc/$1/status" 2>/dev/null
+    { while read -r k v _; do [ "$k" = VmHWM: ] && HWM=$v; done <"/proc/$1/status"; } 2>/dev/null
 }
 wait_log() { # LOG PATTERN SECONDS [PID]: true once LOG contains PATTERN
     local deadline=$((${EPOCHREALTIME/./} + $3 * 1000000))
@@ -176,7 +177,7 @@ torrent_for() {
     make_data "$1"
     TORRENT="$RUN/payload-$1.torrent"
     if [ ! -e "$TORRENT" ]; then
-        "$TOYBT" create "$DIR/data/$1/payload.bin" -t "$ANNOUNCE" -l 256K -d -o "$TORRENT" 2>"$RUN/create.log" ||
+        "$TOYBT" create "$DIR/data/$1/payload.bin" -t "$ANNOUNCE" -l 256K -d -o "$TORRENT" >"$RUN/create.log" 2>&1 ||
             die "toybt create failed: $(cat "$RUN/create.log")"
     fi
     HASH=$("$TOYBT" info "$TORRENT" --json | python3 -c 'import json, sys; print(json.load(sys.stdin)["info_hash"])')
@@ -278,18 +279,17 @@ transfer() {
     SPLICE_PID=""
     torrent_for "$mib"
     seed "$sk" "$mib" "$sname" || return 1
-    local seed_pid=$SEED_PID t0 c0 base first="" last="" prev w i=0 ok=0 t_done
+    local seed_pid=$SEED_PID t0 c0 first="" last="" prev=0 w i=0 ok=0 t_done
     now_us; t0=$NOW
     cpu_ticks "$seed_pid"; c0=$TICKS
-    wchar "$seed_pid"; base=$WCHAR; prev=$WCHAR
     leech "$lk" "$lname" "$out"
     local leech_pid=$LEECH_PID deadline=$((t0 + TIMEOUT * 1000000))
     while :; do
         now_us
-        wchar "$seed_pid"
-        w=$WCHAR
-        [ -z "$first" ] && [ $((w - base)) -ge 1048576 ] && first=$NOW
-        [ $((w - prev)) -gt 65536 ] && last=$NOW
+        written "$leech_pid"
+        w=$WRITTEN
+        [ -z "$first" ] && [ "$w" -ge 1048576 ] && first=$NOW
+        [ $((w - prev)) -gt 0 ] && last=$NOW
         prev=$w
         if ((i++ % 10 == 0)); then
             if leech_done "$lk" "$lname"; then ok=1; break; fi
@@ -300,12 +300,12 @@ transfer() {
         snooze 0.02
     done
     t_done=$NOW
-    # The seed may still be sending its last blocks when the leech's done signal is seen late.
-    for ((i = 0; i < 5; i++)); do
+    # Writes may go on a little after the done signal (a cache flush): follow them to the end.
+    for ((i = 0; i < 10; i++)); do
         snooze 0.02
-        wchar "$seed_pid"
-        [ $((WCHAR - prev)) -gt 65536 ] && { now_us; last=$NOW; }
-        prev=$WCHAR
+        written "$leech_pid"
+        [ $((WRITTEN - prev)) -gt 0 ] && { now_us; last=$NOW; }
+        prev=$WRITTEN
     done
     cpu_ticks "$leech_pid"; local lc=$TICKS
     hwm_kib "$leech_pid"; local lh=$HWM
@@ -386,11 +386,10 @@ echo "CPU: seed from the leech's start to done, leech from its start to done; RS
 # --- swarms -------------------------------------------------------------------------------------------------------
 # swarm LEECH_KIND: one toybt seed, SWARM_LEECHES leeches of LEECH_KIND that find each other through the tracker.
 swarm() {
-    local lk=$1 bytes=$((SWARM_MIB << 20)) pids=() names=() i t0 base n_done t_end ok=0
+    local lk=$1 bytes=$((SWARM_MIB << 20)) pids=() names=() i t0 n_done t_end ok=0
     torrent_for "$SWARM_MIB"
     seed toybt "$SWARM_MIB" "swarm-$lk-seed" || return 1
     local seed_pid=$SEED_PID
-    wchar "$seed_pid"; base=$WCHAR
     now_us; t0=$NOW
     for ((i = 1; i <= SWARM_LEECHES; i++)); do
         leech "$lk" "swarm-$lk-$i" "$RUN/swarm-$lk-out-$i"
@@ -408,11 +407,11 @@ swarm() {
         snooze 0.1
     done
     t_end=$NOW
-    wchar "$seed_pid"
-    local sent=$((WCHAR - base)) hw=0
+    local sent hw=0
     for i in "${!pids[@]}"; do hwm_kib "${pids[$i]}"; [ "$HWM" -gt "$hw" ] && hw=$HWM; done
     for i in "${!pids[@]}"; do forget "${pids[$i]}"; done
     forget "$seed_pid"
+    sent=$(grep -ao 'uploaded=[0-9]*' "$RUN/swarm-$lk-seed.log" | tail -1 | cut -d= -f2)
     rm -rf "$RUN"/swarm-"$lk"-out-*
     [ "$ok" = 1 ] || return 1
     awk -v lk="$lk" -v n="$SWARM_LEECHES" -v b="$bytes" -v s="$sent" -v t="$(((t_end - t0) / 1000))" -v h="$hw" 'BEGIN {
@@ -422,7 +421,7 @@ swarm() {
 
 if [ "$SWARM" = 1 ]; then
     echo
-    echo "1 toybt seed -> $SWARM_LEECHES leeches, $SWARM_MIB MiB, through the tracker (seed sent = its socket writes)"
+    echo "1 toybt seed -> $SWARM_LEECHES leeches, $SWARM_MIB MiB, through the tracker (seed sent: its own upload total)"
     printf '%-12s %8s %12s %12s %11s %12s %14s\n' "leeches" "count" "down MiB" "seed sent" "seed share" "all done s" \
         "leech RSS max"
     swarm toybt || say "the toybt swarm failed"
