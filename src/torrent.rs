@@ -540,7 +540,7 @@ impl Torrent {
 
     /// All blocks of a piece are in: hash it, store it, and tell everyone; or throw it away and blame its senders.
     fn finish_piece(&mut self, index: u32, now: Instant) {
-        let Some(mut buf) = self.pieces.remove(&index) else { return };
+        let Some(buf) = self.pieces.remove(&index) else { return };
         if self.storage.piece_matches(index, &buf.data) {
             match self.storage.write_piece(index, &buf.data) {
                 Ok(()) => self.piece_done(index, now),

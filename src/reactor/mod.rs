@@ -76,13 +76,15 @@ const MAX_LISTENERS: usize = 1024;
 pub const LINGER: Duration = Duration::from_secs(2);
 /// While a listener cannot accept for lack of file descriptors, retry this often.
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
-/// The loop-wide read buffer.
-const SCRATCH: usize = 64 * 1024;
+/// Where a closing connection's unread input is discarded (connections read into their own buffers).
+const SCRATCH: usize = 16 * 1024;
 /// Bytes read from one connection per turn before the others get theirs. Per turn, not per pump: a machine that
 /// wakes its own connection (a torrent session asking for more blocks after each one arrives) would otherwise pump
 /// it again from inside the turn, and a fast sender could keep the loop in one turn for the whole transfer, with
 /// `now` frozen and no timer firing.
 const READ_BUDGET: usize = 256 * 1024;
+/// Output at least this large is written at once; smaller output waits until the pump stops reading.
+const FLUSH_AT: usize = 16 * 1024;
 
 /// Names one connection for its whole life: the slab key plus a generation that is never reused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -612,7 +614,7 @@ impl Reactor {
     /// or re-arms its deadline. What the machine asked of the loop waits in `ctl` for `run_requests`.
     fn pump(&mut self, key: usize, now: Instant) {
         let Some(e) = self.conns.get_mut(key) else { return };
-        let result = pump_entry(e, key, now, self.turn_no, &mut self.services, &mut self.ctl, &mut self.scratch);
+        let result = pump_entry(e, key, now, self.turn_no, &mut self.services, &mut self.ctl);
         match result {
             Err(why) => self.close_key(key, now, why),
             Ok(pumped) => {
@@ -743,7 +745,6 @@ fn pump_entry(
     turn: u64,
     svc: &mut Services,
     ctl: &mut Ctl,
-    scratch: &mut [u8],
 ) -> Result<Pumped, Close> {
     let id = e.id(key);
     if e.read_turn != turn {
@@ -769,16 +770,19 @@ fn pump_entry(
         if e.buf.input_full() && !e.conn.wants_close(id, svc) && !e.buf.backed_up() {
             return Err(Close::Protocol("message larger than the input buffer".into()));
         }
-        let queued = e.buf.pending_out();
-        e.buf.flush(&mut e.sock).map_err(Close::Io)?;
-        progress |= e.buf.pending_out() < queued;
         let may_read =
             e.readable && !e.eof && !e.buf.backed_up() && !e.conn.wants_close(id, svc) && !e.buf.input_full();
-        if may_read {
-            if e.read_in_turn >= READ_BUDGET {
-                return Ok(Pumped::Yielded);
-            }
-            let (got, end) = e.buf.fill(&mut e.sock, scratch, e.peer_closed).map_err(Close::Io)?;
+        let reading = may_read && e.read_in_turn < READ_BUDGET;
+        // Small output waits while this pump goes on reading, so what a burst of input provokes (a leech's requests
+        // for more blocks) leaves in one write rather than one per read.
+        if !reading || e.buf.pending_out() >= FLUSH_AT {
+            progress |= flush(e)?;
+        }
+        if may_read && !reading {
+            return Ok(Pumped::Yielded);
+        }
+        if reading {
+            let (got, end) = e.buf.fill(&mut e.sock, e.peer_closed).map_err(Close::Io)?;
             match end {
                 ReadEnd::WouldBlock => e.readable = false,
                 ReadEnd::Eof => e.eof = true,
@@ -790,10 +794,19 @@ fn pump_entry(
                 progress = true;
             }
         }
-        if !progress {
+        // Output held back for a read that brought nothing goes now.
+        let flushed = !progress && e.buf.pending_out() > 0 && flush(e)?;
+        if !progress && !flushed {
             return Ok(Pumped::Stuck);
         }
     }
+}
+
+/// Writes what the socket takes; true if it took anything.
+fn flush(e: &mut Entry) -> Result<bool, Close> {
+    let queued = e.buf.pending_out();
+    e.buf.flush(&mut e.sock).map_err(Close::Io)?;
+    Ok(e.buf.pending_out() < queued)
 }
 
 /// Whether an outgoing connect has finished: `Ok(true)` connected, `Ok(false)` still in progress.
