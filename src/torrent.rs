@@ -22,7 +22,7 @@ use crate::peer::{Peer, UPLOAD_LOW_WATER};
 use crate::picker::{Block, BlockOutcome, Picker};
 use crate::progress::{self, Rate, Snapshot};
 use crate::resume;
-use crate::storage::Storage;
+use crate::storage::{OpenMode, Storage};
 use crate::tracker::announce::{self, AnnounceParams, AnnounceResponse, Event, Schedule, TrackerUrl};
 use crate::wire::{self, Handshake, Limits, Message};
 
@@ -456,9 +456,15 @@ impl Torrent {
         self.peers.get_mut(&key).expect("a message is handled only for a known peer")
     }
 
+    /// Whether this session fetches pieces at all: not after a disk error, and never into a seed's data, which is
+    /// opened read-only (a seed with damaged pieces serves the rest; it does not repair the user's files).
+    fn downloads(&self) -> bool {
+        self.disk_error.is_none() && self.storage.mode() == OpenMode::Leech
+    }
+
     /// Interested in a peer exactly while it has a piece we lack; ask for blocks as soon as we may.
     fn update_interest(&mut self, key: usize, now: Instant) {
-        let interesting = self.disk_error.is_none() && self.picker.is_interesting(key);
+        let interesting = self.downloads() && self.picker.is_interesting(key);
         let peer = self.peer(key);
         if peer.am_interested != interesting {
             peer.set_interested(interesting);
@@ -469,7 +475,7 @@ impl Torrent {
 
     /// Tops up the peer's pipeline of our requests to its current depth.
     fn request_more(&mut self, key: usize, now: Instant) {
-        if self.disk_error.is_some() || self.stopping {
+        if !self.downloads() || self.stopping {
             return;
         }
         let Some(peer) = self.peers.get(&key) else { return };

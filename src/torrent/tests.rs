@@ -260,3 +260,26 @@ fn requests_past_a_piece_end_close_the_connection() {
     wire::encode_request(&mut bad, 3, 0, 16384);
     assert!(node.t.peer_input(1, &bad, now).unwrap_err().contains("past the end"));
 }
+
+#[test]
+fn a_seed_with_damaged_pieces_serves_the_rest_and_never_asks_for_them() {
+    let content = data(100_000, 6);
+    let meta = meta_for(&content, 16 * 1024);
+    let mut partial = seed_node(&meta, &content, 1);
+    // Pieces 0 and 1 failed the start-up check: the seed has the rest.
+    let mut have = Bitfield::full(meta.piece_count());
+    have.clear(0);
+    have.clear(1);
+    let storage = Storage::open(&meta, partial.dir.path().join(&meta.name), OpenMode::Seed).unwrap();
+    partial.t = Torrent::new(meta.clone(), storage, have, cfg(1, 7001), Instant::now()).unwrap();
+    let mut nodes = vec![partial, seed_node(&meta, &content, 2), leech_node(&meta, 3)];
+    let mut links = Vec::new();
+    let now = Instant::now();
+    connect(&mut nodes, &mut links, 2, 0, now);
+    connect(&mut nodes, &mut links, 2, 1, now);
+    connect(&mut nodes, &mut links, 0, 1, now);
+    run(&mut nodes, &mut links, Duration::from_secs(30), |n| n[2].t.is_complete());
+    assert!(nodes[0].t.uploaded() > 0, "the damaged seed serves what it has");
+    assert_eq!(nodes[0].t.downloaded(), 0, "a seed's data is read-only: it must not fetch pieces");
+    assert!(nodes[0].t.disk_error().is_none());
+}
