@@ -38,7 +38,8 @@ pub fn run(mut args: pico_args::Arguments) -> Result<()> {
 
     let meta = Metainfo::load(&torrent)?;
     if !content.exists() {
-        return Err(Error::runtime(format!("{}: no such file or folder", content.display())));
+        // A wrong path on the command line, as with a missing .torrent: the user's input, exit 2.
+        return Err(Error::bad_input(format!("{}: no such file or folder", content.display())));
     }
     if meta.multi_file != content.is_dir() {
         let want = if meta.multi_file { "a folder" } else { "a file" };
