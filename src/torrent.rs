@@ -40,6 +40,8 @@ const REDIAL_AFTER: Duration = Duration::from_secs(30);
 const SPARE_PIECE_BUFFERS: usize = 4;
 /// A peer that alone supplied a piece that failed its hash is dropped; one that shared in this many is too.
 const MAX_SHARED_HASH_FAILURES: u32 = 3;
+/// An address that failed this many times in a row is forgotten until a tracker mentions it again.
+const MAX_DIAL_FAILURES: u32 = 5;
 /// Cap on addresses remembered from trackers, so a hostile tracker cannot grow our memory.
 const MAX_KNOWN_ADDRS: usize = 2000;
 
@@ -98,6 +100,8 @@ struct PieceBuf {
 #[derive(Debug, Default)]
 struct AddrState {
     connected: bool,
+    /// The peer there had every piece: no use dialling it once we have them too.
+    seed: bool,
     retry_at: Option<Instant>,
     failures: u32,
     banned: bool,
@@ -116,7 +120,6 @@ pub struct Torrent {
     pieces: HashMap<u32, PieceBuf>,
     spare_buffers: Vec<Vec<u8>>,
     addrs: HashMap<SocketAddr, AddrState>,
-    dial_queue: VecDeque<SocketAddr>,
     connecting: usize,
     choker: Choker,
     schedule: Schedule,
@@ -153,8 +156,10 @@ impl Torrent {
         let picker = Picker::new(meta.piece_length, meta.total_length, &have, seed)?;
         let have_bytes = have.iter_ones().map(|i| meta.piece_size(i) as u64).sum();
         let mut tier_urls = meta.tracker_tiers();
-        if !cfg.extra_trackers.is_empty() {
-            tier_urls.insert(0, cfg.extra_trackers.clone());
+        let extra: Vec<String> =
+            cfg.extra_trackers.iter().filter(|u| !tier_urls.iter().flatten().any(|t| t == *u)).cloned().collect();
+        if !extra.is_empty() {
+            tier_urls.insert(0, extra);
         }
         let tiers: Vec<Vec<TrackerUrl>> = tier_urls
             .iter()
@@ -182,7 +187,6 @@ impl Torrent {
             pieces: HashMap::new(),
             spare_buffers: Vec::new(),
             addrs: HashMap::new(),
-            dial_queue: VecDeque::new(),
             connecting: 0,
             choker: Choker::new(cfg.unchoke_slots, seed ^ 0x5bd1e995),
             schedule: Schedule::new(tiers, now, seed),
@@ -240,14 +244,12 @@ impl Torrent {
     pub fn add_peer_addrs(&mut self, addrs: impl IntoIterator<Item = SocketAddr>) {
         for addr in addrs {
             let ours = addr.port() == self.cfg.listen_port && (addr.ip().is_loopback() || addr.ip().is_unspecified());
-            if ours || addr.port() == 0 || self.addrs.len() >= MAX_KNOWN_ADDRS {
+            if ours || addr.port() == 0 || (self.addrs.len() >= MAX_KNOWN_ADDRS && !self.addrs.contains_key(&addr)) {
                 continue;
             }
             let state = self.addrs.entry(addr).or_default();
-            if !state.connected && !state.banned && !self.dial_queue.contains(&addr) {
-                state.retry_at = None;
-                self.dial_queue.push_back(addr);
-            }
+            // Fresh news of a peer overrides the wait after an earlier failure.
+            state.retry_at = None;
         }
     }
 
@@ -307,8 +309,12 @@ impl Torrent {
         self.connecting = self.connecting.saturating_sub(1);
         debug!("{addr}: connect failed: {why}");
         if let Some(state) = self.addrs.get_mut(&addr) {
+            state.connected = false;
             state.failures += 1;
-            state.retry_at = Some(now + REDIAL_AFTER * state.failures.min(10));
+            state.retry_at = Some(now + REDIAL_AFTER * state.failures);
+            if state.failures >= MAX_DIAL_FAILURES {
+                self.addrs.remove(&addr);
+            }
         }
     }
 
@@ -323,6 +329,7 @@ impl Torrent {
         }
         if let Some(state) = self.addrs.get_mut(&peer.addr) {
             state.connected = false;
+            state.seed = peer.has.all();
             state.retry_at = Some(now + REDIAL_AFTER);
         }
     }
@@ -391,9 +398,13 @@ impl Torrent {
     }
 
     fn handle_message(&mut self, key: usize, msg: Message, now: Instant) -> Result<(), String> {
+        // Keep-alives and messages we skip do not count: a bitfield is legal after them.
+        let counts = !matches!(msg, Message::KeepAlive | Message::Port(_) | Message::Unknown { .. });
         let first = {
             let peer = self.peers.get_mut(&key).expect("caller checked");
-            !std::mem::replace(&mut peer.said_anything, true)
+            let first = !peer.said_anything;
+            peer.said_anything |= counts;
+            first
         };
         match msg {
             Message::KeepAlive | Message::Port(_) | Message::Unknown { .. } => {}
@@ -482,7 +493,7 @@ impl Torrent {
         if peer.peer_choking || !peer.am_interested {
             return;
         }
-        let want = peer.request_depth().saturating_sub(peer.requested.len());
+        let want = peer.request_depth(now).saturating_sub(peer.requested.len());
         if want == 0 {
             return;
         }
@@ -795,7 +806,11 @@ impl Torrent {
             .map(|(&key, p)| Candidate {
                 key,
                 interested: p.peer_interested,
-                rate: if seeding { p.up.per_sec() } else { p.down.per_sec() },
+                rate: match (seeding, p.is_snubbing(now)) {
+                    (true, _) => p.up.per_sec(),
+                    (false, true) => 0,
+                    (false, false) => p.down.per_sec(),
+                },
             })
             .collect();
         let unchoke: HashSet<usize> = self.choker.rechoke(now, &candidates).into_iter().collect();
@@ -817,30 +832,28 @@ impl Torrent {
         if self.stopping {
             return;
         }
-        let mut tries = self.dial_queue.len();
-        while tries > 0
-            && self.connecting < self.cfg.max_connecting
-            && self.peers.len() + self.connecting < self.cfg.max_peers
-        {
-            tries -= 1;
-            let Some(addr) = self.dial_queue.pop_front() else { break };
-            let state = self.addrs.entry(addr).or_default();
-            if state.connected || state.banned {
-                continue;
+        let room = self
+            .cfg
+            .max_connecting
+            .saturating_sub(self.connecting)
+            .min(self.cfg.max_peers.saturating_sub(self.peers.len() + self.connecting));
+        let complete = self.is_complete();
+        let due: Vec<SocketAddr> = self
+            .addrs
+            .iter()
+            .filter(|(_, s)| {
+                let waiting = s.retry_at.is_some_and(|t| t > now);
+                !(s.connected || s.banned || waiting || (complete && s.seed))
+            })
+            .map(|(a, _)| *a)
+            .take(room)
+            .collect();
+        for addr in due {
+            if let Some(state) = self.addrs.get_mut(&addr) {
+                state.connected = true;
             }
-            if state.retry_at.is_some_and(|t| now < t) {
-                self.dial_queue.push_back(addr);
-                continue;
-            }
-            state.connected = true;
             self.connecting += 1;
             self.actions.push_back(Action::Connect(addr));
-        }
-        // Addresses whose connections ended come back for another try later.
-        for (addr, state) in &self.addrs {
-            if !state.connected && !state.banned && state.retry_at.is_some() && !self.dial_queue.contains(addr) {
-                self.dial_queue.push_back(*addr);
-            }
         }
     }
 
