@@ -511,7 +511,12 @@ impl Torrent {
 
     fn on_block(&mut self, key: usize, index: u32, begin: u32, data: &[u8], now: Instant) -> Result<(), String> {
         let block = Block { index, begin, length: data.len() as u32 };
-        let requested_at = self.peer(key).request_done(block);
+        // Only a block we asked this peer for (and have not withdrawn) is taken: otherwise any peer could write into
+        // pieces other peers are filling, and their hash failure would be blamed on the honest senders too.
+        let Some(requested_at) = self.peer(key).request_done(block) else {
+            debug!("{}: block {index}+{begin} we did not ask it for", self.peers[&key].addr);
+            return Ok(());
+        };
         match self.picker.block_received(key, block) {
             BlockOutcome::Unrequested => {
                 debug!("{}: unrequested block {index}+{begin}", self.peers[&key].addr);
@@ -522,9 +527,7 @@ impl Torrent {
                 let peer = self.peer(key);
                 peer.down.add(data.len() as u64);
                 peer.last_block = now;
-                if let Some(at) = requested_at {
-                    peer.sample_rtt(now.saturating_duration_since(at));
-                }
+                peer.sample_rtt(now.saturating_duration_since(requested_at));
                 self.downloaded.add(data.len() as u64);
                 let piece_len = self.meta.piece_size(index) as usize;
                 let spare = &mut self.spare_buffers;
