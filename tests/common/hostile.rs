@@ -291,7 +291,8 @@ pub enum Behaviour {
     Corrupt,
     /// The first request gets half a `piece` message, then nothing more, ever; the connection stays open.
     StallMidBlock,
-    /// Sends garbage `piece` messages for every block it claims, unasked, and answers no request.
+    /// Sends garbage `piece` messages for every block of the torrent, unasked and over and over, whatever it claims;
+    /// it reads nothing and answers no request.
     Spray,
 }
 
@@ -396,18 +397,22 @@ fn fake_conn(
     }
     let claimed = |i: u32| bits[i as usize / 8] & (0x80 >> (i % 8)) != 0;
     if behaviour == Behaviour::Spray {
+        // Round after round over every block of the torrent, claimed or not, until the other side hangs up.
         let mut out = Vec::new();
-        for index in (0..content.num_pieces()).filter(|&i| claimed(i)) {
-            for (begin, length) in content.blocks(index) {
-                out.clear();
-                let junk: Vec<u8> = content.block(index, begin, length).iter().map(|b| b ^ 0xA5).collect();
-                wire::encode_piece(&mut out, index, begin, &junk);
-                if s.write_all(&out).is_err() {
-                    return;
+        while !stop.load(Ordering::Relaxed) {
+            for index in 0..content.num_pieces() {
+                for (begin, length) in content.blocks(index) {
+                    out.clear();
+                    let junk: Vec<u8> = content.block(index, begin, length).iter().map(|b| b ^ 0xA5).collect();
+                    wire::encode_piece(&mut out, index, begin, &junk);
+                    if s.write_all(&out).is_err() {
+                        return;
+                    }
+                    stats.blocks_sent.fetch_add(1, Ordering::Relaxed);
                 }
-                stats.blocks_sent.fetch_add(1, Ordering::Relaxed);
             }
         }
+        return;
     }
     let limits = content.limits();
     let mut stalled = false;
