@@ -19,7 +19,7 @@ use crate::bitfield::Bitfield;
 use crate::choker::{self, Candidate, Choker};
 use crate::metainfo::Metainfo;
 use crate::peer::{Peer, UPLOAD_LOW_WATER};
-use crate::picker::{Block, BlockOutcome, Picker};
+use crate::picker::{BLOCK_LEN, Block, BlockOutcome, Picker};
 use crate::progress::{self, Rate, Snapshot};
 use crate::resume;
 use crate::storage::{OpenMode, Storage};
@@ -38,8 +38,10 @@ const RESUME_EVERY: Duration = Duration::from_secs(5);
 const REDIAL_AFTER: Duration = Duration::from_secs(30);
 /// Piece buffers kept for reuse, so a busy download does not allocate and free a piece per piece.
 const SPARE_PIECE_BUFFERS: usize = 4;
-/// A peer that alone supplied a piece that failed its hash is dropped; one that shared in this many is too.
-const MAX_SHARED_HASH_FAILURES: u32 = 3;
+/// Pieces that failed their hash with several senders, remembered until a good copy shows which block was bad.
+const MAX_SUSPECT_PIECES: usize = 64;
+/// Failed attempts remembered per suspect piece.
+const MAX_SUSPECT_ATTEMPTS: usize = 4;
 /// An address that failed this many times in a row is forgotten until a tracker mentions it again.
 const MAX_DIAL_FAILURES: u32 = 5;
 /// Cap on addresses remembered from trackers, so a hostile tracker cannot grow our memory.
@@ -93,8 +95,23 @@ pub enum Action {
 /// A piece being assembled from blocks.
 struct PieceBuf {
     data: Vec<u8>,
-    /// Peers that sent blocks of it, to blame if its hash fails.
-    from: Vec<usize>,
+    /// Who sent each block, by block slot, to blame if the piece fails its hash.
+    senders: Vec<Option<Sender>>,
+}
+
+/// One connection, told apart from later ones with the same slab key by its generation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Sender {
+    generation: u64,
+    addr: SocketAddr,
+}
+
+/// A block of a piece that failed its hash while several peers had sent blocks of it. When a good copy of the piece
+/// arrives, a block whose digest differs from the good one convicts its sender.
+struct Suspect {
+    slot: u32,
+    sender: Sender,
+    digest: [u8; 20],
 }
 
 #[derive(Debug, Default)]
@@ -118,6 +135,8 @@ pub struct Torrent {
     dirty: Vec<usize>,
     actions: VecDeque<Action>,
     pieces: HashMap<u32, PieceBuf>,
+    /// Blocks of pieces that failed with several senders, by piece.
+    suspects: HashMap<u32, Vec<Suspect>>,
     spare_buffers: Vec<Vec<u8>>,
     addrs: HashMap<SocketAddr, AddrState>,
     connecting: usize,
@@ -185,6 +204,7 @@ impl Torrent {
             dirty: Vec::new(),
             actions: VecDeque::new(),
             pieces: HashMap::new(),
+            suspects: HashMap::new(),
             spare_buffers: Vec::new(),
             addrs: HashMap::new(),
             connecting: 0,
@@ -528,18 +548,17 @@ impl Torrent {
                 peer.down.add(data.len() as u64);
                 peer.last_block = now;
                 peer.sample_rtt(now.saturating_duration_since(requested_at));
+                let sender = Sender { generation: peer.generation, addr: peer.addr };
                 self.downloaded.add(data.len() as u64);
                 let piece_len = self.meta.piece_size(index) as usize;
                 let spare = &mut self.spare_buffers;
                 let buf = self.pieces.entry(index).or_insert_with(|| {
                     let mut data = spare.pop().unwrap_or_default();
                     data.resize(piece_len, 0);
-                    PieceBuf { data, from: Vec::new() }
+                    PieceBuf { data, senders: vec![None; piece_len.div_ceil(BLOCK_LEN as usize)] }
                 });
                 buf.data[begin as usize..begin as usize + data.len()].copy_from_slice(data);
-                if !buf.from.contains(&key) {
-                    buf.from.push(key);
-                }
+                buf.senders[(begin / BLOCK_LEN) as usize] = Some(sender);
                 for (other, b) in cancels {
                     if let Some(p) = self.peers.get_mut(&other) {
                         p.request_done(b);
@@ -560,6 +579,7 @@ impl Torrent {
     fn finish_piece(&mut self, index: u32, now: Instant) {
         let Some(mut buf) = self.pieces.remove(&index) else { return };
         if self.storage.piece_matches(index, &buf.data) {
+            self.convict(index, &buf.data, now);
             match self.storage.write_piece(index, &buf.data) {
                 Ok(()) => self.piece_done(index, now),
                 Err(e) => {
@@ -582,21 +602,67 @@ impl Torrent {
         } else {
             self.hash_failures += 1;
             self.picker.piece_failed(index);
-            let sole = buf.from.len() == 1;
-            warn!("piece {index} failed its hash check (from {} peer(s)); fetching it again", buf.from.len());
-            for &k in &buf.from {
-                let Some(p) = self.peers.get_mut(&k) else { continue };
-                p.hash_failures += 1;
-                if sole || p.hash_failures >= MAX_SHARED_HASH_FAILURES {
-                    let addr = p.addr;
-                    self.addrs.entry(addr).or_default().banned = true;
-                    self.close(k, "sent data that failed the hash check", now);
+            let mut senders: Vec<Sender> = buf.senders.iter().flatten().copied().collect();
+            senders.sort_unstable_by_key(|s| s.generation);
+            senders.dedup();
+            warn!("piece {index} failed its hash check (from {} peer(s)); fetching it again", senders.len());
+            for s in &senders {
+                if let Some(p) = self.peers.values_mut().find(|p| p.generation == s.generation) {
+                    p.hash_failures += 1;
                 }
+            }
+            // A sole sender is the liar. With several, blaming them all would ban honest peers alongside a liar
+            // (and a fast liar spoils many pieces before it is caught): remember who sent what until a good copy
+            // of the piece tells.
+            match senders[..] {
+                [liar] => self.ban(liar, "sent data that failed the hash check", now),
+                _ => self.suspect(index, &buf),
             }
         }
         if self.spare_buffers.len() < SPARE_PIECE_BUFFERS {
             buf.data.clear();
             self.spare_buffers.push(buf.data);
+        }
+    }
+
+    /// Remembers the digest of every block of a failed piece with its sender, within bounds.
+    fn suspect(&mut self, index: u32, buf: &PieceBuf) {
+        if self.suspects.len() >= MAX_SUSPECT_PIECES && !self.suspects.contains_key(&index) {
+            return;
+        }
+        let list = self.suspects.entry(index).or_default();
+        if list.len() >= MAX_SUSPECT_ATTEMPTS * buf.senders.len() {
+            return;
+        }
+        for (slot, sender) in buf.senders.iter().enumerate() {
+            if let Some(sender) = *sender {
+                let digest = sha1_smol::Sha1::from(block_of(&buf.data, slot)).digest().bytes();
+                list.push(Suspect { slot: slot as u32, sender, digest });
+            }
+        }
+    }
+
+    /// A good copy of piece `index` is in: whoever sent a block of an earlier, failed copy that differs from it lied.
+    fn convict(&mut self, index: u32, good: &[u8], now: Instant) {
+        let Some(list) = self.suspects.remove(&index) else { return };
+        let mut liars: Vec<Sender> = list
+            .iter()
+            .filter(|s| sha1_smol::Sha1::from(block_of(good, s.slot as usize)).digest().bytes() != s.digest)
+            .map(|s| s.sender)
+            .collect();
+        liars.sort_unstable_by_key(|s| s.generation);
+        liars.dedup();
+        for liar in liars {
+            warn!("{}: sent a bad block of piece {index} (found once a good copy came in)", liar.addr);
+            self.ban(liar, "sent a block that failed the hash check", now);
+        }
+    }
+
+    /// Never again: the address is banned and its connection, if still open, closed.
+    fn ban(&mut self, sender: Sender, why: &str, now: Instant) {
+        self.addrs.entry(sender.addr).or_default().banned = true;
+        if let Some(key) = self.peers.iter().find(|(_, p)| p.generation == sender.generation).map(|(k, _)| *k) {
+            self.close(key, why, now);
         }
     }
 
@@ -919,6 +985,12 @@ impl Torrent {
     pub fn disk_error(&self) -> Option<&str> {
         self.disk_error.as_deref()
     }
+}
+
+/// Block `slot` of a piece's bytes.
+fn block_of(piece: &[u8], slot: usize) -> &[u8] {
+    let begin = (slot * BLOCK_LEN as usize).min(piece.len());
+    &piece[begin..(begin + BLOCK_LEN as usize).min(piece.len())]
 }
 
 /// A readable client name from an Azureus-style peer id (`-TR3000-...` is Transmission 3.00).
