@@ -30,13 +30,17 @@ struct Fixture {
 }
 
 fn fixture(prefix: &str) -> Fixture {
+    fixture_of(prefix, 41, PIECE)
+}
+
+fn fixture_of(prefix: &str, pieces: usize, piece_len: u32) -> Fixture {
     let dir = tempfile::Builder::new().prefix(prefix).tempdir().unwrap();
-    let bytes = common::pseudo_random_bytes(41 * PIECE as usize - 1000, 77);
+    let bytes = common::pseudo_random_bytes(pieces * piece_len as usize - 1000, 77);
     let data = dir.path().join("seed").join("target.bin");
     std::fs::create_dir_all(data.parent().unwrap()).unwrap();
     std::fs::write(&data, &bytes).unwrap();
-    let t = sw::create_torrent(&data, &dir.path().join("target.torrent"), "32K", None);
-    let content = sw::content_of(&t, PIECE, bytes);
+    let t = sw::create_torrent(&data, &dir.path().join("target.torrent"), &format!("{}K", piece_len / 1024), None);
+    let content = sw::content_of(&t, piece_len, bytes);
     Fixture { torrent: t.path, data, content, dir }
 }
 
@@ -243,16 +247,29 @@ fn finishes(f: &Fixture, l: &mut Proc, out: &std::path::Path) -> sw::Totals {
     t
 }
 
-#[test]
-fn corrupt_pieces_are_rejected_and_the_leecher_finishes_from_an_honest_seed() {
-    let f = fixture("toybt-hostile-corrupt");
+/// A leecher dialling a fake seed that corrupts every block and an honest `toybt seed` must reject the bad pieces,
+/// drop the liar (and only the liar), and finish.
+fn corrupt_blocks_rejected(f: &Fixture) {
     let liar = FakeSeed::start(&f.content, |_| true, Behaviour::Corrupt);
-    let (_seed, honest) = seed(&f);
-    let (mut l, out) = leech_from(&f, &[liar.addr, honest]);
-    let t = finishes(&f, &mut l, &out);
+    let (_seed, honest) = seed(f);
+    let (mut l, out) = leech_from(f, &[liar.addr, honest]);
+    let t = finishes(f, &mut l, &out);
     assert!(liar.blocks_sent() > 0, "the liar was never asked for a block");
     assert!(t.hash_failures > 0, "corrupt blocks were sent but no hash failed: {t:?}");
-    assert!(l.count_lines("sent data that failed the hash check") > 0, "the liar was not dropped");
+    let dropped = l.wait_line("failed the hash check", STEP);
+    assert!(dropped.contains(&liar.addr.to_string()), "the liar was not the one dropped: {dropped}");
+    assert_eq!(l.count_lines("failed the hash check"), 1, "someone besides the liar was dropped");
+}
+
+#[test]
+fn corrupt_pieces_are_rejected_and_the_leecher_finishes_from_an_honest_seed() {
+    corrupt_blocks_rejected(&fixture("toybt-hostile-corrupt"));
+}
+
+#[test]
+fn a_liar_mixing_bad_blocks_into_big_pieces_does_not_get_the_honest_seed_dropped() {
+    // Eight blocks a piece: many pieces get blocks from both and fail together; only the liar must pay for them.
+    corrupt_blocks_rejected(&fixture_of("toybt-hostile-corrupt-big", 40, 128 * 1024));
 }
 
 #[test]
