@@ -456,15 +456,26 @@ impl Torrent {
                 self.update_interest(key, now);
             }
             Message::Bitfield(bits) => {
-                if !first {
-                    return Err("bitfield after other messages".into());
-                }
                 let has = Bitfield::from_wire(bits, self.meta.piece_count()).map_err(|e| e.to_string())?;
-                if has.all() && self.is_complete() {
-                    return Err("both sides are seeds".into());
+                if first {
+                    if has.all() && self.is_complete() {
+                        return Err("both sides are seeds".into());
+                    }
+                    self.picker.peer_joined(key, &has);
+                    self.peer(key).has = has;
+                } else {
+                    // aria2 starts with nothing, says nothing, and sends a bitfield once it has a piece; a late
+                    // bitfield can only add pieces, so it counts as haves.
+                    for index in has.iter_ones() {
+                        if !self.peer(key).has.get(index) {
+                            self.peer(key).has.set(index);
+                            self.picker.peer_have(key, index);
+                        }
+                    }
+                    if self.peer(key).has.all() && self.is_complete() {
+                        return Err("both sides are seeds".into());
+                    }
                 }
-                self.picker.peer_joined(key, &has);
-                self.peer(key).has = has;
                 self.update_interest(key, now);
             }
             Message::Request { index, begin, length } => {

@@ -321,3 +321,25 @@ fn a_liar_sharing_pieces_with_an_honest_peer_is_caught_and_the_honest_one_kept()
     assert!(!node.t.addrs.get(&addr(2)).is_some_and(|a| a.banned));
     assert_eq!(node.t.peer_count(), 1);
 }
+
+#[test]
+fn a_late_bitfield_counts_as_haves() {
+    // aria2 says nothing of its pieces while it has none, asks for blocks, and sends its bitfield once it has one.
+    let content = data(50_000, 6);
+    let meta = meta_for(&content, 16 * 1024);
+    let mut node = leech_node(&meta, 1);
+    let now = Instant::now();
+    node.t.peer_connected(1, 0, addr(2), false, now);
+    let mut input = Vec::new();
+    Handshake::new(meta.info_hash, [2; 20]).encode(&mut input);
+    wire::encode_bare(&mut input, wire::id::INTERESTED);
+    wire::encode_bitfield(&mut input, &[0b0100_0000]);
+    node.t.peer_input(1, &input, now).unwrap();
+    let peer = &node.t.peers[&1];
+    assert_eq!(peer.has.iter_ones().collect::<Vec<_>>(), vec![1]);
+    assert!(peer.am_interested, "the late bitfield made the peer interesting");
+    // Spare bits are still refused.
+    let mut bad = Vec::new();
+    wire::encode_bitfield(&mut bad, &[0b0000_0001]);
+    assert!(node.t.peer_input(1, &bad, now).is_err());
+}
