@@ -69,13 +69,6 @@ fn bad_messages(c: &Content) -> Vec<(&'static str, Vec<u8>)> {
         ("a bitfield one byte short", enc(&|o| wire::encode_bitfield(o, &bits[1..]))),
         ("a bitfield one byte long", enc(&|o| wire::encode_bitfield(o, &[&bits[..], &[0]].concat()))),
         ("a bitfield with a spare bit set", enc(&|o| wire::encode_bitfield(o, &spare))),
-        (
-            "a bitfield after a have",
-            enc(&|o| {
-                wire::encode_have(o, 0);
-                wire::encode_bitfield(o, &bits);
-            }),
-        ),
         ("a have past the last piece", enc(&|o| wire::encode_have(o, n))),
         ("a have of piece 2^32-1", enc(&|o| wire::encode_have(o, u32::MAX))),
         ("a request past the last piece", enc(&|o| wire::encode_request(o, n, 0, 16 * 1024))),
