@@ -295,3 +295,38 @@ fn a_peer_stalling_mid_block_does_not_stop_the_download() {
     finishes(&f, &mut a.leech, &a.out);
     assert!(staller.requests() > 0, "the staller was never asked for a block");
 }
+
+/// Resident memory of process `pid` in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status.lines().find_map(|l| l.strip_prefix("VmRSS:")?.trim().strip_suffix("kB")?.trim().parse().ok()).unwrap_or(0)
+}
+
+#[test]
+fn peers_that_ask_for_everything_and_never_read_do_not_grow_the_seed() {
+    let f = fixture("toybt-hostile-noread");
+    let (s, addr) = seed(&f);
+    let before = rss_kib(s.child.id());
+    let mut hogs = Vec::new();
+    for n in 0..4 {
+        let mut p = WirePeer::open(addr, &f.content, n);
+        p.interested_until_unchoked(STEP).unwrap();
+        // Every block of the torrent, five times over, and not one byte read back.
+        let mut reqs = Vec::new();
+        for _ in 0..5 {
+            for index in 0..f.content.num_pieces() {
+                for (begin, length) in f.content.blocks(index) {
+                    wire::encode_request(&mut reqs, index, begin, length);
+                }
+            }
+        }
+        p.stream.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
+        let _ = p.send(&reqs);
+        hogs.push(p);
+    }
+    assert_serves_block(addr, &f.content, 9, 50);
+    let after = rss_kib(s.child.id());
+    eprintln!("seed RSS {before} KiB before, {after} KiB with 4 peers that never read");
+    // Unbounded, each would hold its 410 blocks (6.5 MiB) in memory.
+    assert!(after < before + 8 * 1024, "the seed grew from {before} to {after} KiB");
+}
