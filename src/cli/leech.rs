@@ -41,8 +41,19 @@ pub fn run(mut args: pico_args::Arguments) -> Result<()> {
 
 /// Opens (creating as needed) DIR/NAME for download and finds what is already verified there.
 pub fn plan(meta: Metainfo, dir: &Path, opts: SwarmOptions, seed_time: Option<Duration>) -> Result<SessionPlan> {
+    if dir.exists() && !dir.is_dir() {
+        return Err(Error::bad_input(format!(
+            "{}: not a folder (-o names the folder to download into)",
+            dir.display()
+        )));
+    }
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir.display(), &e))?;
     let content = swarm::content_in(dir, &meta);
+    // Something of the other kind in the way: say so rather than fail on the first file inside it.
+    if content.exists() && meta.multi_file != content.is_dir() {
+        let want = if meta.multi_file { "a folder" } else { "a file" };
+        return Err(Error::bad_input(format!("{}: is in the way, the torrent describes {want}", content.display())));
+    }
     let stamps = swarm::file_stamps(&meta, &content);
     let mut storage = Storage::open(&meta, content.clone(), OpenMode::Leech)?;
     let record = resume::record_path(&content);

@@ -43,7 +43,8 @@ pub fn run(mut args: pico_args::Arguments) -> Result<()> {
 /// Checks the content at `content` against the torrent (trusting a valid resume record) and reports what is missing.
 pub fn plan(meta: Metainfo, content: PathBuf, opts: SwarmOptions, tracker_port: Option<u16>) -> Result<SessionPlan> {
     if !content.exists() {
-        return Err(Error::runtime(format!("{}: no such file or folder", content.display())));
+        // A wrong path on the command line, as with a missing .torrent: the user's input, exit 2.
+        return Err(Error::bad_input(format!("{}: no such file or folder", content.display())));
     }
     if meta.multi_file != content.is_dir() {
         let want = if meta.multi_file { "a folder" } else { "a file" };
