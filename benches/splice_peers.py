@@ -10,10 +10,12 @@ first probe if the guess was wrong), passes the seed's handshake on to the leech
 drops the leecher's reply (the seed already has one), and from then on moves bytes both ways with splice(2) through a
 pipe, so the payload is not copied through this process.
 
-Prints `joined` once both handshakes are done, `closed DIRECTION BYTES` when a direction ends; exits when both have.
+Prints `joined` once both handshakes are done, `closed DIRECTION BYTES` when a direction ends, and `cpu SECONDS`
+(user + system, all threads) when both have, then exits.
 """
 
 import os
+import resource
 import socket
 import sys
 import threading
@@ -106,6 +108,8 @@ def main(argv):
         t.start()
     for t in threads:
         t.join()
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    print("cpu", f"{usage.ru_utime + usage.ru_stime:.2f}", flush=True)
 
 
 if __name__ == "__main__":

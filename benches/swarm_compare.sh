@@ -4,7 +4,7 @@
 # Usage: benches/swarm_compare.sh [--quick] [--big] [--no-swarm] [--pairs "SEED:LEECH ..."] [--runs N]
 #   --quick     toybt -> toybt only, no swarm
 #   --big       also an 8 GiB toybt -> toybt transfer, for the memory figure (needs ~17 GiB free under DIR)
-#   --no-swarm  skip the 1 seed + 8 leechers swarms
+#   --no-swarm  skip the 1 seed + 8 leechers swarms (--pairs "" runs only the swarms)
 #   --pairs     pairs to run (default: toybt:toybt libtorrent:libtorrent aria2:aria2 transmission:transmission
 #               toybt:libtorrent libtorrent:toybt)
 #   --runs N    run every pair N times; the table shows medians and the range of the rate
@@ -313,8 +313,12 @@ transfer() {
     hwm_kib "$seed_pid"; local sh=$HWM
     local extra=""
     if [ -n "$SPLICE_PID" ]; then
-        cpu_ticks "$SPLICE_PID"
-        extra="splice CPU $(awk -v t="$TICKS" -v k="$CLK" 'BEGIN {printf "%.2f s", t / k}')"
+        # Running: its /proc figures; gone (the clients hung up once done): what it printed on the way out.
+        if alive "$SPLICE_PID" && cpu_ticks "$SPLICE_PID"; then
+            extra="splice CPU $(awk -v t="$TICKS" -v k="$CLK" 'BEGIN {printf "%.2f s", t / k}')"
+        else
+            extra="splice CPU $(awk '$1 == "cpu" {print $2 " s"}' "$RUN/$lname.splice.log")"
+        fi
         forget "$SPLICE_PID"
     fi
     forget "$leech_pid"
@@ -355,8 +359,7 @@ if [ "$BIG" = 1 ]; then
 fi
 
 # --- the table ----------------------------------------------------------------------------------------------------
-echo
-printf '%-26s %9s %9s %7s %8s %8s %9s %9s %9s %9s %s\n' "pair ($SIZE_MIB MiB)" "MB/s" "range" "% sha1" "wall s" \
+[ -s "$RESULTS" ] && echo && printf '%-26s %9s %9s %7s %8s %8s %9s %9s %9s %9s %s\n' "pair ($SIZE_MIB MiB)" "MB/s" "range" "% sha1" "wall s" \
     "vs toybt" "seed CPU" "leech CPU" "seed RSS" "leech RSS" ""
 awk -F'\t' -v sha="$SHA1_MBS" -v size="$SIZE_MIB" '
     function median(list,    n, a, i, j, t) {
@@ -381,7 +384,8 @@ awk -F'\t' -v sha="$SHA1_MBS" -v size="$SIZE_MIB" '
                 median(lc[k]), median(sh[k]) / 1024, median(lh[k]) / 1024, x[k]
         }
     }' "$RESULTS"
-echo "CPU: seed from the leech's start to done, leech from its start to done; RSS: peak (VmHWM). MB/s = 10^6 B/s."
+[ -s "$RESULTS" ] &&
+    echo "CPU: seed from the leech's start to done, leech from its start to done; RSS: peak (VmHWM). MB/s = 10^6 B/s."
 
 # --- swarms -------------------------------------------------------------------------------------------------------
 # swarm LEECH_KIND: one toybt seed, SWARM_LEECHES leeches of LEECH_KIND that find each other through the tracker.
@@ -389,7 +393,8 @@ swarm() {
     local lk=$1 bytes=$((SWARM_MIB << 20)) pids=() names=() i t0 n_done t_end ok=0
     torrent_for "$SWARM_MIB"
     seed toybt "$SWARM_MIB" "swarm-$lk-seed" || return 1
-    local seed_pid=$SEED_PID
+    local seed_pid=$SEED_PID seed_c0
+    cpu_ticks "$seed_pid"; seed_c0=$TICKS
     now_us; t0=$NOW
     for ((i = 1; i <= SWARM_LEECHES; i++)); do
         leech "$lk" "swarm-$lk-$i" "$RUN/swarm-$lk-out-$i"
@@ -407,23 +412,28 @@ swarm() {
         snooze 0.1
     done
     t_end=$NOW
-    local sent hw=0
-    for i in "${!pids[@]}"; do hwm_kib "${pids[$i]}"; [ "$HWM" -gt "$hw" ] && hw=$HWM; done
+    local sent hw=0 cpu=0
+    for i in "${!pids[@]}"; do
+        hwm_kib "${pids[$i]}"; [ "$HWM" -gt "$hw" ] && hw=$HWM
+        cpu_ticks "${pids[$i]}"; cpu=$((cpu + TICKS))
+    done
+    cpu_ticks "$seed_pid"; cpu=$((cpu + TICKS - seed_c0))
     for i in "${!pids[@]}"; do forget "${pids[$i]}"; done
     forget "$seed_pid"
     sent=$(grep -ao 'uploaded=[0-9]*' "$RUN/swarm-$lk-seed.log" | tail -1 | cut -d= -f2)
     rm -rf "$RUN"/swarm-"$lk"-out-*
     [ "$ok" = 1 ] || return 1
-    awk -v lk="$lk" -v n="$SWARM_LEECHES" -v b="$bytes" -v s="$sent" -v t="$(((t_end - t0) / 1000))" -v h="$hw" 'BEGIN {
-        printf "%-12s %8d %12.1f %12.1f %10.0f%% %12.1f %10.1f MiB\n", lk, n, n * b / 1048576, s / 1048576,
-            100 * s / (n * b), t / 1000, h / 1024 }'
+    awk -v lk="$lk" -v n="$SWARM_LEECHES" -v b="$bytes" -v s="$sent" -v t="$(((t_end - t0) / 1000))" -v h="$hw" \
+        -v c="$cpu" -v k="$CLK" 'BEGIN {
+        printf "%-12s %8d %12.1f %12.1f %10.0f%% %12.1f %12.1f %10.1f MiB\n", lk, n, n * b / 1048576, s / 1048576,
+            100 * s / (n * b), t / 1000, c / k, h / 1024 }'
 }
 
 if [ "$SWARM" = 1 ]; then
     echo
     echo "1 toybt seed -> $SWARM_LEECHES leeches, $SWARM_MIB MiB, through the tracker (seed sent: its own upload total)"
-    printf '%-12s %8s %12s %12s %11s %12s %14s\n' "leeches" "count" "down MiB" "seed sent" "seed share" "all done s" \
-        "leech RSS max"
+    printf '%-12s %8s %12s %12s %11s %12s %12s %14s\n' "leeches" "count" "down MiB" "seed sent" "seed share" \
+        "all done s" "CPU s, all" "leech RSS max"
     swarm toybt || say "the toybt swarm failed"
     swarm libtorrent || say "the libtorrent swarm failed"
 fi

@@ -15,7 +15,11 @@
 //! arriving mostly in order) never reopens anything. Every reopen repeats the path checks.
 //!
 //! Durability. A file written through a handle since the last `sync_dirty` is dirty; it stays dirty if its handle is
-//! closed, and `sync_dirty` reopens it to fsync. On Linux fsync flushes the file's pages whichever descriptor wrote
+//! closed, and `sync_dirty` reopens it to fsync. After every `WRITEBACK_EVERY` bytes written to a file the kernel is
+//! asked to start writing that file's dirty pages out (`sync_file_range` with `SYNC_FILE_RANGE_WRITE`, which does not
+//! wait for the device), so the periodic fsync finds little left to do: left to the kernel, a few seconds of download
+//! (GiBs at loopback speed) pile up in the page cache and the fsync stalls the single-threaded loop for seconds, in
+//! every leech of a swarm at once. Per piece rather than per 8 MiB, the calls cost the leech 10% more CPU. On Linux fsync flushes the file's pages whichever descriptor wrote
 //! them, and since 4.16 a writeback error not yet seen is reported to the next fsync even through a new descriptor.
 
 use std::collections::HashSet;
@@ -28,6 +32,8 @@ use super::error::StorageError;
 use crate::metainfo::Metainfo;
 
 pub const DEFAULT_MAX_OPEN_FILES: usize = 64;
+/// Bytes written to a file between requests to start its writeback.
+const WRITEBACK_EVERY: u64 = 8 << 20;
 
 struct DiskFile {
     /// Below the content path; empty for the single file of a single-file torrent.
@@ -39,6 +45,8 @@ struct Slot {
     file: usize,
     handle: File,
     last_use: u64,
+    /// Bytes written through this handle since its file's writeback was last started.
+    unstarted: u64,
 }
 
 pub struct Disk {
@@ -189,10 +197,14 @@ impl Disk {
             self.is_dirty[file] = true;
             self.dirty.push(file);
         }
-        self.open[slot]
-            .handle
-            .write_all_at(data, offset)
-            .map_err(|e| StorageError::io(&self.files[file].full, "writing", e))
+        let open = &mut self.open[slot];
+        open.handle.write_all_at(data, offset).map_err(|e| StorageError::io(&self.files[file].full, "writing", e))?;
+        open.unstarted += data.len() as u64;
+        if open.unstarted >= WRITEBACK_EVERY {
+            open.unstarted = 0;
+            start_writeback(&open.handle);
+        }
+        Ok(())
     }
 
     pub fn read_at(&mut self, file: usize, out: &mut [u8], offset: u64) -> Result<(), StorageError> {
@@ -228,7 +240,7 @@ impl Disk {
                 if self.open.len() >= self.max_open {
                     self.evict();
                 }
-                self.open.push(Slot { file, handle, last_use: 0 });
+                self.open.push(Slot { file, handle, last_use: 0, unstarted: 0 });
                 self.open.len() - 1
             }
         };
@@ -266,3 +278,21 @@ fn relative_path(file: usize, parts: &[String]) -> Result<PathBuf, StorageError>
     }
     Ok(rel)
 }
+
+/// Asks the kernel to start writing the file's dirty pages to the device now, without waiting for them. Advisory: an
+/// error here (a file system that does not support it) changes nothing, and write errors surface at the next fsync.
+#[cfg(target_os = "linux")]
+fn start_writeback(file: &File) {
+    use std::os::fd::AsRawFd;
+    use std::os::raw::{c_int, c_uint};
+    const SYNC_FILE_RANGE_WRITE: c_uint = 2;
+    // SAFETY: glibc's declaration (`off64_t` is `i64`); the call only reads its integer arguments.
+    unsafe extern "C" {
+        fn sync_file_range(fd: c_int, offset: i64, nbytes: i64, flags: c_uint) -> c_int;
+    }
+    // SAFETY: the descriptor is open for the duration of the call, borrowed from `file`. Length 0: to the end.
+    unsafe { sync_file_range(file.as_raw_fd(), 0, 0, SYNC_FILE_RANGE_WRITE) };
+}
+
+#[cfg(not(target_os = "linux"))]
+fn start_writeback(_file: &File) {}
