@@ -346,10 +346,12 @@ echo "swarm_compare: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadav
 echo "  files: $SIZE_MIB MiB, 256 KiB pieces, under $DIR; tracker $ANNOUNCE"
 
 # --- pairs ----------------------------------------------------------------------------------------------------------
-for pair in $PAIRS; do
-    sk=${pair%%:*}
-    lk=${pair##*:}
-    for ((r = 1; r <= RUNS; r++)); do
+# Round after round of every pair, rather than all runs of one pair in a row: the machine's load drifts, and a
+# drift should spread over every pair alike.
+for ((r = 1; r <= RUNS; r++)); do
+    for pair in $PAIRS; do
+        sk=${pair%%:*}
+        lk=${pair##*:}
         transfer "$sk" "$lk" "$SIZE_MIB" "$sk-$lk" "$r" || say "$sk -> $lk run $r failed"
     done
 done

@@ -40,8 +40,8 @@ pub enum ReadEnd {
     Full,
 }
 
-/// The first input buffer's size; it doubles while reads fill it.
-const FIRST_INPUT: usize = 4096;
+/// The first input buffer's size (an HTTP request or a handshake fits); it doubles while reads fill it.
+const FIRST_INPUT: usize = 1024;
 
 #[derive(Debug)]
 pub struct SocketBuf {
@@ -276,7 +276,7 @@ mod tests {
         let mut b = SocketBuf::new(limits);
         let mut s = fake(&[7; 5000], false);
         assert_eq!(b.fill(&mut s, false).unwrap(), (5000, ReadEnd::WouldBlock));
-        assert_eq!(b.input.len(), 2 * FIRST_INPUT, "grew once: the first read filled 4 KiB");
+        assert_eq!(b.input.len(), 8 * FIRST_INPUT, "doubled while reads filled it: 1, 2, 4, 8 KiB");
         b.consume(5000);
         assert!(b.input.is_empty(), "freed: larger than keep");
         s.data = vec![1; 100];
