@@ -221,11 +221,12 @@ fn run_variants(test: &str, variants: &[(Layout, Via)], scenario: fn(Layout, Via
 
 /// A real client downloading from a toybt seed. The seed starts first and registers with the tracker, so the leecher's
 /// first announce returns it; Transmission ignores 127.x peers from a tracker, so there it is the other way round:
-/// the leecher announces first and the seed dials the address its own first announce returns (or `--peer`).
+/// the leecher announces first and the seed dials the address its own first announce returns. Without a tracker,
+/// libtorrent is told to dial the seed, and the seed is told (`--peer`) to dial aria2 or Transmission.
 fn toybt_seed_to(kind: Kind, layout: Layout, via: Via, seed: u64) -> Duration {
     let mut fx = fixture(layout, seed);
     let tracker = Tracker::start(&mut fx, via);
-    let leech_first = kind == Kind::Transmission;
+    let leech_first = kind == Kind::Transmission || (kind == Kind::Aria2 && via == Via::Dialled);
     let start_leech = |fx: &Fixture, seed: Option<SocketAddr>| match kind {
         Kind::Libtorrent => clients::libtorrent_leech(&fx.torrent.path, &fx.leech_dir, &Vec::from_iter(seed)),
         Kind::Aria2 => clients::aria2_leech(&fx.torrent.path, &fx.leech_dir),
@@ -279,7 +280,8 @@ fn toybt_seed_to_libtorrent_leech() {
 
 #[test]
 fn toybt_seed_to_aria2_leech() {
-    let variants = [(Layout::Single, Via::Opentracker), (Layout::Multi, Via::ToybtTracker)];
+    let variants =
+        [(Layout::Single, Via::Opentracker), (Layout::Multi, Via::ToybtTracker), (Layout::Single, Via::Dialled)];
     run_variants("toybt_seed_to_aria2_leech", &variants, |l, v, s| toybt_seed_to(Kind::Aria2, l, v, s));
 }
 
@@ -336,7 +338,8 @@ fn libtorrent_seed_to_toybt_leech() {
 
 #[test]
 fn aria2_seed_to_toybt_leech() {
-    let variants = [(Layout::Single, Via::ToybtTracker), (Layout::Multi, Via::Opentracker)];
+    let variants =
+        [(Layout::Single, Via::ToybtTracker), (Layout::Multi, Via::Opentracker), (Layout::Multi, Via::Dialled)];
     run_variants("aria2_seed_to_toybt_leech", &variants, |l, v, s| toybt_leech_from(Kind::Aria2, l, v, s));
 }
 
@@ -393,6 +396,7 @@ fn mixed_swarm(layout: Layout, via: Via, seed: u64) -> Duration {
 
 #[test]
 fn mixed_swarm_toybt_seed_with_toybt_libtorrent_and_aria2_leeches() {
-    let variants = [(Layout::Single, Via::ToybtTracker), (Layout::Multi, Via::Opentracker)];
+    let variants =
+        [(Layout::Single, Via::ToybtTracker), (Layout::Multi, Via::Opentracker), (Layout::Multi, Via::SeedsTracker)];
     run_variants("mixed_swarm", &variants, mixed_swarm);
 }
