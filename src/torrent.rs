@@ -18,7 +18,7 @@ use log::{debug, info, warn};
 use crate::bitfield::Bitfield;
 use crate::choker::{self, Candidate, Choker};
 use crate::metainfo::Metainfo;
-use crate::peer::{Peer, UPLOAD_LOW_WATER};
+use crate::peer::{MAX_QUEUED_REQUESTS, Peer, UPLOAD_LOW_WATER};
 use crate::picker::{BLOCK_LEN, Block, BlockOutcome, Picker};
 use crate::progress::{self, Rate, Snapshot};
 use crate::resume;
@@ -46,6 +46,8 @@ const MAX_SUSPECT_ATTEMPTS: usize = 4;
 const MAX_DIAL_FAILURES: u32 = 5;
 /// Cap on addresses remembered from trackers, so a hostile tracker cannot grow our memory.
 const MAX_KNOWN_ADDRS: usize = 2000;
+/// Who we are in the BEP 10 extended handshake.
+const CLIENT_VERSION: &str = concat!("toybt ", env!("CARGO_PKG_VERSION"));
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -317,7 +319,7 @@ impl Torrent {
         let mut peer = Peer::new(addr, outbound, self.meta.piece_count(), now);
         peer.generation = generation;
         if outbound {
-            Handshake::new(self.meta.info_hash, self.cfg.peer_id).encode(peer.out());
+            Handshake::ours(self.meta.info_hash, self.cfg.peer_id).encode(peer.out());
             peer.handshake_sent = true;
             self.dirty.push(key);
         }
@@ -403,12 +405,16 @@ impl Torrent {
         let have_any = self.have_bytes > 0;
         let peer = self.peers.get_mut(&key).expect("checked by caller");
         if !peer.handshake_sent {
-            Handshake::new(self.meta.info_hash, self.cfg.peer_id).encode(peer.out());
+            Handshake::ours(self.meta.info_hash, self.cfg.peer_id).encode(peer.out());
             peer.handshake_sent = true;
         }
         peer.peer_id = Some(h.peer_id);
         if have_any {
             wire::encode_bitfield(peer.out(), &bits);
+        }
+        // After the bitfield, which some clients accept only as the first message.
+        if h.supports_extensions() {
+            wire::encode_extended_handshake(peer.out(), MAX_QUEUED_REQUESTS as u32, CLIENT_VERSION);
         }
         peer.last_block = now;
         info!("{}: peer {} ({})", peer.addr, client_name(&h.peer_id), if complete { "we seed" } else { "we leech" });

@@ -343,3 +343,45 @@ fn a_late_bitfield_counts_as_haves() {
     wire::encode_bitfield(&mut bad, &[0b0000_0001]);
     assert!(node.t.peer_input(1, &bad, now).is_err());
 }
+
+#[test]
+fn peers_that_speak_bep10_hear_our_request_queue_size_after_the_bitfield() {
+    let content = data(50_000, 7);
+    let meta = meta_for(&content, 16 * 1024);
+    let now = Instant::now();
+    for extensions in [true, false] {
+        let mut node = seed_node(&meta, &content, 1);
+        node.t.peer_connected(1, 0, addr(2), false, now);
+        let mut theirs = Handshake::new(meta.info_hash, [2; 20]);
+        if extensions {
+            theirs.reserved[5] |= 0x10;
+        }
+        let mut hs = Vec::new();
+        theirs.encode(&mut hs);
+        node.t.peer_input(1, &hs, now).unwrap();
+        let mut out = Vec::new();
+        node.t.peer_transmit(1, &mut out, now);
+        let ours = Handshake::decode(&out).unwrap().unwrap();
+        assert!(ours.supports_extensions() && !ours.supports_fast());
+        let limits = wire::Limits::new(meta.piece_count());
+        let mut rest = &out[wire::HANDSHAKE_LEN..];
+        let mut ids = Vec::new();
+        while let Some((msg, n)) = wire::decode(rest, &limits).unwrap() {
+            ids.push(match msg {
+                Message::Bitfield(_) => wire::id::BITFIELD,
+                Message::Unknown { id, payload } => {
+                    let dict = crate::bencode::decode(&payload[1..]).unwrap();
+                    assert_eq!(
+                        dict.get("reqq").and_then(|v| v.as_int()),
+                        Some(crate::peer::MAX_QUEUED_REQUESTS as i64)
+                    );
+                    id
+                }
+                other => panic!("unexpected {other:?}"),
+            });
+            rest = &rest[n..];
+        }
+        let want = if extensions { vec![wire::id::BITFIELD, wire::id::EXTENDED] } else { vec![wire::id::BITFIELD] };
+        assert_eq!(ids, want, "extensions: {extensions}");
+    }
+}
