@@ -3,7 +3,7 @@
 //! seed with toybt, libtorrent and aria2 leechers at once. Every download is compared byte for byte with the seed's data.
 //!
 //! Each test is one pair of programs and runs its variants at the same time on threads of its own: single-file and
-//! multi-file torrents, found through toybt's tracker (a `toybt tracker` process, or the tracker a `toybt seed
+//! multi-file torrents of about 3 MiB (and one of 40 MiB where a client's request queue matters), found through toybt's tracker (a `toybt tracker` process, or the tracker a `toybt seed
 //! --tracker-port` runs in its own loop) and through opentracker, the reference. Most of the time goes to waiting on
 //! the clients (Transmission takes about 10 s to unchoke a new peer), so running variants side by side keeps the file
 //! quick without loading the machine.
@@ -32,6 +32,9 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 enum Layout {
     Single,
     Multi,
+    /// One file of 40 MiB (2560 blocks): more blocks than toybt queues per peer, and enough for Transmission to
+    /// reach a rate at which it would ask for all of them at once unless told our queue size.
+    Large,
 }
 
 /// How the peers find each other.
@@ -51,6 +54,11 @@ fn fixture(layout: Layout, seed: u64) -> Fixture {
     match layout {
         Layout::Single => Fixture::single_file(seed),
         Layout::Multi => Fixture::multi_file(seed),
+        Layout::Large => Fixture::new(|root| {
+            let path = root.join("large.bin");
+            clients::write_random_file(&path, 40 << 20, seed);
+            path
+        }),
     }
 }
 
@@ -274,21 +282,25 @@ fn toybt_seed_to(kind: Kind, layout: Layout, via: Via, seed: u64) -> Duration {
 #[test]
 fn toybt_seed_to_libtorrent_leech() {
     let variants =
-        [(Layout::Single, Via::SeedsTracker), (Layout::Multi, Via::Opentracker), (Layout::Multi, Via::Dialled)];
+        [(Layout::Single, Via::SeedsTracker), (Layout::Multi, Via::Opentracker), (Layout::Large, Via::Dialled)];
     run_variants("toybt_seed_to_libtorrent_leech", &variants, |l, v, s| toybt_seed_to(Kind::Libtorrent, l, v, s));
 }
 
 #[test]
 fn toybt_seed_to_aria2_leech() {
     let variants =
-        [(Layout::Single, Via::Opentracker), (Layout::Multi, Via::ToybtTracker), (Layout::Single, Via::Dialled)];
+        [(Layout::Single, Via::Opentracker), (Layout::Multi, Via::ToybtTracker), (Layout::Large, Via::Dialled)];
     run_variants("toybt_seed_to_aria2_leech", &variants, |l, v, s| toybt_seed_to(Kind::Aria2, l, v, s));
 }
 
 #[test]
 fn toybt_seed_dials_transmission_leech() {
-    let variants =
-        [(Layout::Single, Via::ToybtTracker), (Layout::Multi, Via::Opentracker), (Layout::Multi, Via::Dialled)];
+    let variants = [
+        (Layout::Single, Via::ToybtTracker),
+        (Layout::Multi, Via::Opentracker),
+        (Layout::Multi, Via::Dialled),
+        (Layout::Large, Via::Dialled),
+    ];
     run_variants("toybt_seed_dials_transmission_leech", &variants, |l, v, s| {
         toybt_seed_to(Kind::Transmission, l, v, s)
     });
@@ -332,21 +344,26 @@ fn toybt_leech_from(kind: Kind, layout: Layout, via: Via, seed: u64) -> Duration
 
 #[test]
 fn libtorrent_seed_to_toybt_leech() {
-    let variants = [(Layout::Multi, Via::ToybtTracker), (Layout::Single, Via::Opentracker)];
+    let variants =
+        [(Layout::Multi, Via::ToybtTracker), (Layout::Single, Via::Opentracker), (Layout::Large, Via::Dialled)];
     run_variants("libtorrent_seed_to_toybt_leech", &variants, |l, v, s| toybt_leech_from(Kind::Libtorrent, l, v, s));
 }
 
 #[test]
 fn aria2_seed_to_toybt_leech() {
     let variants =
-        [(Layout::Single, Via::ToybtTracker), (Layout::Multi, Via::Opentracker), (Layout::Multi, Via::Dialled)];
+        [(Layout::Single, Via::ToybtTracker), (Layout::Multi, Via::Opentracker), (Layout::Large, Via::Dialled)];
     run_variants("aria2_seed_to_toybt_leech", &variants, |l, v, s| toybt_leech_from(Kind::Aria2, l, v, s));
 }
 
 #[test]
 fn transmission_seed_to_toybt_leech() {
-    let variants =
-        [(Layout::Multi, Via::ToybtTracker), (Layout::Single, Via::Opentracker), (Layout::Single, Via::Dialled)];
+    let variants = [
+        (Layout::Multi, Via::ToybtTracker),
+        (Layout::Single, Via::Opentracker),
+        (Layout::Single, Via::Dialled),
+        (Layout::Large, Via::Dialled),
+    ];
     run_variants("transmission_seed_to_toybt_leech", &variants, |l, v, s| {
         toybt_leech_from(Kind::Transmission, l, v, s)
     });
