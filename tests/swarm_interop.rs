@@ -1,12 +1,14 @@
 //! toybt trading with real clients on 127.0.0.1, both directions: a toybt seed serving libtorrent, aria2 and
-//! Transmission leechers; libtorrent, aria2 and Transmission seeds serving a toybt leech; and a mixed swarm of one toybt
-//! seed with toybt, libtorrent and aria2 leechers at once. Every download is compared byte for byte with the seed's data.
+//! Transmission leechers; libtorrent, aria2 and Transmission seeds serving a toybt leech; and a mixed swarm of one
+//! toybt seed with toybt, libtorrent and aria2 leechers at once. Every download is compared byte for byte with the
+//! seed's data.
 //!
 //! Each test is one pair of programs and runs its variants at the same time on threads of its own: single-file and
-//! multi-file torrents of about 3 MiB (and one of 40 MiB where a client's request queue matters), found through toybt's tracker (a `toybt tracker` process, or the tracker a `toybt seed
-//! --tracker-port` runs in its own loop) and through opentracker, the reference. Most of the time goes to waiting on
-//! the clients (Transmission takes about 10 s to unchoke a new peer), so running variants side by side keeps the file
-//! quick without loading the machine.
+//! multi-file torrents of about 3 MiB (and one of 40 MiB, where a client's request queue matters), found through
+//! toybt's tracker (a `toybt tracker` process, or the tracker a `toybt seed --tracker-port` runs in its own loop),
+//! through opentracker, the reference, or dialled directly. Most of the time goes to waiting on the clients
+//! (Transmission takes about 10 s to show interest in or unchoke a new peer), so running variants side by side keeps
+//! the file quick without loading the machine.
 //!
 //! The toybt processes log at debug level (RUST_LOG overrides it); a failing test prints every process's output.
 
@@ -19,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-/// Bound on one download; they take 0.1-16 s here (Transmission waits up to 10 s before it unchokes or asks).
+/// Bound on one download; they take 0.1-22 s here (Transmission waits about 10 s before it unchokes or asks).
 const DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(60);
 /// Bound on a toybt process printing its listening line (it checks a few MiB of data first).
 const START_TIMEOUT: Duration = Duration::from_secs(15);
