@@ -41,14 +41,14 @@ pub fn run(mut args: pico_args::Arguments) -> Result<()> {
     let stamps = swarm::file_stamps(&meta, &content);
     let mut storage = Storage::open(&meta, content.clone(), OpenMode::Leech)?;
     let record = resume::record_path(&content);
-    let have = swarm::verified_pieces(&meta, &mut storage, Some(&record), &stamps, opts.recheck);
+    let (have, keeper) = swarm::check_data(&meta, &mut storage, record, &stamps, opts.recheck);
     swarm::run_session(SessionPlan {
         meta,
         storage,
         have,
         opts,
         seed_time: seed_time.map(Duration::from_secs),
-        resume_path: Some(record),
+        resume: Some(keeper),
         tracker_port: None,
     })
 }

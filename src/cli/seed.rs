@@ -56,20 +56,12 @@ pub fn run(mut args: pico_args::Arguments) -> Result<()> {
         }
     }
     let record = resume::record_path(&content);
-    let have = swarm::verified_pieces(&meta, &mut storage, Some(&record), &stamps, opts.recheck);
+    let (have, keeper) = swarm::check_data(&meta, &mut storage, record, &stamps, opts.recheck);
     let missing = meta.piece_count() - have.count();
     if missing > 0 {
         warn!("{missing} of {} pieces are missing or damaged; serving the rest", meta.piece_count());
     } else {
         info!("all {} pieces verified", meta.piece_count());
     }
-    swarm::run_session(SessionPlan {
-        meta,
-        storage,
-        have,
-        opts,
-        seed_time: None,
-        resume_path: Some(record),
-        tracker_port,
-    })
+    swarm::run_session(SessionPlan { meta, storage, have, opts, seed_time: None, resume: Some(keeper), tracker_port })
 }
