@@ -19,6 +19,9 @@ pub const MAX_QUEUED_REQUESTS: usize = 1024;
 pub const KEEPALIVE_AFTER: Duration = Duration::from_secs(110);
 /// A peer silent this long (not even a keep-alive) is gone.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(240);
+/// A peer that has delivered none of our requests for this long is snubbing us: it gets one request at a time, and
+/// its rate no longer earns it an upload slot.
+pub const SNUB_AFTER: Duration = Duration::from_secs(60);
 /// A connection that has not completed its handshake by then is dropped.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(20);
 /// Upload blocks are read from disk only while less than this is waiting to be sent; the reactor's own high-water
@@ -180,6 +183,11 @@ impl Peer {
         self.requested.remove(i).map(|(_, at)| at)
     }
 
+    /// True while we wait on requests that this peer has not answered for `SNUB_AFTER`.
+    pub fn is_snubbing(&self, now: Instant) -> bool {
+        !self.requested.is_empty() && now.saturating_duration_since(self.last_block) >= SNUB_AFTER
+    }
+
     /// Folds one request's round trip into the smoothed estimate (as TCP does: 7/8 old, 1/8 new).
     pub fn sample_rtt(&mut self, rtt: Duration) {
         self.srtt = Some(match self.srtt {
@@ -191,8 +199,11 @@ impl Peer {
     /// How many of our requests to keep outstanding at this peer: enough to cover its measured rate over a round
     /// trip with room to spare, so a fast peer is never idle waiting for our next request, and a slow one does not
     /// hold blocks that another peer could deliver sooner.
-    pub fn request_depth(&self) -> usize {
+    pub fn request_depth(&self, now: Instant) -> usize {
         const BLOCK: u64 = 16 << 10;
+        if self.is_snubbing(now) {
+            return 1;
+        }
         let rtt = self.srtt.unwrap_or(Duration::from_millis(100));
         // Two round trips of data at the current rate, plus half a second of it.
         let window = rtt * 2 + Duration::from_millis(500);
@@ -261,12 +272,14 @@ mod tests {
     #[test]
     fn depth_grows_with_rate() {
         let t0 = Instant::now();
-        let mut p = peer();
-        assert_eq!(p.request_depth(), 8);
+        let mut p = Peer::new("127.0.0.1:1".parse().unwrap(), true, 10, t0);
+        assert_eq!(p.request_depth(t0), 8);
         p.down.sample(t0);
         p.down.add(200 << 20);
         p.down.sample(t0 + Duration::from_secs(1));
         p.sample_rtt(Duration::from_millis(1));
-        assert_eq!(p.request_depth(), 250, "a 100 MiB/s peer gets the full window");
+        assert_eq!(p.request_depth(t0), 250, "a 100 MiB/s peer gets the full window");
+        p.requested.push_back((Block { index: 0, begin: 0, length: 16384 }, t0));
+        assert_eq!(p.request_depth(t0 + SNUB_AFTER), 1, "a peer that stopped delivering gets one request at a time");
     }
 }

@@ -19,10 +19,10 @@ use crate::bitfield::Bitfield;
 use crate::choker::{self, Candidate, Choker};
 use crate::metainfo::Metainfo;
 use crate::peer::{Peer, UPLOAD_LOW_WATER};
-use crate::picker::{Block, BlockOutcome, Picker};
+use crate::picker::{BLOCK_LEN, Block, BlockOutcome, Picker};
 use crate::progress::{self, Rate, Snapshot};
 use crate::resume;
-use crate::storage::Storage;
+use crate::storage::{OpenMode, Storage};
 use crate::tracker::announce::{self, AnnounceParams, AnnounceResponse, Event, Schedule, TrackerUrl};
 use crate::wire::{self, Handshake, Limits, Message};
 
@@ -44,8 +44,12 @@ const STOP_GRACE: Duration = Duration::from_secs(6);
 const REDIAL_AFTER: Duration = Duration::from_secs(30);
 /// Piece buffers kept for reuse, so a busy download does not allocate and free a piece per piece.
 const SPARE_PIECE_BUFFERS: usize = 4;
-/// A peer that alone supplied a piece that failed its hash is dropped; one that shared in this many is too.
-const MAX_SHARED_HASH_FAILURES: u32 = 3;
+/// Pieces that failed their hash with several senders, remembered until a good copy shows which block was bad.
+const MAX_SUSPECT_PIECES: usize = 64;
+/// Failed attempts remembered per suspect piece.
+const MAX_SUSPECT_ATTEMPTS: usize = 4;
+/// An address that failed this many times in a row is forgotten until a tracker mentions it again.
+const MAX_DIAL_FAILURES: u32 = 5;
 /// Cap on addresses remembered from trackers, so a hostile tracker cannot grow our memory.
 const MAX_KNOWN_ADDRS: usize = 2000;
 
@@ -101,13 +105,30 @@ pub enum Action {
 /// A piece being assembled from blocks.
 struct PieceBuf {
     data: Vec<u8>,
-    /// Peers that sent blocks of it, to blame if its hash fails.
-    from: Vec<usize>,
+    /// Who sent each block, by block slot, to blame if the piece fails its hash.
+    senders: Vec<Option<Sender>>,
+}
+
+/// One connection, told apart from later ones with the same slab key by its generation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Sender {
+    generation: u64,
+    addr: SocketAddr,
+}
+
+/// A block of a piece that failed its hash while several peers had sent blocks of it. When a good copy of the piece
+/// arrives, a block whose digest differs from the good one convicts its sender.
+struct Suspect {
+    slot: u32,
+    sender: Sender,
+    digest: [u8; 20],
 }
 
 #[derive(Debug, Default)]
 struct AddrState {
     connected: bool,
+    /// The peer there had every piece: no use dialling it once we have them too.
+    seed: bool,
     retry_at: Option<Instant>,
     failures: u32,
     banned: bool,
@@ -124,9 +145,10 @@ pub struct Torrent {
     dirty: Vec<usize>,
     actions: VecDeque<Action>,
     pieces: HashMap<u32, PieceBuf>,
+    /// Blocks of pieces that failed with several senders, by piece.
+    suspects: HashMap<u32, Vec<Suspect>>,
     spare_buffers: Vec<Vec<u8>>,
     addrs: HashMap<SocketAddr, AddrState>,
-    dial_queue: VecDeque<SocketAddr>,
     connecting: usize,
     choker: Choker,
     schedule: Schedule,
@@ -173,8 +195,10 @@ impl Torrent {
         let picker = Picker::new(meta.piece_length, meta.total_length, &have, seed)?;
         let have_bytes = have.iter_ones().map(|i| meta.piece_size(i) as u64).sum();
         let mut tier_urls = meta.tracker_tiers();
-        if !cfg.extra_trackers.is_empty() {
-            tier_urls.insert(0, cfg.extra_trackers.clone());
+        let extra: Vec<String> =
+            cfg.extra_trackers.iter().filter(|u| !tier_urls.iter().flatten().any(|t| t == *u)).cloned().collect();
+        if !extra.is_empty() {
+            tier_urls.insert(0, extra);
         }
         let tiers: Vec<Vec<TrackerUrl>> = tier_urls
             .iter()
@@ -200,9 +224,9 @@ impl Torrent {
             dirty: Vec::new(),
             actions: VecDeque::new(),
             pieces: HashMap::new(),
+            suspects: HashMap::new(),
             spare_buffers: Vec::new(),
             addrs: HashMap::new(),
-            dial_queue: VecDeque::new(),
             connecting: 0,
             choker: Choker::new(cfg.unchoke_slots, seed ^ 0x5bd1e995),
             schedule: Schedule::new(tiers, now, seed),
@@ -266,14 +290,12 @@ impl Torrent {
     pub fn add_peer_addrs(&mut self, addrs: impl IntoIterator<Item = SocketAddr>) {
         for addr in addrs {
             let ours = addr.port() == self.cfg.listen_port && (addr.ip().is_loopback() || addr.ip().is_unspecified());
-            if ours || addr.port() == 0 || self.addrs.len() >= MAX_KNOWN_ADDRS {
+            if ours || addr.port() == 0 || (self.addrs.len() >= MAX_KNOWN_ADDRS && !self.addrs.contains_key(&addr)) {
                 continue;
             }
             let state = self.addrs.entry(addr).or_default();
-            if !state.connected && !state.banned && !self.dial_queue.contains(&addr) {
-                state.retry_at = None;
-                self.dial_queue.push_back(addr);
-            }
+            // Fresh news of a peer overrides the wait after an earlier failure.
+            state.retry_at = None;
         }
     }
 
@@ -348,8 +370,12 @@ impl Torrent {
         self.connecting = self.connecting.saturating_sub(1);
         debug!("{addr}: connect failed: {why}");
         if let Some(state) = self.addrs.get_mut(&addr) {
+            state.connected = false;
             state.failures += 1;
-            state.retry_at = Some(now + REDIAL_AFTER * state.failures.min(10));
+            state.retry_at = Some(now + REDIAL_AFTER * state.failures);
+            if state.failures >= MAX_DIAL_FAILURES {
+                self.addrs.remove(&addr);
+            }
         }
     }
 
@@ -364,6 +390,7 @@ impl Torrent {
         }
         if let Some(state) = self.addrs.get_mut(&peer.addr) {
             state.connected = false;
+            state.seed = peer.has.all();
             state.retry_at = Some(now + REDIAL_AFTER);
         }
     }
@@ -432,9 +459,13 @@ impl Torrent {
     }
 
     fn handle_message(&mut self, key: usize, msg: Message, now: Instant) -> Result<(), String> {
+        // Keep-alives and messages we skip do not count: a bitfield is legal after them.
+        let counts = !matches!(msg, Message::KeepAlive | Message::Port(_) | Message::Unknown { .. });
         let first = {
             let peer = self.peers.get_mut(&key).expect("caller checked");
-            !std::mem::replace(&mut peer.said_anything, true)
+            let first = !peer.said_anything;
+            peer.said_anything |= counts;
+            first
         };
         match msg {
             Message::KeepAlive | Message::Port(_) | Message::Unknown { .. } => {}
@@ -466,15 +497,26 @@ impl Torrent {
                 self.update_interest(key, now);
             }
             Message::Bitfield(bits) => {
-                if !first {
-                    return Err("bitfield after other messages".into());
-                }
                 let has = Bitfield::from_wire(bits, self.meta.piece_count()).map_err(|e| e.to_string())?;
-                if has.all() && self.is_complete() {
-                    return Err("both sides are seeds".into());
+                if first {
+                    if has.all() && self.is_complete() {
+                        return Err("both sides are seeds".into());
+                    }
+                    self.picker.peer_joined(key, &has);
+                    self.peer(key).has = has;
+                } else {
+                    // aria2 starts with nothing, says nothing, and sends a bitfield once it has a piece; a late
+                    // bitfield can only add pieces, so it counts as haves.
+                    for index in has.iter_ones() {
+                        if !self.peer(key).has.get(index) {
+                            self.peer(key).has.set(index);
+                            self.picker.peer_have(key, index);
+                        }
+                    }
+                    if self.peer(key).has.all() && self.is_complete() {
+                        return Err("both sides are seeds".into());
+                    }
                 }
-                self.picker.peer_joined(key, &has);
-                self.peer(key).has = has;
                 self.update_interest(key, now);
             }
             Message::Request { index, begin, length } => {
@@ -497,9 +539,15 @@ impl Torrent {
         self.peers.get_mut(&key).expect("a message is handled only for a known peer")
     }
 
+    /// Whether this session fetches pieces at all: not after a disk error, and never into a seed's data, which is
+    /// opened read-only (a seed with damaged pieces serves the rest; it does not repair the user's files).
+    fn downloads(&self) -> bool {
+        self.disk_error.is_none() && self.storage.mode() == OpenMode::Leech
+    }
+
     /// Interested in a peer exactly while it has a piece we lack; ask for blocks as soon as we may.
     fn update_interest(&mut self, key: usize, now: Instant) {
-        let interesting = self.disk_error.is_none() && self.picker.is_interesting(key);
+        let interesting = self.downloads() && self.picker.is_interesting(key);
         let peer = self.peer(key);
         if peer.am_interested != interesting {
             peer.set_interested(interesting);
@@ -510,14 +558,14 @@ impl Torrent {
 
     /// Tops up the peer's pipeline of our requests to its current depth.
     fn request_more(&mut self, key: usize, now: Instant) {
-        if self.disk_error.is_some() || self.stopping {
+        if !self.downloads() || self.stopping {
             return;
         }
         let Some(peer) = self.peers.get(&key) else { return };
         if peer.peer_choking || !peer.am_interested {
             return;
         }
-        let want = peer.request_depth().saturating_sub(peer.requested.len());
+        let want = peer.request_depth(now).saturating_sub(peer.requested.len());
         if want == 0 {
             return;
         }
@@ -535,7 +583,12 @@ impl Torrent {
 
     fn on_block(&mut self, key: usize, index: u32, begin: u32, data: &[u8], now: Instant) -> Result<(), String> {
         let block = Block { index, begin, length: data.len() as u32 };
-        let requested_at = self.peer(key).request_done(block);
+        // Only a block we asked this peer for (and have not withdrawn) is taken: otherwise any peer could write into
+        // pieces other peers are filling, and their hash failure would be blamed on the honest senders too.
+        let Some(requested_at) = self.peer(key).request_done(block) else {
+            debug!("{}: block {index}+{begin} we did not ask it for", self.peers[&key].addr);
+            return Ok(());
+        };
         match self.picker.block_received(key, block) {
             BlockOutcome::Unrequested => {
                 debug!("{}: unrequested block {index}+{begin}", self.peers[&key].addr);
@@ -546,21 +599,18 @@ impl Torrent {
                 let peer = self.peer(key);
                 peer.down.add(data.len() as u64);
                 peer.last_block = now;
-                if let Some(at) = requested_at {
-                    peer.sample_rtt(now.saturating_duration_since(at));
-                }
+                peer.sample_rtt(now.saturating_duration_since(requested_at));
+                let sender = Sender { generation: peer.generation, addr: peer.addr };
                 self.downloaded.add(data.len() as u64);
                 let piece_len = self.meta.piece_size(index) as usize;
                 let spare = &mut self.spare_buffers;
                 let buf = self.pieces.entry(index).or_insert_with(|| {
                     let mut data = spare.pop().unwrap_or_default();
                     data.resize(piece_len, 0);
-                    PieceBuf { data, from: Vec::new() }
+                    PieceBuf { data, senders: vec![None; piece_len.div_ceil(BLOCK_LEN as usize)] }
                 });
                 buf.data[begin as usize..begin as usize + data.len()].copy_from_slice(data);
-                if !buf.from.contains(&key) {
-                    buf.from.push(key);
-                }
+                buf.senders[(begin / BLOCK_LEN) as usize] = Some(sender);
                 for (other, b) in cancels {
                     if let Some(p) = self.peers.get_mut(&other) {
                         p.request_done(b);
@@ -581,6 +631,7 @@ impl Torrent {
     fn finish_piece(&mut self, index: u32, now: Instant) {
         let Some(mut buf) = self.pieces.remove(&index) else { return };
         if self.storage.piece_matches(index, &buf.data) {
+            self.convict(index, &buf.data, now);
             match self.storage.write_piece(index, &buf.data) {
                 Ok(()) => self.piece_done(index, now),
                 Err(e) => {
@@ -591,16 +642,21 @@ impl Torrent {
         } else {
             self.hash_failures += 1;
             self.picker.piece_failed(index);
-            let sole = buf.from.len() == 1;
-            warn!("piece {index} failed its hash check (from {} peer(s)); fetching it again", buf.from.len());
-            for &k in &buf.from {
-                let Some(p) = self.peers.get_mut(&k) else { continue };
-                p.hash_failures += 1;
-                if sole || p.hash_failures >= MAX_SHARED_HASH_FAILURES {
-                    let addr = p.addr;
-                    self.addrs.entry(addr).or_default().banned = true;
-                    self.close(k, "sent data that failed the hash check", now);
+            let mut senders: Vec<Sender> = buf.senders.iter().flatten().copied().collect();
+            senders.sort_unstable_by_key(|s| s.generation);
+            senders.dedup();
+            warn!("piece {index} failed its hash check (from {} peer(s)); fetching it again", senders.len());
+            for s in &senders {
+                if let Some(p) = self.peers.values_mut().find(|p| p.generation == s.generation) {
+                    p.hash_failures += 1;
                 }
+            }
+            // A sole sender is the liar. With several, blaming them all would ban honest peers alongside a liar
+            // (and a fast liar spoils many pieces before it is caught): remember who sent what until a good copy
+            // of the piece tells.
+            match senders[..] {
+                [liar] => self.ban(liar, "sent data that failed the hash check", now),
+                _ => self.suspect(index, &buf),
             }
         }
         if self.spare_buffers.len() < SPARE_PIECE_BUFFERS {
@@ -626,6 +682,47 @@ impl Torrent {
                 p.set_interested(false);
             }
             self.dirty.push(k);
+        }
+    }
+
+    /// Remembers the digest of every block of a failed piece with its sender, within bounds.
+    fn suspect(&mut self, index: u32, buf: &PieceBuf) {
+        if self.suspects.len() >= MAX_SUSPECT_PIECES && !self.suspects.contains_key(&index) {
+            return;
+        }
+        let list = self.suspects.entry(index).or_default();
+        if list.len() >= MAX_SUSPECT_ATTEMPTS * buf.senders.len() {
+            return;
+        }
+        for (slot, sender) in buf.senders.iter().enumerate() {
+            if let Some(sender) = *sender {
+                let digest = sha1_smol::Sha1::from(block_of(&buf.data, slot)).digest().bytes();
+                list.push(Suspect { slot: slot as u32, sender, digest });
+            }
+        }
+    }
+
+    /// A good copy of piece `index` is in: whoever sent a block of an earlier, failed copy that differs from it lied.
+    fn convict(&mut self, index: u32, good: &[u8], now: Instant) {
+        let Some(list) = self.suspects.remove(&index) else { return };
+        let mut liars: Vec<Sender> = list
+            .iter()
+            .filter(|s| sha1_smol::Sha1::from(block_of(good, s.slot as usize)).digest().bytes() != s.digest)
+            .map(|s| s.sender)
+            .collect();
+        liars.sort_unstable_by_key(|s| s.generation);
+        liars.dedup();
+        for liar in liars {
+            warn!("{}: sent a bad block of piece {index} (found once a good copy came in)", liar.addr);
+            self.ban(liar, "sent a block that failed the hash check", now);
+        }
+    }
+
+    /// Never again: the address is banned and its connection, if still open, closed.
+    fn ban(&mut self, sender: Sender, why: &str, now: Instant) {
+        self.addrs.entry(sender.addr).or_default().banned = true;
+        if let Some(key) = self.peers.iter().find(|(_, p)| p.generation == sender.generation).map(|(k, _)| *k) {
+            self.close(key, why, now);
         }
     }
 
@@ -841,7 +938,11 @@ impl Torrent {
             .map(|(&key, p)| Candidate {
                 key,
                 interested: p.peer_interested,
-                rate: if seeding { p.up.per_sec() } else { p.down.per_sec() },
+                rate: match (seeding, p.is_snubbing(now)) {
+                    (true, _) => p.up.per_sec(),
+                    (false, true) => 0,
+                    (false, false) => p.down.per_sec(),
+                },
             })
             .collect();
         let unchoke: HashSet<usize> = self.choker.rechoke(now, &candidates).into_iter().collect();
@@ -863,30 +964,28 @@ impl Torrent {
         if self.stopping {
             return;
         }
-        let mut tries = self.dial_queue.len();
-        while tries > 0
-            && self.connecting < self.cfg.max_connecting
-            && self.peers.len() + self.connecting < self.cfg.max_peers
-        {
-            tries -= 1;
-            let Some(addr) = self.dial_queue.pop_front() else { break };
-            let state = self.addrs.entry(addr).or_default();
-            if state.connected || state.banned {
-                continue;
+        let room = self
+            .cfg
+            .max_connecting
+            .saturating_sub(self.connecting)
+            .min(self.cfg.max_peers.saturating_sub(self.peers.len() + self.connecting));
+        let complete = self.is_complete();
+        let due: Vec<SocketAddr> = self
+            .addrs
+            .iter()
+            .filter(|(_, s)| {
+                let waiting = s.retry_at.is_some_and(|t| t > now);
+                !(s.connected || s.banned || waiting || (complete && s.seed))
+            })
+            .map(|(a, _)| *a)
+            .take(room)
+            .collect();
+        for addr in due {
+            if let Some(state) = self.addrs.get_mut(&addr) {
+                state.connected = true;
             }
-            if state.retry_at.is_some_and(|t| now < t) {
-                self.dial_queue.push_back(addr);
-                continue;
-            }
-            state.connected = true;
             self.connecting += 1;
             self.actions.push_back(Action::Connect(addr));
-        }
-        // Addresses whose connections ended come back for another try later.
-        for (addr, state) in &self.addrs {
-            if !state.connected && !state.banned && state.retry_at.is_some() && !self.dial_queue.contains(addr) {
-                self.dial_queue.push_back(*addr);
-            }
         }
     }
 
@@ -983,6 +1082,12 @@ impl Throttle {
         let wait_us = ((n - self.tokens) as u128 * 1_000_000).div_ceil(self.rate as u128);
         Err(now + Duration::from_micros(wait_us as u64))
     }
+}
+
+/// Block `slot` of a piece's bytes.
+fn block_of(piece: &[u8], slot: usize) -> &[u8] {
+    let begin = (slot * BLOCK_LEN as usize).min(piece.len());
+    &piece[begin..(begin + BLOCK_LEN as usize).min(piece.len())]
 }
 
 /// A readable client name from an Azureus-style peer id (`-TR3000-...` is Transmission 3.00).

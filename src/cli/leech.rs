@@ -1,6 +1,6 @@
 //! `toybt leech FILE.torrent [-o DIR]`: download into DIR/NAME, verifying every piece, then keep seeding.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::swarm::{self, SWARM_OPTIONS_HELP, SessionPlan, SwarmOptions};
@@ -36,19 +36,27 @@ pub fn run(mut args: pico_args::Arguments) -> Result<()> {
     super::finish(args)?;
 
     let meta = Metainfo::load(&torrent)?;
-    std::fs::create_dir_all(&dir).map_err(|e| Error::io(dir.display(), &e))?;
-    let content = swarm::content_in(&dir, &meta);
+    swarm::run_session(plan(meta, &dir, opts, seed_time.map(Duration::from_secs))?)
+}
+
+/// Opens (creating as needed) DIR/NAME for download and finds what is already verified there.
+pub fn plan(meta: Metainfo, dir: &Path, opts: SwarmOptions, seed_time: Option<Duration>) -> Result<SessionPlan> {
+    if dir.exists() && !dir.is_dir() {
+        return Err(Error::bad_input(format!(
+            "{}: not a folder (-o names the folder to download into)",
+            dir.display()
+        )));
+    }
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir.display(), &e))?;
+    let content = swarm::content_in(dir, &meta);
+    // Something of the other kind in the way: say so rather than fail on the first file inside it.
+    if content.exists() && meta.multi_file != content.is_dir() {
+        let want = if meta.multi_file { "a folder" } else { "a file" };
+        return Err(Error::bad_input(format!("{}: is in the way, the torrent describes {want}", content.display())));
+    }
     let stamps = swarm::file_stamps(&meta, &content);
     let mut storage = Storage::open(&meta, content.clone(), OpenMode::Leech)?;
     let record = resume::record_path(&content);
     let (have, keeper) = swarm::check_data(&meta, &mut storage, record, &stamps, opts.recheck);
-    swarm::run_session(SessionPlan {
-        meta,
-        storage,
-        have,
-        opts,
-        seed_time: seed_time.map(Duration::from_secs),
-        resume: Some(keeper),
-        tracker_port: None,
-    })
+    Ok(SessionPlan { meta, storage, have, opts, seed_time, resume: Some(keeper), tracker_port: None })
 }

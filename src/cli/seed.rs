@@ -37,8 +37,14 @@ pub fn run(mut args: pico_args::Arguments) -> Result<()> {
     super::finish(args)?;
 
     let meta = Metainfo::load(&torrent)?;
+    swarm::run_session(plan(meta, content, opts, tracker_port)?)
+}
+
+/// Checks the content at `content` against the torrent (trusting a valid resume record) and reports what is missing.
+pub fn plan(meta: Metainfo, content: PathBuf, opts: SwarmOptions, tracker_port: Option<u16>) -> Result<SessionPlan> {
     if !content.exists() {
-        return Err(Error::runtime(format!("{}: no such file or folder", content.display())));
+        // A wrong path on the command line, as with a missing .torrent: the user's input, exit 2.
+        return Err(Error::bad_input(format!("{}: no such file or folder", content.display())));
     }
     if meta.multi_file != content.is_dir() {
         let want = if meta.multi_file { "a folder" } else { "a file" };
@@ -63,5 +69,5 @@ pub fn run(mut args: pico_args::Arguments) -> Result<()> {
     } else {
         info!("all {} pieces verified", meta.piece_count());
     }
-    swarm::run_session(SessionPlan { meta, storage, have, opts, seed_time: None, resume: Some(keeper), tracker_port })
+    Ok(SessionPlan { meta, storage, have, opts, seed_time: None, resume: Some(keeper), tracker_port })
 }

@@ -42,6 +42,18 @@ pub const SWARM_OPTIONS_HELP: &str = "\
 ";
 
 impl SwarmOptions {
+    /// On 127.0.0.1 with a free port and the default limits: for examples and tests.
+    pub fn loopback() -> SwarmOptions {
+        SwarmOptions {
+            bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            port: Some(0),
+            peers: Vec::new(),
+            recheck: false,
+            max_peers: 50,
+            debug_upload_rate: None,
+        }
+    }
+
     pub fn parse(args: &mut pico_args::Arguments) -> Result<SwarmOptions> {
         let bind = args
             .opt_value_from_fn("--bind", |s| s.parse::<IpAddr>().map_err(|_| format!("{s:?} is not an IP address")))?
@@ -246,8 +258,40 @@ pub struct SessionPlan {
     pub tracker_port: Option<u16>,
 }
 
-/// Runs the torrent session on the loop until it finishes (seed time over) or is stopped (Ctrl-C, SIGTERM).
+/// Runs the torrent session on the loop until it finishes (seed time over) or is stopped (Ctrl-C, SIGTERM), then
+/// prints the summary.
 pub fn run_session(plan: SessionPlan) -> Result<()> {
+    // Before the start-up lines: whoever reads them may signal us at once.
+    let pipe = crate::signal::install().map_err(|e| Error::io("cannot install signal handlers", &e))?;
+    let (mut reactor, _) = start_session(plan)?;
+    reactor.watch_signals(pipe).map_err(|e| Error::io("cannot watch for signals", &e))?;
+    reactor.run().map_err(|e| Error::io("event loop failed", &e))?;
+    let now = Instant::now();
+    if let Some(t) = &reactor.services.torrent {
+        if t.was_leeching() {
+            info!("{}", t.summary(now));
+        } else {
+            info!("uploaded {}", progress::bytes(t.uploaded()));
+        }
+        // Exact figures for scripts and tests.
+        info!(
+            "totals: downloaded={} uploaded={} hash_failures={} complete={} pieces={}",
+            t.downloaded(),
+            t.uploaded(),
+            t.hash_failures(),
+            t.is_complete(),
+            t.verified_pieces()
+        );
+        if let Some(e) = t.disk_error() {
+            return Err(Error::runtime(e.to_string()));
+        }
+    }
+    Ok(())
+}
+
+/// Builds a loop hosting the session (and the embedded tracker if asked), listening for peers; returns it ready to
+/// `run`, with the peer address. Prints the `peer listening on ADDR` line.
+pub fn start_session(plan: SessionPlan) -> Result<(crate::reactor::Reactor, SocketAddr)> {
     use crate::reactor::{ListenKind, Reactor, Services};
     use crate::torrent::{Config, Torrent};
     use std::net::ToSocketAddrs;
@@ -256,8 +300,6 @@ pub fn run_session(plan: SessionPlan) -> Result<()> {
     let listener = bind_peer_listener(&opts)?;
     let local = listener.local_addr().map_err(|e| Error::io("peer listener", &e))?;
     let mut reactor = Reactor::new(Services::default()).map_err(|e| Error::io("cannot start the event loop", &e))?;
-    let pipe = crate::signal::install().map_err(|e| Error::io("cannot install signal handlers", &e))?;
-    reactor.watch_signals(pipe).map_err(|e| Error::io("cannot watch for signals", &e))?;
 
     let mut cfg = Config::new(new_peer_id(), local.port());
     cfg.max_peers = opts.max_peers;
@@ -296,26 +338,5 @@ pub fn run_session(plan: SessionPlan) -> Result<()> {
         .listen(listener, ListenKind::Peer, opts.max_peers)
         .map_err(|e| Error::io(format!("cannot listen for peers on {local}"), &e))?;
     eprintln!("peer listening on {local}");
-    reactor.run().map_err(|e| Error::io("event loop failed", &e))?;
-    let now = Instant::now();
-    if let Some(t) = &reactor.services.torrent {
-        if t.was_leeching() {
-            info!("{}", t.summary(now));
-        } else {
-            info!("uploaded {}", progress::bytes(t.uploaded()));
-        }
-        // Exact figures for scripts and tests.
-        info!(
-            "totals: downloaded={} uploaded={} hash_failures={} complete={} pieces={}",
-            t.downloaded(),
-            t.uploaded(),
-            t.hash_failures(),
-            t.is_complete(),
-            t.verified_pieces()
-        );
-        if let Some(e) = t.disk_error() {
-            return Err(Error::runtime(e.to_string()));
-        }
-    }
-    Ok(())
+    Ok((reactor, local))
 }

@@ -262,6 +262,89 @@ fn requests_past_a_piece_end_close_the_connection() {
 }
 
 #[test]
+fn a_seed_with_damaged_pieces_serves_the_rest_and_never_asks_for_them() {
+    let content = data(100_000, 6);
+    let meta = meta_for(&content, 16 * 1024);
+    let mut partial = seed_node(&meta, &content, 1);
+    // Pieces 0 and 1 failed the start-up check: the seed has the rest.
+    let mut have = Bitfield::full(meta.piece_count());
+    have.clear(0);
+    have.clear(1);
+    let storage = Storage::open(&meta, partial.dir.path().join(&meta.name), OpenMode::Seed).unwrap();
+    partial.t = Torrent::new(meta.clone(), storage, have, cfg(1, 7001), Instant::now()).unwrap();
+    let mut nodes = vec![partial, seed_node(&meta, &content, 2), leech_node(&meta, 3)];
+    let mut links = Vec::new();
+    let now = Instant::now();
+    connect(&mut nodes, &mut links, 2, 0, now);
+    connect(&mut nodes, &mut links, 2, 1, now);
+    connect(&mut nodes, &mut links, 0, 1, now);
+    run(&mut nodes, &mut links, Duration::from_secs(30), |n| n[2].t.is_complete());
+    assert!(nodes[0].t.uploaded() > 0, "the damaged seed serves what it has");
+    assert_eq!(nodes[0].t.downloaded(), 0, "a seed's data is read-only: it must not fetch pieces");
+    assert!(nodes[0].t.disk_error().is_none());
+}
+
+#[test]
+fn a_liar_sharing_pieces_with_an_honest_peer_is_caught_and_the_honest_one_kept() {
+    // Pieces of eight blocks; the liar (connection 1) spoils one block of pieces the honest peer (2) filled the rest of.
+    let content = data(8 * 128 * 1024, 7);
+    let meta = meta_for(&content, 128 * 1024);
+    let mut node = leech_node(&meta, 3);
+    let now = Instant::now();
+    for key in [1, 2] {
+        node.t.peer_connected(key, 100 + key as u64, addr(key), false, now);
+        let mut hs = Vec::new();
+        Handshake::new(meta.info_hash, [key as u8; 20]).encode(&mut hs);
+        node.t.peer_input(key, &hs, now).unwrap();
+    }
+    let sender = |key: usize| Some(Sender { generation: 100 + key as u64, addr: addr(key) });
+    let piece = |index: u32, liar_slot: Option<usize>| {
+        let mut data = content[index as usize * 131072..][..131072].to_vec();
+        let mut senders = vec![sender(2); 8];
+        if let Some(slot) = liar_slot {
+            data[slot * 16384 + 5] ^= 0xFF;
+            senders[slot] = sender(1);
+        }
+        PieceBuf { data, senders }
+    };
+    for index in 0..4 {
+        node.t.pieces.insert(index, piece(index, Some(index as usize + 2)));
+        node.t.finish_piece(index, now);
+    }
+    assert_eq!(node.t.hash_failures(), 4);
+    assert_eq!(node.t.poll_action(), None, "nobody is dropped on a shared failure");
+    // A good copy of piece 2 shows whose block was bad.
+    node.t.pieces.insert(2, piece(2, None));
+    node.t.finish_piece(2, now);
+    assert_eq!(node.t.poll_action(), Some(Action::Close(1, 101)));
+    assert!(node.t.addrs[&addr(1)].banned);
+    assert!(!node.t.addrs.get(&addr(2)).is_some_and(|a| a.banned));
+    assert_eq!(node.t.peer_count(), 1);
+}
+
+#[test]
+fn a_late_bitfield_counts_as_haves() {
+    // aria2 says nothing of its pieces while it has none, asks for blocks, and sends its bitfield once it has one.
+    let content = data(50_000, 6);
+    let meta = meta_for(&content, 16 * 1024);
+    let mut node = leech_node(&meta, 1);
+    let now = Instant::now();
+    node.t.peer_connected(1, 0, addr(2), false, now);
+    let mut input = Vec::new();
+    Handshake::new(meta.info_hash, [2; 20]).encode(&mut input);
+    wire::encode_bare(&mut input, wire::id::INTERESTED);
+    wire::encode_bitfield(&mut input, &[0b0100_0000]);
+    node.t.peer_input(1, &input, now).unwrap();
+    let peer = &node.t.peers[&1];
+    assert_eq!(peer.has.iter_ones().collect::<Vec<_>>(), vec![1]);
+    assert!(peer.am_interested, "the late bitfield made the peer interesting");
+    // Spare bits are still refused.
+    let mut bad = Vec::new();
+    wire::encode_bitfield(&mut bad, &[0b0000_0001]);
+    assert!(node.t.peer_input(1, &bad, now).is_err());
+}
+
+#[test]
 fn debug_throttle_serves_its_rate_and_says_when_to_come_back() {
     let t0 = Instant::now();
     let mut t = super::Throttle::new(100_000, t0);

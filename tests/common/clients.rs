@@ -356,9 +356,9 @@ fn transmission(name: &str, torrent: &Path, data_dir: &Path, seed: bool) -> Laun
             .arg("transmission-cli");
         cmd.arg("-g").arg(&config).arg("-w").arg(data_dir);
         cmd.args(["-p", &port.to_string(), "-M", "-B", "-D", "-U", "-et"]);
-        if seed {
-            cmd.arg("-v");
-        } else {
+        // No `-v` for a seed: Transmission checks a new torrent's files by itself, and a `-v` that lands while that
+        // first check runs stops the torrent for a moment, which transmission-cli takes as its cue to quit.
+        if !seed {
             cmd.arg("-f").arg(&hook);
         }
         cmd.arg(torrent);

@@ -2,6 +2,8 @@
 #![allow(dead_code)]
 
 pub mod clients;
+pub mod hostile;
+pub mod swarm;
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
