@@ -57,6 +57,6 @@ pub fn plan(meta: Metainfo, dir: &Path, opts: SwarmOptions, seed_time: Option<Du
     let stamps = swarm::file_stamps(&meta, &content);
     let mut storage = Storage::open(&meta, content.clone(), OpenMode::Leech)?;
     let record = resume::record_path(&content);
-    let have = swarm::verified_pieces(&meta, &mut storage, Some(&record), &stamps, opts.recheck);
-    Ok(SessionPlan { meta, storage, have, opts, seed_time, resume_path: Some(record), tracker_port: None })
+    let (have, keeper) = swarm::check_data(&meta, &mut storage, record, &stamps, opts.recheck);
+    Ok(SessionPlan { meta, storage, have, opts, seed_time, resume: Some(keeper), tracker_port: None })
 }

@@ -419,3 +419,24 @@ fn a_block_nobody_asked_this_peer_for_is_dropped() {
     node.t.peer_input(1, &real, now).unwrap();
     assert_eq!(node.t.downloaded(), b.length as u64);
 }
+
+#[test]
+fn debug_throttle_serves_its_rate_and_says_when_to_come_back() {
+    let t0 = Instant::now();
+    let mut t = super::Throttle::new(100_000, t0);
+    let block = 16 * 1024;
+    // Nothing earned yet: come back once 16 KiB is, about 164 ms later.
+    let wake = t.take(t0, block).unwrap_err();
+    assert_eq!(wake - t0, Duration::from_micros(163_840));
+    assert!(t.take(wake, block).is_ok());
+    // Over ten seconds about ten times the rate goes out, never a burst of more than a block beyond it.
+    let mut sent = 0u64;
+    let mut now = wake;
+    while now < wake + Duration::from_secs(10) {
+        match t.take(now, block) {
+            Ok(()) => sent += block as u64,
+            Err(at) => now = at,
+        }
+    }
+    assert!((990_000..=1_000_000 + block as u64).contains(&sent), "{sent}");
+}
