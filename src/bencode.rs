@@ -194,12 +194,12 @@ pub struct Encoder<'a> {
 impl Encoder<'_> {
     pub fn int(&mut self, n: i64) -> &mut Self {
         self.out.push(b'i');
-        self.out.extend_from_slice(n.to_string().as_bytes());
+        push_decimal(self.out, n);
         self.out.push(b'e');
         self
     }
     pub fn bytes(&mut self, b: &[u8]) -> &mut Self {
-        self.out.extend_from_slice(b.len().to_string().as_bytes());
+        push_decimal(self.out, b.len() as i64);
         self.out.push(b':');
         self.out.extend_from_slice(b);
         self
@@ -224,6 +224,25 @@ impl Encoder<'_> {
         self.out.extend_from_slice(encoded);
         self
     }
+}
+
+/// Appends `n` in decimal without a temporary string: the tracker encodes several integers per announce.
+fn push_decimal(out: &mut Vec<u8>, n: i64) {
+    if n < 0 {
+        out.push(b'-');
+    }
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    let mut v = n.unsigned_abs();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
 }
 
 #[cfg(test)]
@@ -290,6 +309,15 @@ mod tests {
         assert_eq!(decode(&many).unwrap_err().what, "too many values");
         many.drain(1..4);
         assert!(decode(&many).is_ok(), "the list itself counts as one value");
+    }
+
+    #[test]
+    fn integers_encode_like_display() {
+        for n in [0, 7, -7, 10, 1234567890, i64::MAX, i64::MIN] {
+            let mut out = Vec::new();
+            Encoder { out: &mut out }.int(n);
+            assert_eq!(out, format!("i{n}e").into_bytes());
+        }
     }
 
     #[test]

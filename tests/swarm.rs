@@ -224,8 +224,11 @@ fn seed_restarted_mid_transfer() {
     let st = sw::stop(&mut second, STOPPING);
     let kept = seen as u64 * 16 * 1024;
     eprintln!("restart: leecher had {seen} of {pieces} pieces; the restarted seed sent {}", st.uploaded);
+    // The relay still passes on what the dead seed had written, so for a moment the leecher has two sources and its
+    // endgame may ask both for a last few blocks; re-fetching what it had would be 32 blocks more.
+    let endgame_slack = 8 * 16 * 1024;
     assert!(
-        st.uploaded <= data.len() as u64 - kept,
+        st.uploaded <= data.len() as u64 - kept + endgame_slack,
         "the restarted seed sent {} bytes: the leecher did not keep the {kept} it had",
         st.uploaded
     );

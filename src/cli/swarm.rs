@@ -33,7 +33,7 @@ pub struct SwarmOptions {
 }
 
 pub const SWARM_OPTIONS_HELP: &str = "\
-  --bind ADDR        address to listen on and connect from (default 0.0.0.0)
+  --bind ADDR        address to listen for peers on (default 0.0.0.0)
   --port N           peer port (default: the first free of 6881-6889; 0 picks any free port)
   --peer ADDR:PORT   connect to this peer directly (repeatable; works with or without a tracker)
   --max-peers N      most connections at once (default 50)

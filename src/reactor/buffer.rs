@@ -5,6 +5,12 @@
 //! it. Output: bytes the machine produced that the socket has not taken yet. Past `out_high` the reactor stops feeding
 //! input to the machine and stops reading the socket, so a peer that does not read cannot make us queue without end.
 //!
+//! The socket reads straight into the input buffer: it is a window `start..end` over a zero-initialised `Vec` whose
+//! length is its size, so no read goes through a second buffer, consuming only moves `start`, and the unconsumed tail
+//! (a partial message) is moved to the front only when the room behind it runs short. The buffer starts small and
+//! doubles, up to `max_in`, while reads fill it; an emptied buffer larger than `keep` is freed, so idle connections
+//! cost little while a busy peer does not allocate per read.
+//!
 //! Generic over `Read`/`Write` so the read-until-`WouldBlock` and write-until-`WouldBlock` rules are unit-tested
 //! without sockets.
 
@@ -17,6 +23,9 @@ pub struct BufLimits {
     pub max_in: usize,
     /// Output above which input is no longer read or handled (backpressure).
     pub out_high: usize,
+    /// Size an emptied buffer (input or output) may keep rather than be freed: small for kinds that are mostly idle
+    /// and many, up to `max_in` for a kind that streams, so it neither allocates per read nor holds memory idle.
+    pub keep: usize,
 }
 
 /// Why a read loop stopped.
@@ -31,12 +40,15 @@ pub enum ReadEnd {
     Full,
 }
 
-/// Keep at most this much spare capacity on an idle connection, so thousands of them cost little memory.
-const IDLE_CAPACITY: usize = 4096;
+/// The first input buffer's size; it doubles while reads fill it.
+const FIRST_INPUT: usize = 4096;
 
 #[derive(Debug)]
 pub struct SocketBuf {
+    /// `input[start..end]` is unconsumed; `input[end..]` is room for the next read.
     input: Vec<u8>,
+    start: usize,
+    end: usize,
     out: Vec<u8>,
     /// Bytes of `out` already written.
     sent: usize,
@@ -45,27 +57,53 @@ pub struct SocketBuf {
 
 impl SocketBuf {
     pub fn new(limits: BufLimits) -> SocketBuf {
-        SocketBuf { input: Vec::new(), out: Vec::new(), sent: 0, limits }
+        SocketBuf { input: Vec::new(), start: 0, end: 0, out: Vec::new(), sent: 0, limits }
     }
 
     pub fn input(&self) -> &[u8] {
-        &self.input
+        &self.input[self.start..self.end]
     }
 
     /// Drops the first `n` input bytes (the machine consumed them).
     pub fn consume(&mut self, n: usize) {
-        self.input.drain(..n.min(self.input.len()));
-        if self.input.is_empty() && self.input.capacity() > IDLE_CAPACITY {
-            self.input = Vec::new();
+        self.start = (self.start + n).min(self.end);
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+            if self.input.len() > self.limits.keep {
+                self.input = Vec::new();
+            }
         }
     }
 
     pub fn discard_input(&mut self) {
         self.input = Vec::new();
+        self.start = 0;
+        self.end = 0;
     }
 
     pub fn input_full(&self) -> bool {
-        self.input.len() >= self.limits.max_in
+        self.end - self.start >= self.limits.max_in
+    }
+
+    /// Room behind the unconsumed input for the next read (0: the buffer holds `max_in`). When less than a quarter
+    /// of the buffer is left, the unconsumed tail moves to the front, and if that does not help the buffer grows.
+    fn room(&mut self) -> usize {
+        let size = self.input.len();
+        if size - self.end < size / 4 || size == 0 {
+            if self.start > 0 {
+                self.input.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            }
+            if size - self.end < size / 4 || size == 0 {
+                let grown = (size * 2).max(FIRST_INPUT).min(self.limits.max_in);
+                if grown > size {
+                    self.input.resize(grown, 0);
+                }
+            }
+        }
+        (self.input.len() - self.end).min(self.limits.max_in - (self.end - self.start).min(self.limits.max_in))
     }
 
     /// Where the machine appends output. When it `is_empty()` nothing is pending (written bytes are cleared), so a
@@ -84,23 +122,23 @@ impl SocketBuf {
     }
 
     /// Reads until the socket is drained, end of stream, or a full input buffer; returns the bytes read and why it
-    /// stopped. `scratch` is a loop-wide read buffer, so idle connections hold no read buffer of their own.
+    /// stopped.
     ///
     /// A stream socket returns less than asked only when its queue is empty, and data arriving later raises a new
     /// edge, so a short read counts as drained without spending a read on hearing `WouldBlock`. Not so for the end
     /// of stream: a FIN that came with the data raised its edge already. So when the last readiness event said the
     /// peer closed (`peer_closed`), reads go on until they return 0.
-    pub fn fill(&mut self, src: &mut impl Read, scratch: &mut [u8], peer_closed: bool) -> io::Result<(usize, ReadEnd)> {
+    pub fn fill(&mut self, src: &mut impl Read, peer_closed: bool) -> io::Result<(usize, ReadEnd)> {
         let mut total = 0;
         loop {
-            let room = self.limits.max_in.saturating_sub(self.input.len()).min(scratch.len());
+            let room = self.room();
             if room == 0 {
                 return Ok((total, ReadEnd::Full));
             }
-            match src.read(&mut scratch[..room]) {
+            match src.read(&mut self.input[self.end..self.end + room]) {
                 Ok(0) => return Ok((total, ReadEnd::Eof)),
                 Ok(n) => {
-                    self.input.extend_from_slice(&scratch[..n]);
+                    self.end += n;
                     total += n;
                     if n < room && !peer_closed {
                         return Ok((total, ReadEnd::WouldBlock));
@@ -127,7 +165,7 @@ impl SocketBuf {
         }
         if self.sent == self.out.len() {
             self.sent = 0;
-            if self.out.capacity() > IDLE_CAPACITY {
+            if self.out.capacity() > self.limits.keep {
                 self.out = Vec::new();
             } else {
                 self.out.clear();
@@ -186,36 +224,68 @@ mod tests {
         Fake { data: data.to_vec(), eof, chunk: 3, room: 0, written: Vec::new() }
     }
 
-    const LIMITS: BufLimits = BufLimits { max_in: 10, out_high: 8 };
+    const LIMITS: BufLimits = BufLimits { max_in: 10, out_high: 8, keep: 4 };
 
     #[test]
     fn reads_until_drained() {
         let mut b = SocketBuf::new(LIMITS);
         let mut s = fake(b"hello", false);
-        assert_eq!(b.fill(&mut s, &mut [0; 3], false).unwrap(), (5, ReadEnd::WouldBlock));
+        assert_eq!(b.fill(&mut s, false).unwrap(), (5, ReadEnd::WouldBlock));
         assert_eq!(b.input(), b"hello");
         b.consume(2);
         assert_eq!(b.input(), b"llo");
-        assert_eq!(b.fill(&mut s, &mut [0; 3], false).unwrap(), (0, ReadEnd::WouldBlock));
+        assert_eq!(b.fill(&mut s, false).unwrap(), (0, ReadEnd::WouldBlock));
     }
 
     #[test]
     fn a_short_read_is_drained_unless_the_peer_closed() {
         let mut b = SocketBuf::new(LIMITS);
-        assert_eq!(b.fill(&mut fake(b"abc", true), &mut [0; 64], false).unwrap(), (3, ReadEnd::WouldBlock));
+        assert_eq!(b.fill(&mut fake(b"abc", true), false).unwrap(), (3, ReadEnd::WouldBlock));
         let mut b = SocketBuf::new(LIMITS);
-        assert_eq!(b.fill(&mut fake(b"abc", true), &mut [0; 64], true).unwrap(), (3, ReadEnd::Eof));
+        assert_eq!(b.fill(&mut fake(b"abc", true), true).unwrap(), (3, ReadEnd::Eof));
     }
 
     #[test]
     fn reads_stop_at_the_input_limit_and_resume_after_consuming() {
         let mut b = SocketBuf::new(LIMITS);
         let mut s = fake(b"0123456789abcdef", true);
-        assert_eq!(b.fill(&mut s, &mut [0; 64], true).unwrap(), (10, ReadEnd::Full));
+        assert_eq!(b.fill(&mut s, true).unwrap(), (10, ReadEnd::Full));
         assert!(b.input_full());
         b.consume(10);
-        assert_eq!(b.fill(&mut s, &mut [0; 64], true).unwrap(), (6, ReadEnd::Eof));
+        assert_eq!(b.fill(&mut s, true).unwrap(), (6, ReadEnd::Eof));
         assert_eq!(b.input(), b"abcdef");
+    }
+
+    #[test]
+    fn a_partial_message_moves_to_the_front_when_room_runs_short() {
+        let mut b = SocketBuf::new(LIMITS);
+        let mut s = fake(b"0123456789", false);
+        assert_eq!(b.fill(&mut s, false).unwrap(), (10, ReadEnd::Full));
+        b.consume(7);
+        s.data.extend_from_slice(b"abcdefg");
+        // The three unconsumed bytes move to the front, then seven more fit behind them.
+        assert_eq!(b.fill(&mut s, false).unwrap(), (7, ReadEnd::Full));
+        assert_eq!(b.input(), b"789abcdefg");
+        b.consume(4);
+        assert_eq!(b.input(), b"bcdefg");
+    }
+
+    #[test]
+    fn the_buffer_grows_while_reads_fill_it_and_is_freed_when_empty_past_keep() {
+        let limits = BufLimits { max_in: 64 << 10, out_high: 8, keep: FIRST_INPUT };
+        let mut b = SocketBuf::new(limits);
+        let mut s = fake(&[7; 5000], false);
+        assert_eq!(b.fill(&mut s, false).unwrap(), (5000, ReadEnd::WouldBlock));
+        assert_eq!(b.input.len(), 2 * FIRST_INPUT, "grew once: the first read filled 4 KiB");
+        b.consume(5000);
+        assert!(b.input.is_empty(), "freed: larger than keep");
+        s.data = vec![1; 100];
+        b.fill(&mut s, false).unwrap();
+        b.consume(100);
+        assert_eq!(b.input.len(), FIRST_INPUT, "kept: not larger than keep");
+        let mut s = fake(&[9; 200 << 10], false);
+        assert_eq!(b.fill(&mut s, false).unwrap(), (64 << 10, ReadEnd::Full));
+        assert_eq!(b.input.len(), 64 << 10, "never past max_in");
     }
 
     #[test]
@@ -246,6 +316,6 @@ mod tests {
             }
         }
         let mut b = SocketBuf::new(LIMITS);
-        assert_eq!(b.fill(&mut Broken, &mut [0; 8], false).unwrap_err().kind(), io::ErrorKind::ConnectionReset);
+        assert_eq!(b.fill(&mut Broken, false).unwrap_err().kind(), io::ErrorKind::ConnectionReset);
     }
 }

@@ -133,15 +133,20 @@ impl Conn {
     /// Buffer bounds: input must hold the largest message the protocol accepts.
     pub(super) fn limits(&self, svc: &Services) -> BufLimits {
         match self {
-            Conn::TrackerClient(_) => BufLimits { max_in: 2 * tracker::http::MAX_HEAD, out_high: 64 * 1024 },
+            // Thousands may be open and mostly idle: each keeps at most a small buffer between requests.
+            Conn::TrackerClient(_) => {
+                BufLimits { max_in: 2 * tracker::http::MAX_HEAD, out_high: 64 * 1024, keep: 4096 }
+            }
             Conn::Peer(_) => {
                 let pieces = svc.torrent.as_ref().map_or(0, |t| t.meta().piece_count());
-                // Room for the largest message plus a few blocks, so one read brings several messages.
-                BufLimits { max_in: Limits::new(pieces).max_frame_len() + 64 * 1024, out_high: 2 * UPLOAD_LOW_WATER }
+                // Room for the largest message plus a few blocks, so one read brings several messages. A peer that
+                // streams keeps its input buffer rather than allocate one per read; at most `max_peers` of these.
+                let max_in = Limits::new(pieces).max_frame_len() + 64 * 1024;
+                BufLimits { max_in, out_high: 2 * UPLOAD_LOW_WATER, keep: max_in }
             }
-            Conn::Announce(_) => BufLimits { max_in: 64 * 1024, out_high: 64 * 1024 },
+            Conn::Announce(_) => BufLimits { max_in: 64 * 1024, out_high: 64 * 1024, keep: 4096 },
             #[cfg(test)]
-            Conn::Probe(_) => BufLimits { max_in: 64 * 1024, out_high: 64 * 1024 },
+            Conn::Probe(_) => BufLimits { max_in: 64 * 1024, out_high: 64 * 1024, keep: 4096 },
         }
     }
 
@@ -291,6 +296,8 @@ pub mod probe {
         pub outbox: Vec<u8>,
         pub got: Vec<u8>,
         pub closed: Option<String>,
+        /// Wake this connection after every input, as a session asking for more after each block does.
+        pub wake: Option<super::super::ConnId>,
     }
 
     #[derive(Debug)]
@@ -311,6 +318,9 @@ pub mod probe {
             log.got.extend_from_slice(input);
             if log.got.len() >= self.stop_after {
                 ctl.stop();
+            }
+            if let Some(id) = log.wake {
+                ctl.wake(id);
             }
             input.len()
         }

@@ -76,10 +76,15 @@ const MAX_LISTENERS: usize = 1024;
 pub const LINGER: Duration = Duration::from_secs(2);
 /// While a listener cannot accept for lack of file descriptors, retry this often.
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
-/// The loop-wide read buffer.
-const SCRATCH: usize = 64 * 1024;
-/// Bytes read from one connection per pump before the others get their turn.
+/// Where a closing connection's unread input is discarded (connections read into their own buffers).
+const SCRATCH: usize = 16 * 1024;
+/// Bytes read from one connection per turn before the others get theirs. Per turn, not per pump: a machine that
+/// wakes its own connection (a torrent session asking for more blocks after each one arrives) would otherwise pump
+/// it again from inside the turn, and a fast sender could keep the loop in one turn for the whole transfer, with
+/// `now` frozen and no timer firing.
 const READ_BUDGET: usize = 256 * 1024;
+/// Output at least this large is written at once; smaller output waits until the pump stops reading.
+const FLUSH_AT: usize = 16 * 1024;
 
 /// Names one connection for its whole life: the slab key plus a generation that is never reused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -189,6 +194,11 @@ struct Entry {
     timer: Option<(Instant, TimerId)>,
     /// Last time bytes arrived (or the connection opened): the eviction order.
     last_active: Instant,
+    /// The turn `read_in_turn` counts for, and the bytes read from the socket in it (see `READ_BUDGET`).
+    read_turn: u64,
+    read_in_turn: usize,
+    /// Waiting in `Reactor::yielded` for the next turn.
+    queued: bool,
 }
 
 impl Entry {
@@ -222,6 +232,8 @@ pub struct Reactor {
     ctl: Ctl,
     /// Connections that used up their read budget and must be pumped again without waiting for an event.
     yielded: Vec<ConnId>,
+    /// Counts `turn`s, so read budgets are per connection per turn.
+    turn_no: u64,
     stopping: bool,
     stopped_by: Option<Signal>,
 }
@@ -241,6 +253,7 @@ impl Reactor {
             next_gen: 0,
             ctl: Ctl::default(),
             yielded: Vec::new(),
+            turn_no: 0,
             stopping: false,
             stopped_by: None,
         })
@@ -361,6 +374,9 @@ impl Reactor {
             Err(e) => return Err(e),
         }
         let now = Instant::now();
+        self.turn_no += 1;
+        // Taken before the events: a connection that yields during this turn waits for the next one.
+        let carried = std::mem::take(&mut self.yielded);
         self.batch.clear();
         self.batch.extend(
             self.events
@@ -376,8 +392,9 @@ impl Reactor {
             }
             self.run_requests(now);
         }
-        for id in std::mem::take(&mut self.yielded) {
-            if self.conns.get(id.key).is_some_and(|e| e.generation == id.generation) {
+        for id in carried {
+            if let Some(e) = self.conns.get_mut(id.key).filter(|e| e.generation == id.generation) {
+                e.queued = false;
                 self.pump(id.key, now);
                 self.run_requests(now);
             }
@@ -525,6 +542,9 @@ impl Reactor {
             listener,
             timer: None,
             last_active: now,
+            read_turn: 0,
+            read_in_turn: 0,
+            queued: false,
         });
         if let Some(i) = listener {
             self.listeners[i].open += 1;
@@ -594,7 +614,7 @@ impl Reactor {
     /// or re-arms its deadline. What the machine asked of the loop waits in `ctl` for `run_requests`.
     fn pump(&mut self, key: usize, now: Instant) {
         let Some(e) = self.conns.get_mut(key) else { return };
-        let result = pump_entry(e, key, now, &mut self.services, &mut self.ctl, &mut self.scratch);
+        let result = pump_entry(e, key, now, self.turn_no, &mut self.services, &mut self.ctl);
         match result {
             Err(why) => self.close_key(key, now, why),
             Ok(pumped) => {
@@ -603,10 +623,11 @@ impl Reactor {
                 if finished {
                     self.finish(key, now);
                 } else {
-                    self.arm_timer(key);
-                    if pumped == Pumped::Yielded {
+                    if pumped == Pumped::Yielded && !e.queued {
+                        e.queued = true;
                         self.yielded.push(id);
                     }
+                    self.arm_timer(key);
                 }
             }
         }
@@ -712,7 +733,7 @@ impl Reactor {
 enum Pumped {
     /// Nothing more can move until the next event or deadline.
     Stuck,
-    /// The read budget ran out with data perhaps still waiting: pump again next turn.
+    /// The read budget of this turn ran out with data perhaps still waiting: pump again next turn.
     Yielded,
 }
 
@@ -721,12 +742,15 @@ fn pump_entry(
     e: &mut Entry,
     key: usize,
     now: Instant,
+    turn: u64,
     svc: &mut Services,
     ctl: &mut Ctl,
-    scratch: &mut [u8],
 ) -> Result<Pumped, Close> {
     let id = e.id(key);
-    let mut read = 0;
+    if e.read_turn != turn {
+        e.read_turn = turn;
+        e.read_in_turn = 0;
+    }
     loop {
         let mut progress = false;
         let mut used = 0;
@@ -746,16 +770,19 @@ fn pump_entry(
         if e.buf.input_full() && !e.conn.wants_close(id, svc) && !e.buf.backed_up() {
             return Err(Close::Protocol("message larger than the input buffer".into()));
         }
-        let queued = e.buf.pending_out();
-        e.buf.flush(&mut e.sock).map_err(Close::Io)?;
-        progress |= e.buf.pending_out() < queued;
         let may_read =
             e.readable && !e.eof && !e.buf.backed_up() && !e.conn.wants_close(id, svc) && !e.buf.input_full();
-        if may_read {
-            if read >= READ_BUDGET {
-                return Ok(Pumped::Yielded);
-            }
-            let (got, end) = e.buf.fill(&mut e.sock, scratch, e.peer_closed).map_err(Close::Io)?;
+        let reading = may_read && e.read_in_turn < READ_BUDGET;
+        // Small output waits while this pump goes on reading, so what a burst of input provokes (a leech's requests
+        // for more blocks) leaves in one write rather than one per read.
+        if !reading || e.buf.pending_out() >= FLUSH_AT {
+            progress |= flush(e)?;
+        }
+        if may_read && !reading {
+            return Ok(Pumped::Yielded);
+        }
+        if reading {
+            let (got, end) = e.buf.fill(&mut e.sock, e.peer_closed).map_err(Close::Io)?;
             match end {
                 ReadEnd::WouldBlock => e.readable = false,
                 ReadEnd::Eof => e.eof = true,
@@ -763,14 +790,23 @@ fn pump_entry(
             }
             if got > 0 {
                 e.last_active = now;
-                read += got;
+                e.read_in_turn += got;
                 progress = true;
             }
         }
-        if !progress {
+        // Output held back for a read that brought nothing goes now.
+        let flushed = !progress && e.buf.pending_out() > 0 && flush(e)?;
+        if !progress && !flushed {
             return Ok(Pumped::Stuck);
         }
     }
+}
+
+/// Writes what the socket takes; true if it took anything.
+fn flush(e: &mut Entry) -> Result<bool, Close> {
+    let queued = e.buf.pending_out();
+    e.buf.flush(&mut e.sock).map_err(Close::Io)?;
+    Ok(e.buf.pending_out() < queued)
 }
 
 /// Whether an outgoing connect has finished: `Ok(true)` connected, `Ok(false)` still in progress.
@@ -934,6 +970,32 @@ mod tests {
         });
         let answers = got.windows(15).filter(|w| w == b"HTTP/1.1 200 OK").count();
         assert_eq!(answers, requests);
+    }
+
+    #[test]
+    fn a_machine_that_wakes_itself_still_reads_one_budget_per_turn() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut r = Reactor::new(Services::default()).unwrap();
+        let (probe, log) = Probe::new(b"", usize::MAX);
+        let id = r.connect(l.local_addr().unwrap(), Conn::Probe(probe)).unwrap();
+        log.borrow_mut().wake = Some(id);
+        let (mut server, _) = l.accept().unwrap();
+        let total = 8 << 20;
+        let writer = std::thread::spawn(move || server.write_all(&vec![7u8; total]).map(|_| server));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let (mut most, mut turns) = (0, 0);
+        while log.borrow().got.len() < total {
+            assert!(Instant::now() < deadline, "only {} bytes arrived", log.borrow().got.len());
+            let before = log.borrow().got.len();
+            r.turn(Some(Duration::from_millis(10))).unwrap();
+            most = most.max(log.borrow().got.len() - before);
+            turns += 1;
+        }
+        let _server = writer.join().unwrap().unwrap();
+        // One fill may overshoot the budget by at most the input buffer's size.
+        let max_in = Conn::Probe(Probe::new(b"", 0).0).limits(&r.services).max_in;
+        assert!(most <= READ_BUDGET + max_in, "one turn read {most} bytes");
+        assert!(turns >= total / (READ_BUDGET + max_in), "{turns} turns");
     }
 
     #[test]

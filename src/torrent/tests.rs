@@ -345,6 +345,82 @@ fn a_late_bitfield_counts_as_haves() {
 }
 
 #[test]
+fn peers_that_speak_bep10_hear_our_request_queue_size_after_the_bitfield() {
+    let content = data(50_000, 7);
+    let meta = meta_for(&content, 16 * 1024);
+    let now = Instant::now();
+    for extensions in [true, false] {
+        let mut node = seed_node(&meta, &content, 1);
+        node.t.peer_connected(1, 0, addr(2), false, now);
+        let mut theirs = Handshake::new(meta.info_hash, [2; 20]);
+        if extensions {
+            theirs.reserved[5] |= 0x10;
+        }
+        let mut hs = Vec::new();
+        theirs.encode(&mut hs);
+        node.t.peer_input(1, &hs, now).unwrap();
+        let mut out = Vec::new();
+        node.t.peer_transmit(1, &mut out, now);
+        let ours = Handshake::decode(&out).unwrap().unwrap();
+        assert!(ours.supports_extensions() && !ours.supports_fast());
+        let limits = wire::Limits::new(meta.piece_count());
+        let mut rest = &out[wire::HANDSHAKE_LEN..];
+        let mut ids = Vec::new();
+        while let Some((msg, n)) = wire::decode(rest, &limits).unwrap() {
+            ids.push(match msg {
+                Message::Bitfield(_) => wire::id::BITFIELD,
+                Message::Unknown { id, payload } => {
+                    let dict = crate::bencode::decode(&payload[1..]).unwrap();
+                    assert_eq!(
+                        dict.get("reqq").and_then(|v| v.as_int()),
+                        Some(crate::peer::MAX_QUEUED_REQUESTS as i64)
+                    );
+                    id
+                }
+                other => panic!("unexpected {other:?}"),
+            });
+            rest = &rest[n..];
+        }
+        let want = if extensions { vec![wire::id::BITFIELD, wire::id::EXTENDED] } else { vec![wire::id::BITFIELD] };
+        assert_eq!(ids, want, "extensions: {extensions}");
+    }
+}
+
+#[test]
+fn a_block_nobody_asked_this_peer_for_is_dropped() {
+    let content = data(4 * 32 * 1024, 8);
+    let meta = meta_for(&content, 32 * 1024);
+    let mut node = leech_node(&meta, 3);
+    let now = Instant::now();
+    for key in [1, 2] {
+        node.t.peer_connected(key, key as u64, addr(key), false, now);
+        let mut input = Vec::new();
+        Handshake::new(meta.info_hash, [key as u8; 20]).encode(&mut input);
+        if key == 1 {
+            // Peer 1 has everything and lets us ask; peer 2 claims nothing.
+            wire::encode_bitfield(&mut input, Bitfield::full(meta.piece_count()).as_wire());
+            wire::encode_bare(&mut input, wire::id::UNCHOKE);
+        }
+        node.t.peer_input(key, &input, now).unwrap();
+    }
+    let asked: Vec<Block> = node.t.peers[&1].requested.iter().map(|(b, _)| *b).collect();
+    assert!(!asked.is_empty());
+    // Peer 2 answers one of peer 1's requests with junk, unasked: it is not taken into the piece.
+    let b = asked[0];
+    let mut junk = Vec::new();
+    wire::encode_piece(&mut junk, b.index, b.begin, &vec![0xEE; b.length as usize]);
+    node.t.peer_input(2, &junk, now).unwrap();
+    assert_eq!(node.t.downloaded(), 0);
+    assert!(node.t.pieces.is_empty());
+    // Peer 1's real answer is.
+    let mut real = Vec::new();
+    let start = (b.index * meta.piece_length + b.begin) as usize;
+    wire::encode_piece(&mut real, b.index, b.begin, &content[start..start + b.length as usize]);
+    node.t.peer_input(1, &real, now).unwrap();
+    assert_eq!(node.t.downloaded(), b.length as u64);
+}
+
+#[test]
 fn debug_throttle_serves_its_rate_and_says_when_to_come_back() {
     let t0 = Instant::now();
     let mut t = super::Throttle::new(100_000, t0);

@@ -3,6 +3,7 @@
 //! that relays a peer's upload slowly so a swarm has to trade. Every read has a deadline; every thread they start
 //! ends when its owner is dropped.
 
+use std::collections::{HashMap, VecDeque};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
@@ -17,6 +18,8 @@ use toybt::wire::{self, Handshake, Limits, Message};
 const STOP_CHECK: Duration = Duration::from_millis(50);
 /// A fake peer gives up on a daemon that has not read what it was sent for this long.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How late a [`Behaviour::CorruptShared`] peer answers.
+const SNEAKY_DELAY: Duration = Duration::from_millis(100);
 /// Block size every client asks for.
 pub const BLOCK: u32 = 16 * 1024;
 
@@ -289,6 +292,9 @@ pub enum Behaviour {
     Honest,
     /// Every block with its bytes flipped: hashes fail.
     Corrupt,
+    /// Answers a little late, with flipped bytes only in pieces it was not asked for whole: the pieces it alone sent
+    /// pass and every bad piece also holds blocks from other peers. It hides behind shared blame.
+    CorruptShared,
     /// The first request gets half a `piece` message, then nothing more, ever; the connection stays open.
     StallMidBlock,
     /// Sends garbage `piece` messages for every block of the torrent, unasked and over and over, whatever it claims;
@@ -416,27 +422,41 @@ fn fake_conn(
     }
     let limits = content.limits();
     let mut stalled = false;
+    // A sneaky liar answers late, so that it knows by then whether a piece was asked of it whole.
+    let delay = if behaviour == Behaviour::CorruptShared { SNEAKY_DELAY } else { Duration::ZERO };
+    let mut pending: VecDeque<(Instant, u32, u32, u32)> = VecDeque::new();
+    let mut asked: HashMap<u32, usize> = HashMap::new();
     while !stop.load(Ordering::Relaxed) {
         loop {
-            let (msg, n) = match wire::decode(&buf, &limits) {
-                Ok(Some((m, n))) => (Msg::from(m), n),
+            match wire::decode(&buf, &limits) {
+                Ok(Some((Message::Request { index, begin, length }, n))) => {
+                    stats.requests.fetch_add(1, Ordering::Relaxed);
+                    pending.push_back((Instant::now(), index, begin, length));
+                    *asked.entry(index).or_default() += 1;
+                    buf.drain(..n);
+                }
+                Ok(Some((_, n))) => drop(buf.drain(..n)),
                 Ok(None) => break,
                 Err(_) => return,
-            };
-            buf.drain(..n);
-            let Msg::Request { index, begin, length } = msg else { continue };
-            stats.requests.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let now = Instant::now();
+        while let Some(&(at, index, begin, length)) = pending.front() {
+            if now < at + delay {
+                break;
+            }
+            pending.pop_front();
             if !claimed(index) || begin as u64 + length as u64 > content.piece_size(index) as u64 {
                 continue;
             }
             let data = content.block(index, begin, length);
+            let whole_piece = asked[&index] >= content.blocks(index).len();
+            let flipped = || data.iter().map(|b| !b).collect::<Vec<u8>>();
             out.clear();
             match behaviour {
                 Behaviour::Honest => wire::encode_piece(&mut out, index, begin, data),
-                Behaviour::Corrupt => {
-                    let bad: Vec<u8> = data.iter().map(|b| !b).collect();
-                    wire::encode_piece(&mut out, index, begin, &bad);
-                }
+                Behaviour::CorruptShared if whole_piece => wire::encode_piece(&mut out, index, begin, data),
+                Behaviour::Corrupt | Behaviour::CorruptShared => wire::encode_piece(&mut out, index, begin, &flipped()),
                 Behaviour::StallMidBlock if !stalled => {
                     stalled = true;
                     wire::encode_piece(&mut out, index, begin, data);
@@ -449,7 +469,8 @@ fn fake_conn(
             }
             stats.blocks_sent.fetch_add(1, Ordering::Relaxed);
         }
-        match read_more(&mut s, &mut buf, Instant::now() + STOP_CHECK) {
+        let wait = pending.front().map_or(STOP_CHECK, |&(at, ..)| (at + delay).saturating_duration_since(now));
+        match read_more(&mut s, &mut buf, now + wait.clamp(Duration::from_millis(1), STOP_CHECK)) {
             Ok(true) | Err(RecvError::Timeout) => {}
             Ok(false) | Err(_) => return,
         }
