@@ -67,9 +67,8 @@ pub struct Config {
     pub seed_time: Option<Duration>,
     /// Writes the resume record; `None` for no record.
     pub resume: Option<resume::Keeper>,
-    /// Hidden test aid (`--debug-upload-rate`): serve at most this many payload bytes per second in all, so a process
-    /// test can make a transfer last long enough to interrupt it at chosen moments. Not a user-facing rate limit.
-    pub debug_upload_rate: Option<u64>,
+    /// Serve at most this many payload bytes per second to all peers together (`--max-upload-rate`).
+    pub max_upload_rate: Option<u64>,
     /// Show a live line on the terminal rather than log lines.
     pub live_progress: bool,
     /// Trackers tried before the torrent's own, e.g. the tracker this process runs itself.
@@ -86,7 +85,7 @@ impl Config {
             unchoke_slots: choker::DEFAULT_SLOTS,
             seed_time: None,
             resume: None,
-            debug_upload_rate: None,
+            max_upload_rate: None,
             live_progress: std::io::stderr().is_terminal(),
             extra_trackers: Vec::new(),
         }
@@ -240,7 +239,7 @@ impl Torrent {
             resume: cfg.resume.take(),
             unreadable: HashSet::new(),
             read_errors_reported: HashSet::new(),
-            throttle: cfg.debug_upload_rate.map(|rate| Throttle::new(rate, now)),
+            throttle: cfg.max_upload_rate.map(|rate| Throttle::new(rate, now)),
             throttle_wake: None,
             started_at: now,
             completed_at: complete.then_some(now),
@@ -1062,7 +1061,7 @@ impl Torrent {
     }
 }
 
-/// The token bucket behind `Config::debug_upload_rate`: at most `rate` bytes a second, in bursts of a twentieth of it.
+/// The token bucket behind `Config::max_upload_rate`: at most `rate` bytes a second, in bursts of a twentieth of it.
 struct Throttle {
     rate: u64,
     tokens: u64,

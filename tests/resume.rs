@@ -1,9 +1,9 @@
 //! Resume and crash safety, with the real binary on 127.0.0.1: kill -9 at random moments, clean stops, data damaged
 //! between runs, untrustworthy records, a full disk, a read-only folder, files changed under a running seed, signals.
 //!
-//! Transfers that must last long enough to be interrupted use a seed started with the hidden `--debug-upload-rate`
-//! (a cap on what it serves per second; see `SwarmOptions::debug_upload_rate`). Tests that mount a small tmpfs of
-//! their own need root; the mount is removed by a guard, also when the test fails.
+//! Transfers that must last long enough to be interrupted use a seed started with `--max-upload-rate` (a cap on what
+//! it serves per second). Tests that mount a small tmpfs of their own need root; the mount is removed by a guard,
+//! also when the test fails.
 
 mod common;
 
@@ -219,7 +219,7 @@ fn kill_9_at_random_moments_loses_only_what_was_in_flight() {
     const KILLS: usize = 20;
     let sw = Swarm::new("many", &sixteen_mib(), 11);
     // 1 MB/s: the runs below fetch about half of the torrent, the last run (from an uncapped seed) the rest.
-    let (mut seed, seed_addr) = sw.seed("capped seed", &["--debug-upload-rate", "1000000"]);
+    let (mut seed, seed_addr) = sw.seed("capped seed", &["--max-upload-rate", "1000000"]);
     let out = sw.path("leech");
     let rng_seed = std::env::var("TOYBT_RESUME_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1
@@ -269,7 +269,7 @@ fn kill_9_at_random_moments_loses_only_what_was_in_flight() {
 #[test]
 fn a_clean_stop_resumes_without_hashing_or_downloading_anything_twice() {
     let sw = Swarm::new("calm", &sixteen_mib(), 12);
-    let (mut seed, seed_addr) = sw.seed("capped seed", &["--debug-upload-rate", "4000000"]);
+    let (mut seed, seed_addr) = sw.seed("capped seed", &["--max-upload-rate", "4000000"]);
     let out = sw.path("leech");
     let mut first = sw.leech("first run", &out, &[seed_addr], &[]);
     first.wait_line("(we leech)", STEP);
@@ -511,7 +511,7 @@ fn wait_record(sw: &Swarm, out: &Path, pieces: u64) -> u64 {
 #[test]
 fn a_read_only_folder_stops_downloading_but_not_seeding() {
     let sw = Swarm::new("frozen", &[("p.bin", 2_000_000), ("q/q.bin", 16384 * 400 - 2_000_000)], 17);
-    let (mut seed, seed_addr) = sw.seed("capped seed", &["--debug-upload-rate", "3000000"]);
+    let (mut seed, seed_addr) = sw.seed("capped seed", &["--max-upload-rate", "3000000"]);
     let disk = Tmpfs::mount(&sw.path("ro"), "16M");
     let out = disk.dir.join("downloads");
     let mut partial = sw.leech("partial", &out, &[seed_addr], &[]);
@@ -604,7 +604,7 @@ fn files_truncated_or_deleted_under_a_running_seed_are_named_and_the_rest_served
 #[test]
 fn sigterm_writes_the_record_and_tells_the_tracker_at_once() {
     let sw = Swarm::new("told", &[("t.bin", 16384 * 300)], 19);
-    let (mut seed, seed_addr) = sw.seed("capped seed", &["--debug-upload-rate", "2000000", "--tracker-port", "0"]);
+    let (mut seed, seed_addr) = sw.seed("capped seed", &["--max-upload-rate", "2000000", "--tracker-port", "0"]);
     let tracker = listening_addr(&seed.wait_line("tracker listening on", STEP));
     let torrent = clients::Torrent::load(&sw.torrent)
         .with_announce(&format!("http://{tracker}/announce"), &sw.path("tracked.torrent"));
@@ -627,7 +627,7 @@ fn sigterm_writes_the_record_and_tells_the_tracker_at_once() {
 #[test]
 fn a_stop_waits_a_bounded_time_for_a_silent_tracker_and_a_second_signal_ends_it_at_once() {
     let sw = Swarm::new("silent", &[("s.bin", 16384 * 300)], 20);
-    let (mut seed, seed_addr) = sw.seed("capped seed", &["--debug-upload-rate", "2000000"]);
+    let (mut seed, seed_addr) = sw.seed("capped seed", &["--max-upload-rate", "2000000"]);
     // A tracker that accepts connections and never answers.
     let silent = TcpListener::bind("127.0.0.1:0").unwrap();
     let held = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));

@@ -19,9 +19,9 @@ The content is written to DIR/NAME. A resume record (DIR/NAME.toybt) lets a rest
 where it stopped without hashing again.
 
 Options:
-  -o, --output DIR   folder to download into (default: the current folder)
-  --seed-time SECS   after the download, seed this long and exit (0: exit as soon as it is complete
-                     and the tracker has been told); default: seed until interrupted
+  -o, --output DIR       folder to download into (default: the current folder)
+  --seed-time SECS       after the download, seed this long and exit (0: exit as soon as it is complete
+                         and the tracker has been told); default: seed until interrupted
 ";
 
 pub fn run(mut args: pico_args::Arguments) -> Result<()> {

@@ -27,18 +27,17 @@ pub struct SwarmOptions {
     pub peers: Vec<SocketAddr>,
     pub recheck: bool,
     pub max_peers: usize,
-    /// `--debug-upload-rate BYTES`: left out of the help on purpose. It caps what this process serves per second so
-    /// process tests (tests/resume.rs) can interrupt a transfer at chosen moments; see `torrent::Config`.
-    pub debug_upload_rate: Option<u64>,
+    /// `--max-upload-rate`: bytes per second served to all peers together (`None`: no limit).
+    pub max_upload_rate: Option<u64>,
 }
 
-pub const SWARM_OPTIONS_HELP: &str = "\
-  --bind ADDR        address to listen for peers on (default 0.0.0.0)
-  --port N           peer port (default: the first free of 6881-6889; 0 picks any free port)
-  --peer ADDR:PORT   connect to this peer directly (repeatable; works with or without a tracker)
-  --max-peers N      most connections at once (default 50)
-  --recheck          hash all data on disk again instead of trusting the resume record
-  -h, --help         print this help
+pub const SWARM_OPTIONS_HELP: &str = "  --bind ADDR            address to listen for peers on (default 0.0.0.0)
+  --port N               peer port (default: the first free of 6881-6889; 0 picks any free port)
+  --peer ADDR:PORT       connect to this peer directly (repeatable; works with or without a tracker)
+  --max-peers N          most connections at once (default 50)
+  --max-upload-rate R    serve at most R bytes per second to all peers together (suffix K or M; default: no limit)
+  --recheck              hash all data on disk again instead of trusting the resume record
+  -h, --help             print this help
 ";
 
 impl SwarmOptions {
@@ -50,7 +49,7 @@ impl SwarmOptions {
             peers: Vec::new(),
             recheck: false,
             max_peers: 50,
-            debug_upload_rate: None,
+            max_upload_rate: None,
         }
     }
 
@@ -67,11 +66,12 @@ impl SwarmOptions {
         if max_peers == 0 {
             return Err(Error::usage("--max-peers must be at least 1"));
         }
-        let debug_upload_rate: Option<u64> = args.opt_value_from_str("--debug-upload-rate")?;
-        if debug_upload_rate == Some(0) {
-            return Err(Error::usage("--debug-upload-rate must be at least 1"));
+        let max_upload_rate =
+            args.opt_value_from_fn("--max-upload-rate", crate::cli::create::parse_size)?.map(u64::from);
+        if max_upload_rate == Some(0) {
+            return Err(Error::usage("--max-upload-rate must be at least 1 byte per second"));
         }
-        Ok(SwarmOptions { bind, port, peers, recheck, max_peers, debug_upload_rate })
+        Ok(SwarmOptions { bind, port, peers, recheck, max_peers, max_upload_rate })
     }
 }
 
@@ -305,7 +305,7 @@ pub fn start_session(plan: SessionPlan) -> Result<(crate::reactor::Reactor, Sock
     cfg.max_peers = opts.max_peers;
     cfg.seed_time = seed_time;
     cfg.resume = resume;
-    cfg.debug_upload_rate = opts.debug_upload_rate;
+    cfg.max_upload_rate = opts.max_upload_rate;
     if let Some(port) = tracker_port {
         let ip = if opts.bind.is_unspecified() { IpAddr::V4(Ipv4Addr::LOCALHOST) } else { opts.bind };
         let tracker_cfg = crate::tracker::Config::default();
