@@ -13,7 +13,8 @@ use crate::picker::Block;
 use crate::progress::Rate;
 use crate::wire;
 
-/// Blocks a peer may have waiting on us; a well-behaved client keeps a few hundred in flight at most.
+/// Blocks a peer may have waiting on us. Peers that speak BEP 10 hear this number as `reqq` in our extended
+/// handshake and keep within it; requests beyond it are dropped, as libtorrent does.
 pub const MAX_QUEUED_REQUESTS: usize = 1024;
 /// We send a keep-alive when we have been silent this long (BEP 3 suggests every two minutes).
 pub const KEEPALIVE_AFTER: Duration = Duration::from_secs(110);

@@ -8,14 +8,25 @@
 //! touched by someone else) has its pieces checked again; pieces in files that match are trusted without hashing.
 //! The record is written atomically (temporary file, fsync, rename, fsync of the folder) and only after the data it
 //! vouches for has been fsynced, so a crash at any moment leaves either the old record or the new one.
+//!
+//! What a stamp cannot see: a file changed in place with its size kept and its modification time set back
+//! (`touch -d`, `utimensat`) looks untouched, so its pieces are trusted without hashing. Nothing short of hashing
+//! everything at every start would notice; `--recheck` does that on request.
+//!
+//! While a session runs, [`Keeper`] writes the record. It remembers the stamp each file had when its content was last
+//! verified or fsynced by us, so a file changed by someone else in the meantime (truncated, deleted, rewritten) is
+//! written to the record as unknown and rechecked at the next start, instead of being vouched for with its new stamp.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::time::UNIX_EPOCH;
 
+use log::warn;
+
 use crate::bencode::{self, Encoder, Value};
 use crate::metainfo::Metainfo;
+use crate::storage::{Storage, StorageError};
 
 const VERSION: i64 = 1;
 
@@ -104,17 +115,157 @@ pub fn decode(bytes: &[u8]) -> Result<ResumeRecord, String> {
 
 /// Writes `bytes` to `path` so that a crash leaves the old content or the new, never a mix: temporary file, fsync,
 /// rename over the old one, fsync of the folder so the rename itself is durable.
+/// A temporary file that could not be completed (a full disk, say) is removed rather than left behind.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let mut tmp_name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
     tmp_name.push(".tmp");
     let tmp = path.with_file_name(tmp_name);
-    let mut f = OpenOptions::new().write(true).create(true).truncate(true).open(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    drop(f);
-    fs::rename(&tmp, path)?;
+    let written = OpenOptions::new().write(true).create(true).truncate(true).open(&tmp).and_then(|mut f| {
+        f.write_all(bytes)?;
+        f.sync_all()
+    });
+    if let Err(e) = written.and_then(|()| fs::rename(&tmp, path)) {
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     File::open(dir)?.sync_all()
+}
+
+/// Why a record could not be brought up to date.
+#[derive(Debug)]
+pub enum SaveError {
+    /// fsync of a data file failed: the data written to it since the last record may be lost (Linux forgets the
+    /// failed pages), so the record no longer vouches for that file. The record itself was still written if it could be.
+    Sync(StorageError),
+    /// The record file could not be written; the previous one (if any) is still in place.
+    Write(PathBuf, io::Error),
+}
+
+impl std::fmt::Display for SaveError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SaveError::Sync(e) => write!(f, "cannot flush data to disk: {e}"),
+            SaveError::Write(path, e) => write!(f, "cannot write the resume record {}: {e}", path.display()),
+        }
+    }
+}
+
+/// Keeps one torrent's record up to date while its session runs (see the module comment).
+#[derive(Debug, Clone)]
+pub struct Keeper {
+    path: PathBuf,
+    info_hash: [u8; 20],
+    files: Vec<KeptFile>,
+    /// Where the next `audit` with a limit goes on, so every file is looked at in turn.
+    audit_from: usize,
+}
+
+#[derive(Debug, Clone, Default)]
+struct KeptFile {
+    padding: bool,
+    /// The stamp of the content we verified or fsynced; `None` when we cannot vouch for the file.
+    known: Option<FileStamp>,
+    /// fsynced since the last record was written: its stamp changed because of us.
+    synced: bool,
+    /// Its fsync failed in this run: never vouched for again before a restart rechecks it.
+    poisoned: bool,
+    /// Already reported as changed by someone else, so the log says it once.
+    reported: bool,
+}
+
+impl Keeper {
+    /// A keeper for the record at `path`, taking the files as they are now (just checked) as what it vouches for.
+    /// Files whose content was verified by reading it should be marked unsynced in `storage` before the first `save`,
+    /// so that they are fsynced before a record relies on them.
+    pub fn new(path: PathBuf, meta: &Metainfo, storage: &Storage) -> Keeper {
+        let files = meta
+            .files
+            .iter()
+            .enumerate()
+            .map(|(i, f)| KeptFile {
+                padding: f.padding,
+                known: if f.padding { None } else { stamp(storage.path(i)).ok().flatten() },
+                ..KeptFile::default()
+            })
+            .collect();
+        Keeper { path, info_hash: meta.info_hash, files, audit_from: 0 }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Makes the record say that the pieces in `pieces` (a wire bitfield) are verified: fsync of every data file
+    /// written since the last record, then the record written atomically. A file that failed to sync, or that someone
+    /// else changed, is recorded as unknown so its pieces are checked at the next start.
+    pub fn save(&mut self, storage: &mut Storage, pieces: &[u8]) -> Result<(), SaveError> {
+        let mut sync_error = None;
+        match storage.sync_all_dirty() {
+            Ok(files) => files.into_iter().for_each(|f| self.files[f].synced = true),
+            Err(e) => {
+                for &f in storage.unsynced_files() {
+                    self.files[f].poisoned = true;
+                }
+                sync_error = Some(e);
+            }
+        }
+        self.audit(storage, usize::MAX);
+        for (i, f) in self.files.iter_mut().enumerate() {
+            if f.synced && !f.padding {
+                f.known = stamp(storage.path(i)).ok().flatten();
+            }
+        }
+        let record = ResumeRecord {
+            info_hash: self.info_hash,
+            pieces: pieces.to_vec(),
+            files: self.files.iter().map(|f| if f.poisoned { None } else { f.known }).collect(),
+        };
+        let written = write_atomic(&self.path, &encode(&record));
+        if written.is_ok() {
+            self.files.iter_mut().for_each(|f| f.synced = false);
+        }
+        match (sync_error, written) {
+            (Some(e), _) => Err(SaveError::Sync(e)),
+            (None, Err(e)) => Err(SaveError::Write(self.path.clone(), e)),
+            (None, Ok(())) => Ok(()),
+        }
+    }
+
+    /// Looks at up to `max_files` files (in turn) that we have not written since the last record, and forgets the
+    /// stamp of any that changed under us, with a warning naming it. Returns how many changed.
+    pub fn audit(&mut self, storage: &Storage, max_files: usize) -> usize {
+        let n = self.files.len();
+        let mut changed = 0;
+        for step in 0..n.min(max_files) {
+            let i = (self.audit_from + step) % n;
+            let f = &mut self.files[i];
+            if f.padding || f.synced || f.reported || storage.unsynced_files().contains(&i) {
+                continue;
+            }
+            let Some(was) = f.known else { continue };
+            let now = stamp(storage.path(i)).ok().flatten();
+            if now == Some(was) {
+                continue;
+            }
+            let path = storage.path(i).display();
+            match now {
+                None => warn!("{path} was deleted or replaced under us; its pieces will be checked at the next start"),
+                Some(s) if s.size != was.size => warn!(
+                    "{path} changed size under us ({} bytes, was {}); its pieces will be checked at the next start",
+                    s.size, was.size
+                ),
+                Some(_) => warn!("{path} was modified by someone else; its pieces will be checked at the next start"),
+            }
+            f.known = None;
+            f.reported = true;
+            changed += 1;
+        }
+        if n > 0 {
+            self.audit_from = (self.audit_from + n.min(max_files)) % n;
+        }
+        changed
+    }
 }
 
 /// What a record lets us skip: the pieces trusted without hashing, and the files whose pieces must be checked.
@@ -252,6 +403,68 @@ mod tests {
         assert_eq!(stamp(&content).unwrap().unwrap().size, 3);
         fs::create_dir(dir.path().join("folder")).unwrap();
         assert_eq!(stamp(&dir.path().join("folder")).unwrap(), None, "a folder is not the file we expect");
+    }
+
+    fn open_leech(m: &Metainfo, dir: &Path) -> Storage {
+        Storage::open(m, dir.join("t"), crate::storage::OpenMode::Leech).unwrap()
+    }
+
+    fn set_mtime(path: &Path, secs: u64) {
+        let f = OpenOptions::new().write(true).open(path).unwrap();
+        f.set_modified(UNIX_EPOCH + std::time::Duration::from_secs(secs)).unwrap();
+    }
+
+    #[test]
+    fn keeper_vouches_for_what_it_synced_and_not_for_files_changed_under_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = meta(&[10, 20, 10], 8);
+        let mut st = open_leech(&m, dir.path());
+        let rec = dir.path().join("t.toybt");
+        let mut keeper = Keeper::new(rec.clone(), &m, &st);
+        st.write_piece(0, &[1; 8]).unwrap();
+        keeper.save(&mut st, &[0b1000_0000]).unwrap();
+        let r = decode(&fs::read(&rec).unwrap()).unwrap();
+        assert_eq!((r.info_hash, r.pieces.clone()), (m.info_hash, vec![0b1000_0000]));
+        let now: Vec<_> = (0..3).map(|i| stamp(st.path(i)).unwrap()).collect();
+        assert_eq!(r.files, now);
+
+        // Someone else rewrites file 2 (we did not write it): the record stops vouching for it, and says so once.
+        fs::write(st.path(2), [9; 10]).unwrap();
+        set_mtime(st.path(2), 1_000);
+        assert_eq!(keeper.audit(&st, usize::MAX), 1);
+        assert_eq!(keeper.audit(&st, usize::MAX), 0);
+        // Our own writes to file 1 are not a change by someone else.
+        st.write_piece(2, &[2; 8]).unwrap();
+        set_mtime(st.path(1), 2_000);
+        assert_eq!(keeper.audit(&st, usize::MAX), 0);
+        keeper.save(&mut st, &[0b1010_0000]).unwrap();
+        let r = decode(&fs::read(&rec).unwrap()).unwrap();
+        assert_eq!(r.files, vec![now[0], stamp(st.path(1)).unwrap(), None]);
+        let p = plan(&m, &r, &(0..3).map(|i| stamp(st.path(i)).unwrap()).collect::<Vec<_>>()).unwrap();
+        assert_eq!(p.changed_files, vec![2]);
+    }
+
+    #[test]
+    fn keeper_syncs_marked_files_and_leaves_no_temporary_file_when_it_cannot_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = meta(&[10], 8);
+        let mut st = open_leech(&m, dir.path());
+        st.mark_unsynced(0);
+        let mut keeper = Keeper::new(dir.path().join("t.toybt"), &m, &st);
+        keeper.save(&mut st, &[0]).unwrap();
+        assert!(st.unsynced_files().is_empty());
+
+        let missing = dir.path().join("no such folder").join("t.toybt");
+        let mut keeper = Keeper::new(missing.clone(), &m, &st);
+        let err = keeper.save(&mut st, &[0]).unwrap_err();
+        assert!(matches!(err, SaveError::Write(..)), "{err}");
+        assert!(err.to_string().contains(&missing.display().to_string()), "{err}");
+
+        // A record that cannot be completed is not left half-written beside the old one.
+        let rec = dir.path().join("full.toybt");
+        fs::create_dir(dir.path().join("full.toybt.tmp")).unwrap();
+        assert!(write_atomic(&rec, b"x").is_err());
+        assert!(!rec.exists());
     }
 
     #[test]

@@ -201,6 +201,17 @@ impl Storage {
         self.disk.sync_dirty()
     }
 
+    /// Files written (or marked) since the last successful `sync_all_dirty`, in no particular order.
+    pub fn unsynced_files(&self) -> &[usize] {
+        self.disk.dirty_files()
+    }
+
+    /// Makes the next `sync_all_dirty` fsync `file` too: its content was verified by reading it and is about to be
+    /// vouched for, but it may still sit in the page cache after a crash of an earlier run.
+    pub fn mark_unsynced(&mut self, file: usize) {
+        self.disk.mark_dirty(file);
+    }
+
     fn bad_index(&self, index: u32) -> StorageError {
         StorageError::PieceIndex { index, count: self.piece_count() }
     }

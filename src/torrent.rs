@@ -18,7 +18,7 @@ use log::{debug, info, warn};
 use crate::bitfield::Bitfield;
 use crate::choker::{self, Candidate, Choker};
 use crate::metainfo::Metainfo;
-use crate::peer::{Peer, UPLOAD_LOW_WATER};
+use crate::peer::{MAX_QUEUED_REQUESTS, Peer, UPLOAD_LOW_WATER};
 use crate::picker::{BLOCK_LEN, Block, BlockOutcome, Picker};
 use crate::progress::{self, Rate, Snapshot};
 use crate::resume;
@@ -32,8 +32,14 @@ const TICK: Duration = Duration::from_secs(1);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
 /// How often a log line reports progress when stderr is not a terminal.
 const LOG_EVERY: Duration = Duration::from_secs(5);
-/// How often the resume record is brought up to date while pieces arrive.
+/// How often the resume record is brought up to date while pieces arrive (and files are checked for changes made
+/// under us when none arrive).
 const RESUME_EVERY: Duration = Duration::from_secs(5);
+/// Files whose size and mtime are looked at per `RESUME_EVERY` when no record is due, so thousands of files cost little.
+const AUDIT_FILES: usize = 1000;
+/// The most a stop waits for trackers to take our `stopped` (an announce already in flight to a silent tracker would
+/// otherwise hold the exit for its whole time-out).
+const STOP_GRACE: Duration = Duration::from_secs(6);
 /// Wait before dialling an address again after it failed or closed.
 const REDIAL_AFTER: Duration = Duration::from_secs(30);
 /// Piece buffers kept for reuse, so a busy download does not allocate and free a piece per piece.
@@ -46,6 +52,8 @@ const MAX_SUSPECT_ATTEMPTS: usize = 4;
 const MAX_DIAL_FAILURES: u32 = 5;
 /// Cap on addresses remembered from trackers, so a hostile tracker cannot grow our memory.
 const MAX_KNOWN_ADDRS: usize = 2000;
+/// Who we are in the BEP 10 extended handshake.
+const CLIENT_VERSION: &str = concat!("toybt ", env!("CARGO_PKG_VERSION"));
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -57,8 +65,10 @@ pub struct Config {
     pub unchoke_slots: usize,
     /// After the download completes: `None` seeds until stopped, `Some(d)` stops `d` later.
     pub seed_time: Option<Duration>,
-    /// Where the resume record lives; `None` for no record (e.g. a read-only seed).
-    pub resume_path: Option<PathBuf>,
+    /// Writes the resume record; `None` for no record.
+    pub resume: Option<resume::Keeper>,
+    /// Serve at most this many payload bytes per second to all peers together (`--max-upload-rate`).
+    pub max_upload_rate: Option<u64>,
     /// Show a live line on the terminal rather than log lines.
     pub live_progress: bool,
     /// Trackers tried before the torrent's own, e.g. the tracker this process runs itself.
@@ -74,7 +84,8 @@ impl Config {
             max_connecting: 8,
             unchoke_slots: choker::DEFAULT_SLOTS,
             seed_time: None,
-            resume_path: None,
+            resume: None,
+            max_upload_rate: None,
             live_progress: std::io::stderr().is_terminal(),
             extra_trackers: Vec::new(),
         }
@@ -148,6 +159,14 @@ pub struct Torrent {
     hash_failures: u32,
     /// Why we stopped downloading, e.g. the disk is full; we keep serving what we have.
     disk_error: Option<String>,
+    resume: Option<resume::Keeper>,
+    /// Pieces we have but could not read back (a file truncated under us): no longer served or vouched for.
+    unreadable: HashSet<u32>,
+    /// Files whose read errors were already logged, so a broken file is reported once rather than per block.
+    read_errors_reported: HashSet<PathBuf>,
+    throttle: Option<Throttle>,
+    /// When the throttle has earned enough to serve again; peers waiting on it are woken then.
+    throttle_wake: Option<Instant>,
     started_at: Instant,
     completed_at: Option<Instant>,
     next_tick: Instant,
@@ -157,6 +176,8 @@ pub struct Torrent {
     /// Pieces verified since the resume record was last written.
     unrecorded_pieces: u32,
     stopping: bool,
+    /// When a stop gives up waiting for the trackers.
+    stop_deadline: Option<Instant>,
     /// Set when the session may end: stopped and the tracker told, or seed time over.
     finished: bool,
     /// True if this run downloaded anything, so the summary is worth printing.
@@ -168,7 +189,7 @@ impl Torrent {
         meta: Metainfo,
         storage: Storage,
         have: Bitfield,
-        cfg: Config,
+        mut cfg: Config,
         now: Instant,
     ) -> crate::error::Result<Torrent> {
         let seed = u64::from_le_bytes(cfg.peer_id[12..20].try_into().unwrap_or([7; 8]));
@@ -215,6 +236,11 @@ impl Torrent {
             uploaded: Rate::default(),
             hash_failures: 0,
             disk_error: None,
+            resume: cfg.resume.take(),
+            unreadable: HashSet::new(),
+            read_errors_reported: HashSet::new(),
+            throttle: cfg.max_upload_rate.map(|rate| Throttle::new(rate, now)),
+            throttle_wake: None,
             started_at: now,
             completed_at: complete.then_some(now),
             next_tick: now,
@@ -223,6 +249,7 @@ impl Torrent {
             next_resume: now + RESUME_EVERY,
             unrecorded_pieces: 0,
             stopping: false,
+            stop_deadline: None,
             finished: false,
             was_leeching: !complete,
             meta,
@@ -291,12 +318,27 @@ impl Torrent {
         let Some(peer) = self.peers.get_mut(&key) else { return };
         peer.take_output(out, now);
         while out.len() < UPLOAD_LOW_WATER {
-            let Some(b) = peer.requests_in.pop_front() else { break };
+            let Some(&b) = peer.requests_in.front() else { break };
+            if let Some(t) = &mut self.throttle
+                && let Err(wake) = t.take(now, b.length)
+            {
+                self.throttle_wake = Some(self.throttle_wake.map_or(wake, |w| w.min(wake)));
+                break;
+            }
+            peer.requests_in.pop_front();
             let mark = out.len();
             wire::encode_piece_header(out, b.index, b.begin, b.length);
             if let Err(e) = self.storage.read_block(b.index, b.begin, b.length, out) {
                 out.truncate(mark);
-                warn!("cannot serve piece {}: {e}", b.index);
+                // A file truncated or broken under us: stop offering what it held, say so once per file.
+                self.unreadable.insert(b.index);
+                let path = match &e {
+                    crate::storage::StorageError::Io { path, .. } => Some(path.clone()),
+                    _ => None,
+                };
+                if path.is_none_or(|p| self.read_errors_reported.insert(p)) {
+                    log::error!("cannot serve piece {}: {e}; pieces that cannot be read are no longer served", b.index);
+                }
                 continue;
             }
             peer.last_send = now;
@@ -317,7 +359,7 @@ impl Torrent {
         let mut peer = Peer::new(addr, outbound, self.meta.piece_count(), now);
         peer.generation = generation;
         if outbound {
-            Handshake::new(self.meta.info_hash, self.cfg.peer_id).encode(peer.out());
+            Handshake::ours(self.meta.info_hash, self.cfg.peer_id).encode(peer.out());
             peer.handshake_sent = true;
             self.dirty.push(key);
         }
@@ -403,12 +445,16 @@ impl Torrent {
         let have_any = self.have_bytes > 0;
         let peer = self.peers.get_mut(&key).expect("checked by caller");
         if !peer.handshake_sent {
-            Handshake::new(self.meta.info_hash, self.cfg.peer_id).encode(peer.out());
+            Handshake::ours(self.meta.info_hash, self.cfg.peer_id).encode(peer.out());
             peer.handshake_sent = true;
         }
         peer.peer_id = Some(h.peer_id);
         if have_any {
             wire::encode_bitfield(peer.out(), &bits);
+        }
+        // After the bitfield, which some clients accept only as the first message.
+        if h.supports_extensions() {
+            wire::encode_extended_handshake(peer.out(), MAX_QUEUED_REQUESTS as u32, CLIENT_VERSION);
         }
         peer.last_block = now;
         info!("{}: peer {} ({})", peer.addr, client_name(&h.peer_id), if complete { "we seed" } else { "we leech" });
@@ -483,7 +529,7 @@ impl Torrent {
                 if begin.checked_add(length).is_none_or(|end| end > size) {
                     return Err(format!("request past the end of piece {index}"));
                 }
-                if self.picker.have().get(index) {
+                if self.picker.have().get(index) && !self.unreadable.contains(&index) {
                     let block = Block { index, begin, length };
                     self.peer(key).queue_request(block);
                 }
@@ -594,20 +640,8 @@ impl Torrent {
             match self.storage.write_piece(index, &buf.data) {
                 Ok(()) => self.piece_done(index, now),
                 Err(e) => {
-                    // Keep what is verified, keep seeding, stop asking for what we cannot store.
-                    let msg = format!("cannot store piece {index}: {e}; downloading stops, seeding goes on");
-                    log::error!("{msg}");
                     self.picker.piece_failed(index);
-                    self.disk_error = Some(msg);
-                    let keys: Vec<usize> = self.peers.keys().copied().collect();
-                    for k in keys {
-                        self.picker.peer_choked(k);
-                        if let Some(p) = self.peers.get_mut(&k) {
-                            p.requested.clear();
-                            p.set_interested(false);
-                        }
-                        self.dirty.push(k);
-                    }
+                    self.stop_downloading(format!("cannot store piece {index}: {e}"));
                 }
             }
         } else {
@@ -634,6 +668,26 @@ impl Torrent {
             // Kept as it is, not zeroed: a piece is hashed only once all its blocks have overwritten every byte, and
             // zeroing a piece per piece was 4% of a download's instructions.
             self.spare_buffers.push(buf.data);
+        }
+    }
+
+    /// The disk refused (full, read-only, failing): keep what is verified, keep seeding, stop asking for what we
+    /// cannot store. Said once, at error level; a later run resumes once the cause is fixed.
+    fn stop_downloading(&mut self, why: String) {
+        if self.disk_error.is_some() {
+            debug!("{why}");
+            return;
+        }
+        log::error!("{why}; downloading stops, seeding goes on");
+        self.disk_error = Some(why);
+        let keys: Vec<usize> = self.peers.keys().copied().collect();
+        for k in keys {
+            self.picker.peer_choked(k);
+            if let Some(p) = self.peers.get_mut(&k) {
+                p.requested.clear();
+                p.set_interested(false);
+            }
+            self.dirty.push(k);
         }
     }
 
@@ -719,10 +773,7 @@ impl Torrent {
                 self.hash_failures
             )
         );
-        if let Err(e) = self.storage.sync_all_dirty() {
-            warn!("flushing data to disk: {e}");
-        }
-        self.write_resume();
+        self.save_resume();
         self.schedule.completed(now);
     }
 
@@ -764,10 +815,8 @@ impl Torrent {
             return;
         }
         self.stopping = true;
-        if let Err(e) = self.storage.sync_all_dirty() {
-            warn!("flushing data to disk: {e}");
-        }
-        self.write_resume();
+        self.stop_deadline = Some(now + STOP_GRACE);
+        self.save_resume();
         let keys: Vec<usize> = self.peers.keys().copied().collect();
         for k in keys {
             self.close(k, "shutting down", now);
@@ -786,6 +835,11 @@ impl Torrent {
             self.finished = true;
             return;
         }
+        if self.stop_deadline.is_some_and(|d| now >= d) {
+            warn!("the tracker did not take our `stopped` within {}s; stopping anyway", STOP_GRACE.as_secs());
+            self.finished = true;
+            return;
+        }
         if let (Some(done_at), Some(seed_time)) = (self.completed_at, self.cfg.seed_time)
             && !self.stopping
             && now.saturating_duration_since(done_at) >= seed_time
@@ -798,7 +852,7 @@ impl Torrent {
 
     /// The next moment `handle_timeout` has work.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let mut t = self.next_tick;
+        let mut t = self.throttle_wake.map_or(self.next_tick, |w| w.min(self.next_tick));
         if let Some(a) = self.schedule.poll_timeout() {
             t = t.min(a);
         }
@@ -807,6 +861,11 @@ impl Torrent {
 
     pub fn handle_timeout(&mut self, now: Instant) {
         self.poll_announce(now);
+        if self.throttle_wake.is_some_and(|w| now >= w) {
+            self.throttle_wake = None;
+            let waiting = self.peers.iter().filter(|(_, p)| !p.requests_in.is_empty()).map(|(&k, _)| k);
+            self.dirty.extend(waiting);
+        }
         if now < self.next_tick {
             return;
         }
@@ -845,11 +904,9 @@ impl Torrent {
         if now >= self.next_resume {
             self.next_resume = now + RESUME_EVERY;
             if self.unrecorded_pieces > 0 {
-                if let Err(e) = self.storage.sync_all_dirty() {
-                    warn!("flushing data to disk: {e}");
-                } else {
-                    self.write_resume();
-                }
+                self.save_resume();
+            } else if let Some(keeper) = &mut self.resume {
+                keeper.audit(&self.storage, AUDIT_FILES);
             }
         }
         self.dial(now);
@@ -939,19 +996,18 @@ impl Torrent {
         }
     }
 
-    fn write_resume(&mut self) {
-        let Some(path) = self.cfg.resume_path.clone() else { return };
-        let files = (0..self.meta.files.len())
-            .map(|i| if self.meta.files[i].padding { None } else { resume::stamp(self.storage.path(i)).ok().flatten() })
-            .collect();
-        let record = resume::ResumeRecord {
-            info_hash: self.meta.info_hash,
-            pieces: self.picker.have().as_wire().to_vec(),
-            files,
-        };
-        match resume::write_atomic(&path, &resume::encode(&record)) {
+    /// Brings the resume record up to date (data fsynced first, see `resume::Keeper`). Pieces that could not be read
+    /// back are left out. A failed fsync is a disk error like a failed write.
+    fn save_resume(&mut self) {
+        let Some(keeper) = &mut self.resume else { return };
+        let mut pieces = self.picker.have().clone();
+        for &i in &self.unreadable {
+            pieces.clear(i);
+        }
+        match keeper.save(&mut self.storage, pieces.as_wire()) {
             Ok(()) => self.unrecorded_pieces = 0,
-            Err(e) => warn!("cannot write the resume record {}: {e}", path.display()),
+            Err(e @ resume::SaveError::Sync(_)) => self.stop_downloading(e.to_string()),
+            Err(e) => warn!("{e}"),
         }
     }
 
@@ -987,6 +1043,11 @@ impl Torrent {
         )
     }
 
+    /// How many pieces we hold verified now.
+    pub fn verified_pieces(&self) -> u32 {
+        self.picker.have().count()
+    }
+
     pub fn hash_failures(&self) -> u32 {
         self.hash_failures
     }
@@ -997,6 +1058,36 @@ impl Torrent {
 
     pub fn disk_error(&self) -> Option<&str> {
         self.disk_error.as_deref()
+    }
+}
+
+/// The token bucket behind `Config::max_upload_rate`: at most `rate` bytes a second, in bursts of a twentieth of it.
+struct Throttle {
+    rate: u64,
+    tokens: u64,
+    at: Instant,
+}
+
+impl Throttle {
+    fn new(rate: u64, now: Instant) -> Throttle {
+        Throttle { rate: rate.max(1), tokens: 0, at: now }
+    }
+
+    /// Spends `n` bytes if earned; otherwise says when they will be.
+    fn take(&mut self, now: Instant, n: u32) -> Result<(), Instant> {
+        let n = u64::from(n);
+        let burst = (self.rate / 20).max(n);
+        let earned = self.rate as u128 * now.saturating_duration_since(self.at).as_micros() / 1_000_000;
+        if earned > 0 {
+            self.tokens = (self.tokens + earned.min(u128::from(burst)) as u64).min(burst);
+            self.at = now;
+        }
+        if self.tokens >= n {
+            self.tokens -= n;
+            return Ok(());
+        }
+        let wait_us = ((n - self.tokens) as u128 * 1_000_000).div_ceil(self.rate as u128);
+        Err(now + Duration::from_micros(wait_us as u64))
     }
 }
 

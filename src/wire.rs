@@ -22,7 +22,7 @@ pub const DEFAULT_MAX_BLOCK_LEN: u32 = 16 * 1024;
 /// unusual extension handshakes while keeping a connection's receive buffer small.
 pub const DEFAULT_MAX_UNKNOWN_LEN: u32 = 64 * 1024;
 
-/// Message ids (BEP 3, and BEP 5 for `port`).
+/// Message ids (BEP 3, BEP 5 for `port`, BEP 10 for `extended`).
 pub mod id {
     pub const CHOKE: u8 = 0;
     pub const UNCHOKE: u8 = 1;
@@ -34,6 +34,7 @@ pub mod id {
     pub const PIECE: u8 = 7;
     pub const CANCEL: u8 = 8;
     pub const PORT: u8 = 9;
+    pub const EXTENDED: u8 = 20;
 }
 
 /// The 68-byte greeting both sides send first.
@@ -77,6 +78,14 @@ impl Handshake {
         h.info_hash.copy_from_slice(&rest[8..28]);
         h.peer_id.copy_from_slice(&rest[28..48]);
         Ok(Some(h))
+    }
+
+    /// The handshake toybt sends: it claims the BEP 10 extension protocol, whose only use here is the extended
+    /// handshake's `reqq` (see [`encode_extended_handshake`]).
+    pub fn ours(info_hash: [u8; 20], peer_id: [u8; 20]) -> Handshake {
+        let mut h = Handshake::new(info_hash, peer_id);
+        h.reserved[5] |= 0x10;
+        h
     }
 
     /// BEP 10 extension protocol bit.
@@ -392,6 +401,24 @@ pub fn encode_port(out: &mut Vec<u8>, port: u16) {
 }
 
 /// Any other id, e.g. a BEP 10 extended message (id 20) whose payload the extension built.
+/// A BEP 10 extended handshake that offers no extension messages (an empty `m`) and says how many requests we queue
+/// before dropping more (`reqq`) and who we are (`v`). Without `reqq`, Transmission keeps ten seconds' worth of
+/// requests outstanding, thousands of them on a fast link, and waits for ever on those a peer dropped.
+pub fn encode_extended_handshake(out: &mut Vec<u8>, reqq: u32, version: &str) {
+    let mut payload = vec![0u8]; // extended message id 0: the handshake
+    crate::bencode::Encoder { out: &mut payload }
+        .begin_dict()
+        .str("m")
+        .begin_dict()
+        .end()
+        .str("reqq")
+        .int(i64::from(reqq))
+        .str("v")
+        .str(version)
+        .end();
+    encode_other(out, id::EXTENDED, &payload);
+}
+
 pub fn encode_other(out: &mut Vec<u8>, id: u8, payload: &[u8]) {
     header(out, 1 + body_len(payload.len()), id);
     out.extend_from_slice(payload);
@@ -636,6 +663,23 @@ mod tests {
         let mut wrong = bytes.clone();
         wrong[19] = b'L';
         assert_eq!(Handshake::decode(&wrong), Err(WireError::BadHandshake));
+    }
+
+    #[test]
+    fn our_handshake_claims_only_the_extension_protocol_and_says_reqq() {
+        let ours = Handshake::ours([1; 20], [2; 20]);
+        assert!(ours.supports_extensions() && !ours.supports_fast() && !ours.supports_dht());
+        let mut out = Vec::new();
+        encode_extended_handshake(&mut out, 1024, "toybt 0.1.0");
+        let (msg, n) = decode(&out, &Limits::new(10)).unwrap().unwrap();
+        assert_eq!(n, out.len());
+        let Message::Unknown { id: id::EXTENDED, payload } = msg else { panic!("{msg:?}") };
+        assert_eq!(payload[0], 0, "extended message 0 is the handshake");
+        let dict = crate::bencode::decode(&payload[1..]).unwrap();
+        assert_eq!(dict.get("reqq").and_then(|v| v.as_int()), Some(1024));
+        assert_eq!(dict.get("v").and_then(|v| v.as_str()), Some("toybt 0.1.0"));
+        assert!(dict.get("m").is_some_and(|m| m.is_dict()), "an empty `m`: no extension messages offered");
+        assert_eq!(&payload[1..], b"d1:mde4:reqqi1024e1:v11:toybt 0.1.0e");
     }
 
     #[test]

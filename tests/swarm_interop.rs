@@ -1,12 +1,14 @@
 //! toybt trading with real clients on 127.0.0.1, both directions: a toybt seed serving libtorrent, aria2 and
-//! Transmission leechers; libtorrent, aria2 and Transmission seeds serving a toybt leech; and a mixed swarm of one toybt
-//! seed with toybt, libtorrent and aria2 leechers at once. Every download is compared byte for byte with the seed's data.
+//! Transmission leechers; libtorrent, aria2 and Transmission seeds serving a toybt leech; and a mixed swarm of one
+//! toybt seed with toybt, libtorrent and aria2 leechers at once. Every download is compared byte for byte with the
+//! seed's data.
 //!
 //! Each test is one pair of programs and runs its variants at the same time on threads of its own: single-file and
-//! multi-file torrents, found through toybt's tracker (a `toybt tracker` process, or the tracker a `toybt seed
-//! --tracker-port` runs in its own loop) and through opentracker, the reference. Most of the time goes to waiting on
-//! the clients (Transmission takes about 10 s to unchoke a new peer), so running variants side by side keeps the file
-//! quick without loading the machine.
+//! multi-file torrents of about 3 MiB (and one of 40 MiB, where a client's request queue matters), found through
+//! toybt's tracker (a `toybt tracker` process, or the tracker a `toybt seed --tracker-port` runs in its own loop),
+//! through opentracker, the reference, or dialled directly. Most of the time goes to waiting on the clients
+//! (Transmission takes about 10 s to show interest in or unchoke a new peer), so running variants side by side keeps
+//! the file quick without loading the machine.
 //!
 //! The toybt processes log at debug level (RUST_LOG overrides it); a failing test prints every process's output.
 
@@ -19,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-/// Bound on one download; they take 0.1-16 s here (Transmission waits up to 10 s before it unchokes or asks).
+/// Bound on one download; they take 0.1-22 s here (Transmission waits about 10 s before it unchokes or asks).
 const DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(60);
 /// Bound on a toybt process printing its listening line (it checks a few MiB of data first).
 const START_TIMEOUT: Duration = Duration::from_secs(15);
@@ -32,6 +34,9 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 enum Layout {
     Single,
     Multi,
+    /// One file of 40 MiB (2560 blocks): more blocks than toybt queues per peer, and enough for Transmission to
+    /// reach a rate at which it would ask for all of them at once unless told our queue size.
+    Large,
 }
 
 /// How the peers find each other.
@@ -51,6 +56,11 @@ fn fixture(layout: Layout, seed: u64) -> Fixture {
     match layout {
         Layout::Single => Fixture::single_file(seed),
         Layout::Multi => Fixture::multi_file(seed),
+        Layout::Large => Fixture::new(|root| {
+            let path = root.join("large.bin");
+            clients::write_random_file(&path, 40 << 20, seed);
+            path
+        }),
     }
 }
 
@@ -221,11 +231,12 @@ fn run_variants(test: &str, variants: &[(Layout, Via)], scenario: fn(Layout, Via
 
 /// A real client downloading from a toybt seed. The seed starts first and registers with the tracker, so the leecher's
 /// first announce returns it; Transmission ignores 127.x peers from a tracker, so there it is the other way round:
-/// the leecher announces first and the seed dials the address its own first announce returns (or `--peer`).
+/// the leecher announces first and the seed dials the address its own first announce returns. Without a tracker,
+/// libtorrent is told to dial the seed, and the seed is told (`--peer`) to dial aria2 or Transmission.
 fn toybt_seed_to(kind: Kind, layout: Layout, via: Via, seed: u64) -> Duration {
     let mut fx = fixture(layout, seed);
     let tracker = Tracker::start(&mut fx, via);
-    let leech_first = kind == Kind::Transmission;
+    let leech_first = kind == Kind::Transmission || (kind == Kind::Aria2 && via == Via::Dialled);
     let start_leech = |fx: &Fixture, seed: Option<SocketAddr>| match kind {
         Kind::Libtorrent => clients::libtorrent_leech(&fx.torrent.path, &fx.leech_dir, &Vec::from_iter(seed)),
         Kind::Aria2 => clients::aria2_leech(&fx.torrent.path, &fx.leech_dir),
@@ -273,20 +284,25 @@ fn toybt_seed_to(kind: Kind, layout: Layout, via: Via, seed: u64) -> Duration {
 #[test]
 fn toybt_seed_to_libtorrent_leech() {
     let variants =
-        [(Layout::Single, Via::SeedsTracker), (Layout::Multi, Via::Opentracker), (Layout::Multi, Via::Dialled)];
+        [(Layout::Single, Via::SeedsTracker), (Layout::Multi, Via::Opentracker), (Layout::Large, Via::Dialled)];
     run_variants("toybt_seed_to_libtorrent_leech", &variants, |l, v, s| toybt_seed_to(Kind::Libtorrent, l, v, s));
 }
 
 #[test]
 fn toybt_seed_to_aria2_leech() {
-    let variants = [(Layout::Single, Via::Opentracker), (Layout::Multi, Via::ToybtTracker)];
+    let variants =
+        [(Layout::Single, Via::Opentracker), (Layout::Multi, Via::ToybtTracker), (Layout::Large, Via::Dialled)];
     run_variants("toybt_seed_to_aria2_leech", &variants, |l, v, s| toybt_seed_to(Kind::Aria2, l, v, s));
 }
 
 #[test]
 fn toybt_seed_dials_transmission_leech() {
-    let variants =
-        [(Layout::Single, Via::ToybtTracker), (Layout::Multi, Via::Opentracker), (Layout::Multi, Via::Dialled)];
+    let variants = [
+        (Layout::Single, Via::ToybtTracker),
+        (Layout::Multi, Via::Opentracker),
+        (Layout::Multi, Via::Dialled),
+        (Layout::Large, Via::Dialled),
+    ];
     run_variants("toybt_seed_dials_transmission_leech", &variants, |l, v, s| {
         toybt_seed_to(Kind::Transmission, l, v, s)
     });
@@ -330,20 +346,26 @@ fn toybt_leech_from(kind: Kind, layout: Layout, via: Via, seed: u64) -> Duration
 
 #[test]
 fn libtorrent_seed_to_toybt_leech() {
-    let variants = [(Layout::Multi, Via::ToybtTracker), (Layout::Single, Via::Opentracker)];
+    let variants =
+        [(Layout::Multi, Via::ToybtTracker), (Layout::Single, Via::Opentracker), (Layout::Large, Via::Dialled)];
     run_variants("libtorrent_seed_to_toybt_leech", &variants, |l, v, s| toybt_leech_from(Kind::Libtorrent, l, v, s));
 }
 
 #[test]
 fn aria2_seed_to_toybt_leech() {
-    let variants = [(Layout::Single, Via::ToybtTracker), (Layout::Multi, Via::Opentracker)];
+    let variants =
+        [(Layout::Single, Via::ToybtTracker), (Layout::Multi, Via::Opentracker), (Layout::Large, Via::Dialled)];
     run_variants("aria2_seed_to_toybt_leech", &variants, |l, v, s| toybt_leech_from(Kind::Aria2, l, v, s));
 }
 
 #[test]
 fn transmission_seed_to_toybt_leech() {
-    let variants =
-        [(Layout::Multi, Via::ToybtTracker), (Layout::Single, Via::Opentracker), (Layout::Single, Via::Dialled)];
+    let variants = [
+        (Layout::Multi, Via::ToybtTracker),
+        (Layout::Single, Via::Opentracker),
+        (Layout::Single, Via::Dialled),
+        (Layout::Large, Via::Dialled),
+    ];
     run_variants("transmission_seed_to_toybt_leech", &variants, |l, v, s| {
         toybt_leech_from(Kind::Transmission, l, v, s)
     });
@@ -393,6 +415,7 @@ fn mixed_swarm(layout: Layout, via: Via, seed: u64) -> Duration {
 
 #[test]
 fn mixed_swarm_toybt_seed_with_toybt_libtorrent_and_aria2_leeches() {
-    let variants = [(Layout::Single, Via::ToybtTracker), (Layout::Multi, Via::Opentracker)];
+    let variants =
+        [(Layout::Single, Via::ToybtTracker), (Layout::Multi, Via::Opentracker), (Layout::Multi, Via::SeedsTracker)];
     run_variants("mixed_swarm", &variants, mixed_swarm);
 }

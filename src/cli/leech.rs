@@ -19,9 +19,9 @@ The content is written to DIR/NAME. A resume record (DIR/NAME.toybt) lets a rest
 where it stopped without hashing again.
 
 Options:
-  -o, --output DIR   folder to download into (default: the current folder)
-  --seed-time SECS   after the download, seed this long and exit (0: exit as soon as it is complete
-                     and the tracker has been told); default: seed until interrupted
+  -o, --output DIR       folder to download into (default: the current folder)
+  --seed-time SECS       after the download, seed this long and exit (0: exit as soon as it is complete
+                         and the tracker has been told); default: seed until interrupted
 ";
 
 pub fn run(mut args: pico_args::Arguments) -> Result<()> {
@@ -57,6 +57,6 @@ pub fn plan(meta: Metainfo, dir: &Path, opts: SwarmOptions, seed_time: Option<Du
     let stamps = swarm::file_stamps(&meta, &content);
     let mut storage = Storage::open(&meta, content.clone(), OpenMode::Leech)?;
     let record = resume::record_path(&content);
-    let have = swarm::verified_pieces(&meta, &mut storage, Some(&record), &stamps, opts.recheck);
-    Ok(SessionPlan { meta, storage, have, opts, seed_time, resume_path: Some(record), tracker_port: None })
+    let (have, keeper) = swarm::check_data(&meta, &mut storage, record, &stamps, opts.recheck);
+    Ok(SessionPlan { meta, storage, have, opts, seed_time, resume: Some(keeper), tracker_port: None })
 }

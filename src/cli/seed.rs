@@ -21,7 +21,7 @@ Missing or damaged pieces are reported and the rest is served. A resume record b
 lets a restart skip the check when the files have not changed.
 
 Options:
-  --tracker-port N   also run the tracker for this torrent in this process, on port N (0: any free port)
+  --tracker-port N       also run the tracker for this torrent in this process, on port N (0: any free port)
 ";
 
 pub fn run(mut args: pico_args::Arguments) -> Result<()> {
@@ -62,12 +62,12 @@ pub fn plan(meta: Metainfo, content: PathBuf, opts: SwarmOptions, tracker_port: 
         }
     }
     let record = resume::record_path(&content);
-    let have = swarm::verified_pieces(&meta, &mut storage, Some(&record), &stamps, opts.recheck);
+    let (have, keeper) = swarm::check_data(&meta, &mut storage, record, &stamps, opts.recheck);
     let missing = meta.piece_count() - have.count();
     if missing > 0 {
         warn!("{missing} of {} pieces are missing or damaged; serving the rest", meta.piece_count());
     } else {
         info!("all {} pieces verified", meta.piece_count());
     }
-    Ok(SessionPlan { meta, storage, have, opts, seed_time: None, resume_path: Some(record), tracker_port })
+    Ok(SessionPlan { meta, storage, have, opts, seed_time: None, resume: Some(keeper), tracker_port })
 }

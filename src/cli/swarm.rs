@@ -27,15 +27,17 @@ pub struct SwarmOptions {
     pub peers: Vec<SocketAddr>,
     pub recheck: bool,
     pub max_peers: usize,
+    /// `--max-upload-rate`: bytes per second served to all peers together (`None`: no limit).
+    pub max_upload_rate: Option<u64>,
 }
 
-pub const SWARM_OPTIONS_HELP: &str = "\
-  --bind ADDR        address to listen for peers on (default 0.0.0.0)
-  --port N           peer port (default: the first free of 6881-6889; 0 picks any free port)
-  --peer ADDR:PORT   connect to this peer directly (repeatable; works with or without a tracker)
-  --max-peers N      most connections at once (default 50)
-  --recheck          hash all data on disk again instead of trusting the resume record
-  -h, --help         print this help
+pub const SWARM_OPTIONS_HELP: &str = "  --bind ADDR            address to listen for peers on (default 0.0.0.0)
+  --port N               peer port (default: the first free of 6881-6889; 0 picks any free port)
+  --peer ADDR:PORT       connect to this peer directly (repeatable; works with or without a tracker)
+  --max-peers N          most connections at once (default 50)
+  --max-upload-rate R    serve at most R bytes per second to all peers together (suffix K or M; default: no limit)
+  --recheck              hash all data on disk again instead of trusting the resume record
+  -h, --help             print this help
 ";
 
 impl SwarmOptions {
@@ -47,6 +49,7 @@ impl SwarmOptions {
             peers: Vec::new(),
             recheck: false,
             max_peers: 50,
+            max_upload_rate: None,
         }
     }
 
@@ -63,7 +66,12 @@ impl SwarmOptions {
         if max_peers == 0 {
             return Err(Error::usage("--max-peers must be at least 1"));
         }
-        Ok(SwarmOptions { bind, port, peers, recheck, max_peers })
+        let max_upload_rate =
+            args.opt_value_from_fn("--max-upload-rate", crate::cli::create::parse_size)?.map(u64::from);
+        if max_upload_rate == Some(0) {
+            return Err(Error::usage("--max-upload-rate must be at least 1 byte per second"));
+        }
+        Ok(SwarmOptions { bind, port, peers, recheck, max_peers, max_upload_rate })
     }
 }
 
@@ -109,21 +117,24 @@ pub fn random_u64() -> u64 {
     nanos ^ (u64::from(std::process::id()) << 32)
 }
 
-/// Which pieces of the content at hand are verified, trusting the resume record where the files still match it and
-/// hashing the rest. `content_exists` false (a fresh download) skips hashing entirely.
-pub fn verified_pieces(
+/// Which pieces of the content at hand are verified, trusting the resume record at `record_path` where the files
+/// still match it and hashing the rest; and the keeper that writes the record from here on. Nothing on disk (a fresh
+/// download) skips hashing entirely. If anything was hashed, or the old record was unusable, a new record is written
+/// at once (after fsyncing the files just checked), so a crash soon after start does not mean hashing them again.
+pub fn check_data(
     meta: &Metainfo,
     storage: &mut Storage,
-    record_path: Option<&Path>,
+    record_path: PathBuf,
     stamps: &[Option<resume::FileStamp>],
     recheck: bool,
-) -> Bitfield {
+) -> (Bitfield, resume::Keeper) {
     let count = meta.piece_count();
     let mut to_check: Vec<bool> = vec![true; count as usize];
     let mut have = Bitfield::new(count);
     let nothing_on_disk = stamps.iter().all(Option::is_none);
-    match record_path.filter(|_| !recheck).map(|p| (p, std::fs::read(p))) {
-        Some((path, Ok(bytes))) => match resume::decode(&bytes).and_then(|r| resume::plan(meta, &r, stamps)) {
+    let mut record_unusable = false;
+    match (!recheck).then(|| std::fs::read(&record_path)) {
+        Some(Ok(bytes)) => match resume::decode(&bytes).and_then(|r| resume::plan(meta, &r, stamps)) {
             Ok(plan) => {
                 for (i, trusted) in plan.trusted.iter().enumerate() {
                     if *trusted {
@@ -139,10 +150,14 @@ pub fn verified_pieces(
                     }
                 }
             }
-            Err(why) => warn!("ignoring the resume record {}: {why}; checking the data", path.display()),
+            Err(why) => {
+                warn!("ignoring the resume record {}: {why}; checking the data", record_path.display());
+                record_unusable = true;
+            }
         },
-        Some((path, Err(e))) if e.kind() != std::io::ErrorKind::NotFound => {
-            warn!("cannot read the resume record {}: {e}; checking the data", path.display())
+        Some(Err(e)) if e.kind() != std::io::ErrorKind::NotFound => {
+            warn!("cannot read the resume record {}: {e}; checking the data", record_path.display());
+            record_unusable = true;
         }
         _ => {}
     }
@@ -155,6 +170,7 @@ pub fn verified_pieces(
     let mut scratch = Vec::new();
     let mut done = 0u32;
     let mut next_report = started + Duration::from_secs(2);
+    let mut hashed_files = vec![false; meta.files.len()];
     for index in 0..count {
         if !to_check[index as usize] {
             continue;
@@ -165,6 +181,9 @@ pub fn verified_pieces(
             }
             Ok(false) => {}
             Err(e) => log::debug!("piece {index}: {e}"),
+        }
+        for span in storage.layout().piece_spans(index).into_iter().flatten().filter(|s| !s.padding) {
+            hashed_files[span.file] = true;
         }
         done += 1;
         let now = Instant::now();
@@ -188,7 +207,20 @@ pub fn verified_pieces(
         progress::bytes(have.iter_ones().map(|i| meta.piece_size(i) as u64).sum()),
         progress::bytes(meta.total_length)
     );
-    have
+    // What was just read may be in the page cache only (an earlier run was killed before its fsync): make it durable
+    // before a record vouches for it.
+    for (file, hashed) in hashed_files.iter().enumerate() {
+        if *hashed && matches!(resume::stamp(storage.path(file)), Ok(Some(_))) {
+            storage.mark_unsynced(file);
+        }
+    }
+    let mut keeper = resume::Keeper::new(record_path, meta, storage);
+    if (total > 0 || record_unusable)
+        && let Err(e) = keeper.save(storage, have.as_wire())
+    {
+        warn!("{e}");
+    }
+    (have, keeper)
 }
 
 /// The stamps of every file of the torrent as it is on disk now (padding files count as absent).
@@ -221,7 +253,7 @@ pub struct SessionPlan {
     pub have: Bitfield,
     pub opts: SwarmOptions,
     pub seed_time: Option<Duration>,
-    pub resume_path: Option<PathBuf>,
+    pub resume: Option<resume::Keeper>,
     /// Also run the embedded tracker for this torrent on this port.
     pub tracker_port: Option<u16>,
 }
@@ -243,11 +275,12 @@ pub fn run_session(plan: SessionPlan) -> Result<()> {
         }
         // Exact figures for scripts and tests.
         info!(
-            "totals: downloaded={} uploaded={} hash_failures={} complete={}",
+            "totals: downloaded={} uploaded={} hash_failures={} complete={} pieces={}",
             t.downloaded(),
             t.uploaded(),
             t.hash_failures(),
-            t.is_complete()
+            t.is_complete(),
+            t.verified_pieces()
         );
         if let Some(e) = t.disk_error() {
             return Err(Error::runtime(e.to_string()));
@@ -263,7 +296,7 @@ pub fn start_session(plan: SessionPlan) -> Result<(crate::reactor::Reactor, Sock
     use crate::torrent::{Config, Torrent};
     use std::net::ToSocketAddrs;
 
-    let SessionPlan { meta, storage, have, opts, seed_time, resume_path, tracker_port } = plan;
+    let SessionPlan { meta, storage, have, opts, seed_time, resume, tracker_port } = plan;
     let listener = bind_peer_listener(&opts)?;
     let local = listener.local_addr().map_err(|e| Error::io("peer listener", &e))?;
     let mut reactor = Reactor::new(Services::default()).map_err(|e| Error::io("cannot start the event loop", &e))?;
@@ -271,7 +304,8 @@ pub fn start_session(plan: SessionPlan) -> Result<(crate::reactor::Reactor, Sock
     let mut cfg = Config::new(new_peer_id(), local.port());
     cfg.max_peers = opts.max_peers;
     cfg.seed_time = seed_time;
-    cfg.resume_path = resume_path;
+    cfg.resume = resume;
+    cfg.max_upload_rate = opts.max_upload_rate;
     if let Some(port) = tracker_port {
         let ip = if opts.bind.is_unspecified() { IpAddr::V4(Ipv4Addr::LOCALHOST) } else { opts.bind };
         let tracker_cfg = crate::tracker::Config::default();

@@ -47,6 +47,9 @@ struct Slot {
     last_use: u64,
     /// Bytes written through this handle since its file's writeback was last started.
     unstarted: u64,
+    /// Why the file could only be opened read-only (a read-only folder or filesystem): writes fail with this cause,
+    /// reads still work, so what is already verified can be served.
+    write_refused: Option<i32>,
 }
 
 pub struct Disk {
@@ -192,6 +195,10 @@ impl Disk {
             return Err(StorageError::ReadOnly);
         }
         let slot = self.slot(file)?;
+        if let Some(code) = self.open[slot].write_refused {
+            let path = &self.files[file].full;
+            return Err(StorageError::io(path, "opening for writing", io::Error::from_raw_os_error(code)));
+        }
         // Dirty from here on even if the write fails half-way: whatever reached the page cache must be synced too.
         if !self.is_dirty[file] {
             self.is_dirty[file] = true;
@@ -209,10 +216,29 @@ impl Disk {
 
     pub fn read_at(&mut self, file: usize, out: &mut [u8], offset: u64) -> Result<(), StorageError> {
         let slot = self.slot(file)?;
-        self.open[slot]
-            .handle
-            .read_exact_at(out, offset)
-            .map_err(|e| StorageError::io(&self.files[file].full, "reading", e))
+        self.open[slot].handle.read_exact_at(out, offset).map_err(|e| {
+            // std's "failed to fill whole buffer" does not say that the file is too short, which is what happened.
+            let e = if e.kind() == io::ErrorKind::UnexpectedEof {
+                io::Error::new(e.kind(), "the file ends early (shorter than the torrent says)")
+            } else {
+                e
+            };
+            StorageError::io(&self.files[file].full, "reading", e)
+        })
+    }
+
+    /// Files written since the last `sync_dirty` (or marked with `mark_dirty`), in no particular order.
+    pub fn dirty_files(&self) -> &[usize] {
+        &self.dirty
+    }
+
+    /// Makes the next `sync_dirty` fsync `file` even though we did not write it, e.g. because its content was just
+    /// verified and will be vouched for by a resume record.
+    pub fn mark_dirty(&mut self, file: usize) {
+        if !self.is_dirty[file] {
+            self.is_dirty[file] = true;
+            self.dirty.push(file);
+        }
     }
 
     /// fsyncs every file written since the last call; returns their indices in order. On an error the file that
@@ -236,11 +262,11 @@ impl Disk {
         let slot = match self.open.iter().position(|s| s.file == file) {
             Some(slot) => slot,
             None => {
-                let handle = self.open_file(file)?;
+                let (handle, write_refused) = self.open_file(file)?;
                 if self.open.len() >= self.max_open {
                     self.evict();
                 }
-                self.open.push(Slot { file, handle, last_use: 0, unstarted: 0 });
+                self.open.push(Slot { file, handle, last_use: 0, unstarted: 0, write_refused });
                 self.open.len() - 1
             }
         };
@@ -254,13 +280,30 @@ impl Disk {
         }
     }
 
-    fn open_file(&self, file: usize) -> Result<File, StorageError> {
+    /// Opens the file read-write when writable, else read-only. A writable file that may only be read (a read-only
+    /// folder or filesystem) is opened read-only with the refusal kept for `write_at` to report.
+    fn open_file(&self, file: usize) -> Result<(File, Option<i32>), StorageError> {
         let path = &self.files[file].full;
         if self.inspect(file, false)?.is_none() {
             return Err(StorageError::io(path, "opening", io::ErrorKind::NotFound.into()));
         }
-        OpenOptions::new().read(true).write(self.writable).open(path).map_err(|e| StorageError::io(path, "opening", e))
+        let opened = OpenOptions::new().read(true).write(self.writable).open(path);
+        match opened {
+            Ok(f) => Ok((f, None)),
+            Err(e) if self.writable && is_write_refusal(&e) => {
+                let code = e.raw_os_error();
+                let f = OpenOptions::new().read(true).open(path).map_err(|e| StorageError::io(path, "opening", e))?;
+                Ok((f, code))
+            }
+            Err(e) => Err(StorageError::io(path, "opening", e)),
+        }
     }
+}
+
+/// Errors that forbid writing a file but not reading it.
+fn is_write_refusal(e: &io::Error) -> bool {
+    matches!(e.kind(), io::ErrorKind::PermissionDenied | io::ErrorKind::ReadOnlyFilesystem)
+        && e.raw_os_error().is_some()
 }
 
 /// Defence in depth: metainfo validates components already, but this is the one place that turns them into a path.

@@ -390,3 +390,36 @@ fn an_empty_torrent_opens_and_checks() {
     assert_eq!(st.check_all(|_, _| {}), Vec::<bool>::new());
     assert!(root.join("e").is_file());
 }
+
+#[test]
+fn marked_files_are_synced_and_reported_like_written_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("content");
+    let (meta, data) = torrent(1000, &[("a", 1500, false), ("b", 700, false)], true);
+    lay_out(&root, &meta, &data);
+    let mut st = Storage::open(&meta, root, OpenMode::Seed).unwrap();
+    assert!(st.unsynced_files().is_empty());
+    st.mark_unsynced(1);
+    st.mark_unsynced(1);
+    assert_eq!(st.unsynced_files(), &[1]);
+    // A read-only seed can fsync what it read: Linux syncs a file through any descriptor.
+    assert_eq!(st.sync_all_dirty().unwrap(), vec![1]);
+    assert!(st.unsynced_files().is_empty());
+}
+
+#[test]
+fn a_file_truncated_after_open_reads_as_an_error_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("content");
+    let (meta, data) = torrent(1000, &[("a", 1500, false), ("b", 2500, false)], true);
+    lay_out(&root, &meta, &data);
+    let mut st = Storage::open(&meta, root.clone(), OpenMode::Seed).unwrap();
+    fs::OpenOptions::new().write(true).open(root.join("b")).unwrap().set_len(100).unwrap();
+    let err = st.read_block(3, 0, 500, &mut Vec::new()).unwrap_err();
+    assert_eq!(err.io_kind(), Some(ErrorKind::UnexpectedEof));
+    let msg = err.to_string();
+    assert!(msg.contains(&root.join("b").display().to_string()) && msg.contains("ends early"), "{msg}");
+    let mut out = Vec::new();
+    st.read_block(0, 0, 1000, &mut out).unwrap();
+    assert_eq!(out, &data[..1000]);
+}

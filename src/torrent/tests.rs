@@ -345,6 +345,48 @@ fn a_late_bitfield_counts_as_haves() {
 }
 
 #[test]
+fn peers_that_speak_bep10_hear_our_request_queue_size_after_the_bitfield() {
+    let content = data(50_000, 7);
+    let meta = meta_for(&content, 16 * 1024);
+    let now = Instant::now();
+    for extensions in [true, false] {
+        let mut node = seed_node(&meta, &content, 1);
+        node.t.peer_connected(1, 0, addr(2), false, now);
+        let mut theirs = Handshake::new(meta.info_hash, [2; 20]);
+        if extensions {
+            theirs.reserved[5] |= 0x10;
+        }
+        let mut hs = Vec::new();
+        theirs.encode(&mut hs);
+        node.t.peer_input(1, &hs, now).unwrap();
+        let mut out = Vec::new();
+        node.t.peer_transmit(1, &mut out, now);
+        let ours = Handshake::decode(&out).unwrap().unwrap();
+        assert!(ours.supports_extensions() && !ours.supports_fast());
+        let limits = wire::Limits::new(meta.piece_count());
+        let mut rest = &out[wire::HANDSHAKE_LEN..];
+        let mut ids = Vec::new();
+        while let Some((msg, n)) = wire::decode(rest, &limits).unwrap() {
+            ids.push(match msg {
+                Message::Bitfield(_) => wire::id::BITFIELD,
+                Message::Unknown { id, payload } => {
+                    let dict = crate::bencode::decode(&payload[1..]).unwrap();
+                    assert_eq!(
+                        dict.get("reqq").and_then(|v| v.as_int()),
+                        Some(crate::peer::MAX_QUEUED_REQUESTS as i64)
+                    );
+                    id
+                }
+                other => panic!("unexpected {other:?}"),
+            });
+            rest = &rest[n..];
+        }
+        let want = if extensions { vec![wire::id::BITFIELD, wire::id::EXTENDED] } else { vec![wire::id::BITFIELD] };
+        assert_eq!(ids, want, "extensions: {extensions}");
+    }
+}
+
+#[test]
 fn a_block_nobody_asked_this_peer_for_is_dropped() {
     let content = data(4 * 32 * 1024, 8);
     let meta = meta_for(&content, 32 * 1024);
@@ -376,4 +418,25 @@ fn a_block_nobody_asked_this_peer_for_is_dropped() {
     wire::encode_piece(&mut real, b.index, b.begin, &content[start..start + b.length as usize]);
     node.t.peer_input(1, &real, now).unwrap();
     assert_eq!(node.t.downloaded(), b.length as u64);
+}
+
+#[test]
+fn debug_throttle_serves_its_rate_and_says_when_to_come_back() {
+    let t0 = Instant::now();
+    let mut t = super::Throttle::new(100_000, t0);
+    let block = 16 * 1024;
+    // Nothing earned yet: come back once 16 KiB is, about 164 ms later.
+    let wake = t.take(t0, block).unwrap_err();
+    assert_eq!(wake - t0, Duration::from_micros(163_840));
+    assert!(t.take(wake, block).is_ok());
+    // Over ten seconds about ten times the rate goes out, never a burst of more than a block beyond it.
+    let mut sent = 0u64;
+    let mut now = wake;
+    while now < wake + Duration::from_secs(10) {
+        match t.take(now, block) {
+            Ok(()) => sent += block as u64,
+            Err(at) => now = at,
+        }
+    }
+    assert!((990_000..=1_000_000 + block as u64).contains(&sent), "{sent}");
 }
