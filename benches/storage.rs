@@ -24,7 +24,7 @@ fn torrent() -> (Metainfo, Vec<u8>) {
             f
         })
         .collect();
-    let pieces = data.chunks(PIECE as usize).map(|c| sha1_smol::Sha1::from(c).digest().bytes()).collect();
+    let pieces = data.chunks(PIECE as usize).map(toybt::sha1::digest).collect();
     let meta = Metainfo {
         info_hash: [0; 20],
         name: "bench".into(),

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 
 use crate::bencode::Encoder;
 use crate::error::{Error, Result};
-use crate::metainfo::{self, MAX_PIECE_LENGTH, MAX_TORRENT_BYTES, Metainfo, component_problem};
+use crate::metainfo::{MAX_PIECE_LENGTH, MAX_TORRENT_BYTES, Metainfo, component_problem};
 
 /// Smallest piece length `create` accepts: one request block.
 pub const MIN_PIECE_LENGTH: u32 = 16 << 10;
@@ -226,7 +226,7 @@ pub fn hash_pieces(content: &Content, piece_length: u32, progress: &mut dyn FnMu
             filled += n;
             left -= n as u64;
             if filled == pl {
-                hashes.extend_from_slice(&metainfo::sha1(&buf));
+                hashes.extend_from_slice(&crate::sha1::digest(&buf));
                 filled = 0;
                 done += pl as u64;
                 progress(done);
@@ -234,7 +234,7 @@ pub fn hash_pieces(content: &Content, piece_length: u32, progress: &mut dyn FnMu
         }
     }
     if filled > 0 {
-        hashes.extend_from_slice(&metainfo::sha1(&buf[..filled]));
+        hashes.extend_from_slice(&crate::sha1::digest(&buf[..filled]));
         progress(done + filled as u64);
     }
     Ok(hashes)

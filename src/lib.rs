@@ -16,6 +16,7 @@ pub mod picker;
 pub mod progress;
 pub mod reactor;
 pub mod resume;
+pub mod sha1;
 pub mod signal;
 pub mod storage;
 pub mod timer;

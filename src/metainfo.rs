@@ -36,6 +36,7 @@ use std::path::{Path, PathBuf};
 
 use crate::bencode::{self, DecodeError, Value};
 use crate::error::Error;
+use crate::sha1::digest as sha1;
 
 /// A .torrent larger than this is refused before it is read.
 pub const MAX_TORRENT_BYTES: u64 = 64 << 20;
@@ -233,10 +234,6 @@ impl Metainfo {
 /// Lower-case hexadecimal.
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-pub fn sha1(data: &[u8]) -> [u8; 20] {
-    sha1_smol::Sha1::from(data).digest().bytes()
 }
 
 /// Rejects a dictionary with a repeated key anywhere (clients would disagree on which one counts) and tells whether

@@ -161,7 +161,7 @@ impl Storage {
 
     /// Whether `data` is piece `index` according to the torrent's SHA-1 (false for an index out of range).
     pub fn piece_matches(&self, index: u32, data: &[u8]) -> bool {
-        self.hashes.get(index as usize).is_some_and(|h| sha1_smol::Sha1::from(data).digest().bytes() == *h)
+        self.hashes.get(index as usize).is_some_and(|h| crate::sha1::digest(data) == *h)
     }
 
     /// Reads piece `index` into `scratch` (cleared first, its capacity reused) and checks its SHA-1.

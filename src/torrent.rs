@@ -702,7 +702,7 @@ impl Torrent {
         }
         for (slot, sender) in buf.senders.iter().enumerate() {
             if let Some(sender) = *sender {
-                let digest = sha1_smol::Sha1::from(block_of(&buf.data, slot)).digest().bytes();
+                let digest = crate::sha1::digest(block_of(&buf.data, slot));
                 list.push(Suspect { slot: slot as u32, sender, digest });
             }
         }
@@ -713,7 +713,7 @@ impl Torrent {
         let Some(list) = self.suspects.remove(&index) else { return };
         let mut liars: Vec<Sender> = list
             .iter()
-            .filter(|s| sha1_smol::Sha1::from(block_of(good, s.slot as usize)).digest().bytes() != s.digest)
+            .filter(|s| crate::sha1::digest(block_of(good, s.slot as usize)) != s.digest)
             .map(|s| s.sender)
             .collect();
         liars.sort_unstable_by_key(|s| s.generation);
