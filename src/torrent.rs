@@ -42,6 +42,14 @@ const AUDIT_FILES: usize = 1000;
 const STOP_GRACE: Duration = Duration::from_secs(6);
 /// Wait before dialling an address again after it failed or closed.
 const REDIAL_AFTER: Duration = Duration::from_secs(30);
+/// Requests outstanding at all peers together, in 16 KiB blocks (a peer may still have `REQUESTS_ALWAYS_ALLOWED`
+/// whatever the total). Blocks of pieces being filled are held in memory until the piece is whole, so this bounds a download's
+/// memory with many peers (each peer's own depth is up to 250 blocks, 4 MiB). 8 MiB covers 8 MiB per round trip:
+/// ~80 MB/s at 100 ms, far more on a LAN.
+const MAX_REQUESTS_IN_FLIGHT: usize = 512;
+/// Requests a peer may always have outstanding whatever the total, so a newcomer is never starved by fast peers
+/// that hold the whole budget.
+const REQUESTS_ALWAYS_ALLOWED: usize = 8;
 /// Piece buffers kept for reuse, so a busy download does not allocate and free a piece per piece.
 const SPARE_PIECE_BUFFERS: usize = 4;
 /// Pieces that failed their hash with several senders, remembered until a good copy shows which block was bad.
@@ -570,7 +578,8 @@ impl Torrent {
         if peer.peer_choking || !peer.am_interested {
             return;
         }
-        let want = peer.request_depth(now).saturating_sub(peer.requested.len());
+        let in_flight: usize = self.peers.values().map(|p| p.requested.len()).sum();
+        let want = requests_to_add(peer.request_depth(now), peer.requested.len(), in_flight);
         if want == 0 {
             return;
         }
@@ -1118,6 +1127,14 @@ pub fn client_name(peer_id: &[u8; 20]) -> String {
     } else {
         String::from_utf8_lossy(&peer_id[..8]).chars().filter(|c| !c.is_control()).collect()
     }
+}
+
+/// How many requests to add at a peer that has `outstanding` of them, wants `depth`, while all peers together have
+/// `in_flight`: its depth, within what is left of the shared budget, but never fewer than the always-allowed few.
+fn requests_to_add(depth: usize, outstanding: usize, in_flight: usize) -> usize {
+    let budget_left = MAX_REQUESTS_IN_FLIGHT.saturating_sub(in_flight);
+    let allowed = depth.min(REQUESTS_ALWAYS_ALLOWED.max(outstanding + budget_left));
+    allowed.saturating_sub(outstanding)
 }
 
 #[cfg(test)]

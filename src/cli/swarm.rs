@@ -338,5 +338,6 @@ pub fn start_session(plan: SessionPlan) -> Result<(crate::reactor::Reactor, Sock
         .listen(listener, ListenKind::Peer, opts.max_peers)
         .map_err(|e| Error::io(format!("cannot listen for peers on {local}"), &e))?;
     eprintln!("peer listening on {local}");
+    log::debug!("SHA-1: {}", crate::sha1::implementation());
     Ok((reactor, local))
 }

@@ -440,3 +440,19 @@ fn debug_throttle_serves_its_rate_and_says_when_to_come_back() {
     }
     assert!((990_000..=1_000_000 + block as u64).contains(&sent), "{sent}");
 }
+
+#[test]
+fn requests_share_one_budget_but_every_peer_keeps_a_few() {
+    // Alone, a peer gets its whole depth.
+    assert_eq!(requests_to_add(250, 0, 0), 250);
+    assert_eq!(requests_to_add(250, 100, 100), 150);
+    // The budget is shared: with others holding most of it, only what is left.
+    assert_eq!(requests_to_add(250, 0, MAX_REQUESTS_IN_FLIGHT - 20), 20);
+    assert_eq!(requests_to_add(250, 50, MAX_REQUESTS_IN_FLIGHT), 0);
+    // A newcomer still gets its first few when fast peers hold the whole budget, and no more.
+    assert_eq!(requests_to_add(250, 0, MAX_REQUESTS_IN_FLIGHT + 100), REQUESTS_ALWAYS_ALLOWED);
+    assert_eq!(requests_to_add(250, 3, MAX_REQUESTS_IN_FLIGHT), REQUESTS_ALWAYS_ALLOWED - 3);
+    // Never beyond the peer's own depth (a snubbing peer gets one at a time).
+    assert_eq!(requests_to_add(1, 0, 0), 1);
+    assert_eq!(requests_to_add(8, 8, 0), 0);
+}
