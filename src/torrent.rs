@@ -513,7 +513,9 @@ impl Torrent {
                 let has = Bitfield::from_wire(bits, self.meta.piece_count()).map_err(|e| e.to_string())?;
                 if first {
                     if has.all() && self.is_complete() {
-                        return Err("both sides are seeds".into());
+                        // The normal end of a seed meeting a seed, not a fault of the peer's.
+                        self.close(key, "both sides are seeds", now);
+                        return Ok(());
                     }
                     self.picker.peer_joined(key, &has);
                     self.peer(key).has = has;
@@ -527,7 +529,8 @@ impl Torrent {
                         }
                     }
                     if self.peer(key).has.all() && self.is_complete() {
-                        return Err("both sides are seeds".into());
+                        self.close(key, "both sides are seeds", now);
+                        return Ok(());
                     }
                 }
                 self.update_interest(key, now);
