@@ -351,7 +351,7 @@ transfer() {
             span = (l - f) / 1e6; if (span <= 0) span = 0.02
             print p, r, b / span / 1e6, (d - t0) / 1e6, sc / k, lc / k, sh, lh, m, x
         }' >>"$RESULTS"
-    tail -1 "$RESULTS" | awk -F'\t' '{printf "  %-26s run %s: %7.1f MB/s, wall %5.1f s, CPU seed %5.2f s leech %5.2f s, RSS seed %s KiB leech %s KiB %s\n", $1, $2, $3, $4, $5, $6, $7, $8, $10}' >&2
+    tail -1 "$RESULTS" | awk -F'\t' '{printf "  %-32s run %s: %7.1f MB/s, wall %5.1f s, CPU seed %5.2f s leech %5.2f s, RSS seed %s KiB leech %s KiB %s\n", $1, $2, $3, $4, $5, $6, $7, $8, $10}' >&2
 }
 
 # --- the ceiling --------------------------------------------------------------------------------------------------
@@ -390,7 +390,7 @@ if [ "$BIG" = 1 ]; then
 fi
 
 # --- the table ----------------------------------------------------------------------------------------------------
-[ -s "$RESULTS" ] && echo && printf '%-26s %9s %9s %7s %8s %8s %9s %9s %9s %9s %s\n' "pair ($SIZE_MIB MiB)" "MB/s" "range" "% sha1" "wall s" \
+[ -s "$RESULTS" ] && echo && printf '%-32s %9s %9s %7s %8s %8s %9s %9s %9s %9s %s\n' "pair ($SIZE_MIB MiB)" "MB/s" "range" "% sha1" "wall s" \
     "vs toybt" "seed CPU" "leech CPU" "seed RSS" "leech RSS" ""
 awk -F'\t' -v sha="$SHA1_MBS" -v size="$SIZE_MIB" '
     function median(list,    n, a, i, j, t) {
@@ -410,7 +410,7 @@ awk -F'\t' -v sha="$SHA1_MBS" -v size="$SIZE_MIB" '
         base = ("toybt -> toybt" in seen) ? median(mbs["toybt -> toybt"]) : 0
         for (i = 1; i <= n; i++) {
             k = order[i]; m = median(mbs[k])
-            printf "%-26s %9.1f %4.0f-%-4.0f %6.0f%% %8.1f %8s %7.2f s %7.2f s %6.1f MiB %6.1f MiB %s\n", k, m, lo(mbs[k]),
+            printf "%-32s %9.1f %4.0f-%-4.0f %6.0f%% %8.1f %8s %7.2f s %7.2f s %6.1f MiB %6.1f MiB %s\n", k, m, lo(mbs[k]),
                 hi(mbs[k]), 100 * m / sha, median(wall[k]), base ? sprintf("%.2fx", m / base) : "-", median(sc[k]),
                 median(lc[k]), median(sh[k]) / 1024, median(lh[k]) / 1024, x[k]
         }
