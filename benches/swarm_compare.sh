@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Whole-process transfer comparison on 127.0.0.1: toybt against libtorrent, aria2 and Transmission, in one run.
 #
-# Usage: benches/swarm_compare.sh [--quick] [--big] [--no-swarm] [--pairs "SEED:LEECH ..."] [--runs N]
+# Usage: benches/swarm_compare.sh [--quick] [--big] [--no-swarm] [--pairs "SEED:LEECH[:CONNS] ..."] [--runs N]
 #   --quick     toybt -> toybt only, no swarm
 #   --big       also an 8 GiB toybt -> toybt transfer, for the memory figure (needs ~17 GiB free under DIR)
 #   --no-swarm  skip the 1 seed + 8 leechers swarms (--pairs "" runs only the swarms)
 #   --pairs     pairs to run (default: toybt:toybt libtorrent:libtorrent aria2:aria2 transmission:transmission
-#               toybt:libtorrent libtorrent:toybt)
+#               transmission:transmission:16 toybt:libtorrent libtorrent:toybt); CONNS (default 1) joins a
+#               Transmission leech to its seed over that many connections (see below)
 #   --runs N    run every pair N times; the table shows medians and the range of the rate
 # Knobs (environment): DIR (data and scratch, default /tmp/toybt-swarm-compare), SIZE_MIB (1024), SWARM_MIB (256),
 #   SWARM_LEECHES (8), BIG_MIB (8192), TIMEOUT (300 s per transfer), TOYBT (binary; built in release if unset),
@@ -30,6 +31,14 @@
 #               pass that line; TOYBT_SHA1=portable makes the toybt processes use sha1_smol instead.
 # Transmission never dials the 127.x peers a tracker gives it, and two Transmissions only wait for each other, so
 # benches/splice_peers.py dials both and splices their sockets together (zero-copy); its CPU is reported apart.
+# Every Transmission leech is joined to its seed that way (a toybt seed too, so the proxy's share can be checked
+# against a toybt seed that dials it: the same rate). Transmission 3.00 caps ONE connection well below what the
+# processes can move: a leech asks a peer for at most the peer's `reqq` blocks of 16 KiB (Transmission's is 512,
+# toybt's 1024), queues requests on one 500 ms pulse and sends them on the next, and a Transmission seed answers
+# requests on its own 500 ms pulse — so a round trip takes about 1 s whatever the link: 512 x 16 KiB/s = 8.4 MB/s
+# from a Transmission seed, 16.8 MB/s from a toybt one. That is Transmission's real per-peer rate (on a fast link as
+# here), not the proxy's. SEED:LEECH:CONNS shows what the processes can do past it: CONNS connections, each from its
+# own 127.0.0.x (Transmission keeps one peer per address), as if the leech had CONNS peers; the row says so.
 # Every process started here is stopped by PID (TERM, then KILL after 5 s) on exit, also on Ctrl-C.
 set -uo pipefail
 
@@ -42,9 +51,11 @@ SWARM_LEECHES=${SWARM_LEECHES:-8}
 BIG_MIB=${BIG_MIB:-8192}
 TIMEOUT=${TIMEOUT:-300}
 RUNS=1
+CONNS=1 # connections a Transmission leech gets to its seed (set per pair)
 BIG=0
 SWARM=1
-PAIRS="toybt:toybt libtorrent:libtorrent aria2:aria2 transmission:transmission toybt:libtorrent libtorrent:toybt"
+PAIRS="toybt:toybt libtorrent:libtorrent aria2:aria2 transmission:transmission transmission:transmission:16 toybt:libtorrent
+    libtorrent:toybt"
 LT_PY=/usr/bin/python3
 LT_CLIENT="$root/tests/support/lt_client.py"
 SPLICE="$here/splice_peers.py"
@@ -217,13 +228,16 @@ ARIA2_OPTS=(--no-conf=true --interface=127.0.0.1 --disable-ipv6=true --enable-dh
     --bt-enable-lpd=false --enable-peer-exchange=false --file-allocation=falloc --auto-file-renaming=false
     --summary-interval=0 --enable-color=false --console-log-level=notice --seed-ratio=0.0 --stop="$((TIMEOUT * 3))")
 
-transmission_config() { # NAME PORT: a config folder keeping Transmission on 127.0.0.1 and plain TCP, no limits
+# transmission_config NAME PORT: a config folder keeping Transmission on 127.0.0.1 and plain TCP, no limits. Its
+# default of 14 upload slots would leave peers of a many-connection pair choked: room for the 99 CONNS allows.
+transmission_config() {
     mkdir -p "$RUN/$1.cfg"
     cat >"$RUN/$1.cfg/settings.json" <<EOF
 {"bind-address-ipv4": "127.0.0.1", "bind-address-ipv6": "::1", "blocklist-enabled": false, "dht-enabled": false,
  "idle-seeding-limit-enabled": false, "lpd-enabled": false, "peer-port": $2, "peer-port-random-on-start": false,
  "pex-enabled": false, "port-forwarding-enabled": false, "ratio-limit-enabled": false, "rpc-enabled": false,
- "speed-limit-down-enabled": false, "speed-limit-up-enabled": false, "utp-enabled": false}
+ "speed-limit-down-enabled": false, "speed-limit-up-enabled": false, "utp-enabled": false,
+ "upload-slots-per-torrent": 100, "peer-limit-per-torrent": 120, "peer-limit-global": 240}
 EOF
 }
 
@@ -233,7 +247,8 @@ done_hook() { # NAME -> HOOK (a script that creates $RUN/NAME.done)
     chmod +x "$HOOK"
 }
 
-# leech KIND NAME OUT_DIR: starts a leech of TORRENT that dials the seed on SEED_PORT where it can; sets LEECH_PID.
+# leech KIND NAME OUT_DIR: starts a leech of TORRENT that dials the seed on SEED_PORT where it can (a Transmission
+# leech is joined to it by the splice proxy over CONNS connections); sets LEECH_PID.
 leech() {
     local kind=$1 name=$2 out=$3 port
     mkdir -p "$out"
@@ -255,7 +270,7 @@ leech() {
             start "$name" stdbuf -o0 transmission-cli -g "$RUN/$name.cfg" -w "$out" -p "$port" -M -B -D -U -et \
                 -f "$HOOK" "$TORRENT"
             LEECH_PID=$LAST_PID
-            start "$name.splice" "$LT_PY" "$SPLICE" "$HASH" "$SEED_PORT" "$port" --timeout 30
+            start "$name.splice" "$LT_PY" "$SPLICE" "$HASH" "$SEED_PORT" "$port" --timeout 30 --conns "$CONNS"
             SPLICE_PID=$LAST_PID
             return 0 ;;
     esac
@@ -274,9 +289,11 @@ leech_done() { # KIND NAME
 RESULTS="$RUN/results.tsv" # pair run mbs wall seed_cpu leech_cpu seed_kib leech_kib extra
 : >"$RESULTS"
 
-# transfer SEED_KIND LEECH_KIND MIB LABEL RUN: one seed -> leech transfer; appends a line to RESULTS.
+# transfer SEED_KIND LEECH_KIND MIB LABEL RUN [CONNS]: one seed -> leech transfer; appends a line to RESULTS.
 transfer() {
-    local sk=$1 lk=$2 mib=$3 label=$4 run=$5 bytes=$(($3 << 20))
+    local sk=$1 lk=$2 mib=$3 label=$4 run=$5 bytes=$(($3 << 20)) pair="$1 -> $2"
+    CONNS=${6:-1}
+    [ "$CONNS" != 1 ] && pair="$pair x$CONNS"
     local sname="$label-seed-$run" lname="$label-leech-$run" out="$RUN/out-$label-$run"
     SPLICE_PID=""
     torrent_for "$mib"
@@ -321,19 +338,20 @@ transfer() {
         else
             extra="splice CPU $(awk '$1 == "cpu" {print $2 " s"}' "$RUN/$lname.splice.log")"
         fi
+        extra="$extra, $CONNS conn$([ "$CONNS" != 1 ] && echo s)"
         forget "$SPLICE_PID"
     fi
     forget "$leech_pid"
     forget "$seed_pid"
     rm -rf "$out"
     [ "$ok" = 1 ] && [ -n "$first" ] && [ -n "$last" ] || return 1
-    awk -v OFS='\t' -v p="$sk -> $lk" -v r="$run" -v b="$bytes" -v t0="$t0" -v f="$first" -v l="$last" -v d="$t_done" \
+    awk -v OFS='\t' -v p="$pair" -v r="$run" -v b="$bytes" -v t0="$t0" -v f="$first" -v l="$last" -v d="$t_done" \
         -v sc="$sc" -v lc="$lc" -v sh="$sh" -v lh="$lh" -v k="$CLK" -v x="$extra" -v m="$mib" \
         'BEGIN {
             span = (l - f) / 1e6; if (span <= 0) span = 0.02
             print p, r, b / span / 1e6, (d - t0) / 1e6, sc / k, lc / k, sh, lh, m, x
         }' >>"$RESULTS"
-    tail -1 "$RESULTS" | awk -F'\t' '{printf "  %-26s run %s: %7.1f MB/s, wall %5.1f s, CPU seed %5.2f s leech %5.2f s, RSS seed %s KiB leech %s KiB %s\n", $1, $2, $3, $4, $5, $6, $7, $8, $10}' >&2
+    tail -1 "$RESULTS" | awk -F'\t' '{printf "  %-32s run %s: %7.1f MB/s, wall %5.1f s, CPU seed %5.2f s leech %5.2f s, RSS seed %s KiB leech %s KiB %s\n", $1, $2, $3, $4, $5, $6, $7, $8, $10}' >&2
 }
 
 # --- the ceiling --------------------------------------------------------------------------------------------------
@@ -359,9 +377,11 @@ echo "  files: $SIZE_MIB MiB, 256 KiB pieces, under $DIR; tracker $ANNOUNCE"
 # drift should spread over every pair alike.
 for ((r = 1; r <= RUNS; r++)); do
     for pair in $PAIRS; do
-        sk=${pair%%:*}
-        lk=${pair##*:}
-        transfer "$sk" "$lk" "$SIZE_MIB" "$sk-$lk" "$r" || say "$sk -> $lk run $r failed"
+        IFS=: read -r sk lk conns <<<"$pair"
+        conns=${conns:-1}
+        case $conns in [1-9] | [1-9][0-9]) ;; *) die "$pair: CONNS must be 1-99" ;; esac
+        [ "$conns" = 1 ] || [ "$lk" = transmission ] || die "$pair: CONNS applies to a Transmission leech only"
+        transfer "$sk" "$lk" "$SIZE_MIB" "$sk-$lk-$conns" "$r" "$conns" || say "$pair run $r failed"
     done
 done
 
@@ -370,7 +390,7 @@ if [ "$BIG" = 1 ]; then
 fi
 
 # --- the table ----------------------------------------------------------------------------------------------------
-[ -s "$RESULTS" ] && echo && printf '%-26s %9s %9s %7s %8s %8s %9s %9s %9s %9s %s\n' "pair ($SIZE_MIB MiB)" "MB/s" "range" "% sha1" "wall s" \
+[ -s "$RESULTS" ] && echo && printf '%-32s %9s %9s %7s %8s %8s %9s %9s %9s %9s %s\n' "pair ($SIZE_MIB MiB)" "MB/s" "range" "% sha1" "wall s" \
     "vs toybt" "seed CPU" "leech CPU" "seed RSS" "leech RSS" ""
 awk -F'\t' -v sha="$SHA1_MBS" -v size="$SIZE_MIB" '
     function median(list,    n, a, i, j, t) {
@@ -390,7 +410,7 @@ awk -F'\t' -v sha="$SHA1_MBS" -v size="$SIZE_MIB" '
         base = ("toybt -> toybt" in seen) ? median(mbs["toybt -> toybt"]) : 0
         for (i = 1; i <= n; i++) {
             k = order[i]; m = median(mbs[k])
-            printf "%-26s %9.1f %4.0f-%-4.0f %6.0f%% %8.1f %8s %7.2f s %7.2f s %6.1f MiB %6.1f MiB %s\n", k, m, lo(mbs[k]),
+            printf "%-32s %9.1f %4.0f-%-4.0f %6.0f%% %8.1f %8s %7.2f s %7.2f s %6.1f MiB %6.1f MiB %s\n", k, m, lo(mbs[k]),
                 hi(mbs[k]), 100 * m / sha, median(wall[k]), base ? sprintf("%.2fx", m / base) : "-", median(sc[k]),
                 median(lc[k]), median(sh[k]) / 1024, median(lh[k]) / 1024, x[k]
         }
