@@ -84,6 +84,10 @@ pub fn start(
 ) -> Result<SocketAddr> {
     let listener = TcpListener::bind(addr).map_err(|e| Error::io(format!("cannot listen on {addr}"), &e))?;
     let local = listener.local_addr().map_err(|e| Error::io(format!("cannot listen on {addr}"), &e))?;
+    // An HTTP client speaks first, so the kernel may keep a connection until its request is here; one that stays
+    // silent for the head timeout is handed over anyway and treated as before.
+    reactor::defer_accept(&listener, cfg.head_timeout)
+        .map_err(|e| Error::io(format!("cannot set up listening on {local}"), &e))?;
     reactor.services.tracker = Some(Tracker::new(cfg, torrents.iter().map(|(h, _)| *h), random_seed(), Instant::now()));
     reactor
         .listen(listener, ListenKind::Tracker, max_conns)
