@@ -793,7 +793,7 @@ fn pump_entry(
         // Small output waits while this pump goes on reading, so what a burst of input provokes (a leech's requests
         // for more blocks) leaves in one write rather than one per read.
         if !reading || e.buf.pending_out() >= FLUSH_AT {
-            progress |= flush(e)?;
+            progress |= flush(e, id, svc)?;
         }
         if may_read && !reading {
             return Ok(Pumped::Yielded);
@@ -812,7 +812,7 @@ fn pump_entry(
             }
         }
         // Output held back for a read that brought nothing goes now.
-        let flushed = !progress && e.buf.pending_out() > 0 && flush(e)?;
+        let flushed = !progress && e.buf.pending_out() > 0 && flush(e, id, svc)?;
         if !progress && !flushed {
             return Ok(Pumped::Stuck);
         }
@@ -824,10 +824,16 @@ fn nodelay(sock: &TcpStream) {
     let _ = sock.set_nodelay(true);
 }
 
-/// Writes what the socket takes; true if it took anything.
-fn flush(e: &mut Entry) -> Result<bool, Close> {
+/// Writes what the socket takes; true if it took anything. A machine that wants to close has written its last bytes:
+/// they may wait for the FIN and leave with it (see `os::LastWrite`), because the loop closes or shuts down the socket
+/// as soon as they are written.
+fn flush(e: &mut Entry, id: ConnId, svc: &Services) -> Result<bool, Close> {
     let queued = e.buf.pending_out();
-    e.buf.flush(&mut e.sock).map_err(Close::Io)?;
+    if e.conn.wants_close(id, svc) {
+        e.buf.flush(&mut os::LastWrite(&e.sock)).map_err(Close::Io)?;
+    } else {
+        e.buf.flush(&mut e.sock).map_err(Close::Io)?;
+    }
     Ok(e.buf.pending_out() < queued)
 }
 

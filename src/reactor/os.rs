@@ -1,6 +1,7 @@
 //! The socket-server settings std does not expose: the open-files limit, which bounds how many connections one
 //! process can hold; the listen backlog, which bounds how many can wait to be accepted; and two listener options that
-//! save system calls per accepted connection (`TCP_NODELAY` set once on the listener, `TCP_DEFER_ACCEPT`).
+//! save system calls per accepted connection (`TCP_NODELAY` set once on the listener, `TCP_DEFER_ACCEPT`); and a
+//! writer for a connection's last bytes, which go out in one segment with its FIN.
 
 use std::io;
 use std::os::fd::AsRawFd;
@@ -19,10 +20,17 @@ const IPPROTO_TCP: c_int = 6;
 const TCP_NODELAY: c_int = 1;
 #[cfg(target_os = "linux")]
 const TCP_DEFER_ACCEPT: c_int = 9;
+#[cfg(target_os = "linux")]
+const MSG_NOSIGNAL: c_int = 0x4000;
+#[cfg(target_os = "linux")]
+const MSG_MORE: c_int = 0x8000;
 
 // SAFETY: the C library's declarations on Linux; the rlimit calls only read or write the one struct they are given,
-// `listen` only takes integers, and `setsockopt` only reads `len` bytes at `value` (`socklen_t` is `u32`).
+// `listen` only takes integers, `setsockopt` only reads `len` bytes at `value` (`socklen_t` is `u32`), and `send`
+// only reads `len` bytes at `buf`.
 unsafe extern "C" {
+    #[cfg(target_os = "linux")]
+    fn send(fd: c_int, buf: *const c_void, len: usize, flags: c_int) -> isize;
     fn getrlimit(resource: c_int, rlim: *mut Rlimit) -> c_int;
     fn setrlimit(resource: c_int, rlim: *const Rlimit) -> c_int;
     fn listen(fd: c_int, backlog: c_int) -> c_int;
@@ -68,6 +76,35 @@ pub fn defer_accept(listener: &std::net::TcpListener, wait: Duration) -> io::Res
 /// clients overflows: the kernel then drops their SYNs and they retry only after a second or more. The kernel caps
 /// this at `net.core.somaxconn`.
 const BACKLOG: c_int = 4096;
+
+/// Writes the last bytes a connection sends before it is closed. On Linux they are sent with `MSG_MORE`: a short
+/// tail waits in the kernel for the FIN that closing (or shutting down) the socket adds, and both leave in one segment.
+/// That is one packet fewer for each side to handle, and one acknowledgement fewer, for every `Connection: close`
+/// answer. Only for a socket that is closed or shut down for writing once its output is written: until then the tail
+/// could wait.
+pub struct LastWrite<'a>(pub &'a mio::net::TcpStream);
+
+impl io::Write for LastWrite<'_> {
+    #[cfg(target_os = "linux")]
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        // SAFETY: the descriptor is a valid socket for the duration of the call, borrowed from `self.0`, and `buf` is
+        // readable for `buf.len()` bytes.
+        let n = unsafe { send(self.0.as_raw_fd(), buf.as_ptr().cast(), buf.len(), MSG_MORE | MSG_NOSIGNAL) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(n as usize)
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        io::Write::write(&mut &*self.0, buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
 
 /// Raises the backlog of a listening socket (calling `listen` again on a listening socket only changes it).
 pub fn widen_backlog(listener: &std::net::TcpListener) -> io::Result<()> {
