@@ -4,6 +4,10 @@
 # with keep-alive and with `Connection: close`, and prints announces/s, p50/p99 latency and each server's peak RSS
 # (VmHWM), then the ratio toybt/opentracker per mode. Both servers run on one core (SERVER_CPU) and wrk on another
 # (CLIENT_CPU), so neither steals the other's CPU and "one core" means the same for both.
+# Each run also prints the server's CPU time per announce (its user + system time, from /proc/PID/stat, over the
+# requests wrk counted), how busy each core was, and what one core would serve at that cost (capacity). With
+# `Connection: close`, wrk's core does as much TCP work per announce as the server's, so it can be the one that is
+# saturated ("client-bound"): then announces/s measures wrk, and the capacity ratio is the servers' comparison.
 #
 # Usage: benches/tracker_load.sh   (knobs: SWARMS PEERS DURATION CONNS THREADS TOYBT OPENTRACKER=0/1 SERVER_CPU CLIENT_CPU)
 # Needs: wrk, opentracker, python3, a release build of toybt (built here if TOYBT is unset and it is missing).
@@ -38,7 +42,15 @@ command -v wrk >/dev/null || die "wrk is not installed"
 command -v taskset >/dev/null || die "taskset is not installed (util-linux)"
 # Servers are started as `taskset ... server` directly (no function): taskset execs, so $! is the server's pid.
 on_client() { taskset -c "$CLIENT_CPU" "$@"; }
-declare -A rate # "server mode" -> announces/s
+declare -A rate     # "server mode" -> announces/s
+declare -A cost     # "server mode" -> server CPU microseconds per announce
+declare -A client   # "server mode" -> how busy wrk's core was, %
+tck=$(getconf CLK_TCK)
+
+# Busy and total jiffies of one CPU, from /proc/stat (idle and iowait are the idle part).
+cpu_jiffies() { awk -v c="cpu$1" '$1 == c { t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6, t }' /proc/stat; }
+# User + system clock ticks a process (all its threads) has used.
+proc_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 
 # The swarms: SHA-1 of a name per swarm, also opentracker's whitelist.
 for s in $(seq 1 "$SWARMS"); do printf 'toybt-bench-swarm-%d' "$s" | sha1sum | cut -c1-40; done >"$work/whitelist.txt"
@@ -65,23 +77,42 @@ http_get() {
     exec 3<&-
 }
 
-run_wrk() { # NAME PORT MODE
+run_wrk() { # NAME PORT MODE PID
     local extra=()
     [ "$3" = close ] && extra=(close)
-    local line
+    local line t0 s0 c0 t1 s1 c1
+    t0=$(proc_ticks "$4")
+    s0=$(cpu_jiffies "$SERVER_CPU")
+    c0=$(cpu_jiffies "$CLIENT_CPU")
     line=$(on_client wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --timeout 2s -s "$lua" "http://127.0.0.1:$2" \
         -- "$work/whitelist.txt" "$PEERS" "${extra[@]}" | grep '^RESULT' || true)
+    t1=$(proc_ticks "$4")
+    s1=$(cpu_jiffies "$SERVER_CPU")
+    c1=$(cpu_jiffies "$CLIENT_CPU")
     [ -n "$line" ] || die "$1: wrk printed no result"
+    local requests
+    requests=$(sed -n 's/.*requests=\([0-9]*\).*/\1/p' <<<"$line")
     rate["$1 $3"]=$(sed -n 's/.*announces_per_s=\([0-9]*\).*/\1/p' <<<"$line")
+    local us busy usage
+    read -r us busy usage < <(awk -v t="$((t1 - t0))" -v hz="$tck" -v n="$requests" \
+        -v rate="${rate["$1 $3"]}" -v s="$s0 $s1" -v c="$c0 $c1" 'BEGIN {
+            split(s, S, " "); split(c, C, " ")
+            us = n > 0 ? t / hz * 1e6 / n : 0
+            sb = 100 * (S[3] - S[1]) / (S[4] - S[2]); cb = 100 * (C[3] - C[1]) / (C[4] - C[2])
+            printf "%.1f %.0f server_cpu_us=%.1f server_core_busy=%.0f%% client_core_busy=%.0f%% capacity_per_core=%.0f\n",
+                us, cb, us, sb, cb, (us > 0 ? 1e6 / us : 0) }')
+    cost["$1 $3"]=$us
+    client["$1 $3"]=$busy
     printf '%-12s %-10s %s\n' "$1" "$3" "${line#RESULT }"
+    printf '%-12s %-10s %s\n' "" "" "$usage"
 }
 
 bench_server() { # NAME PORT PID
     # Warm up: every peer announces at least once, so the measured runs see full swarms of PEERS/SWARMS peers.
     on_client wrk -t1 -c16 -d2s --timeout 2s -s "$lua" "http://127.0.0.1:$2" -- "$work/whitelist.txt" "$PEERS" >/dev/null
     echo "$1: announce -> $(http_get "$2" "/announce?info_hash=$first_hash_url&peer_id=-BENCH-check00000001&port=9999&uploaded=0&downloaded=0&left=1&compact=1&numwant=5")"
-    run_wrk "$1" "$2" keep-alive
-    run_wrk "$1" "$2" close
+    run_wrk "$1" "$2" keep-alive "$3"
+    run_wrk "$1" "$2" close "$3"
     echo "$1: scrape of swarm 1 -> $(http_get "$2" "/scrape?info_hash=$first_hash_url")"
     echo "$1: peak RSS $(peak_rss "$3")"
 }
@@ -129,6 +160,10 @@ for mode in keep-alive close; do
     o=${rate["opentracker $mode"]:-}
     if [ -n "$t" ] && [ -n "$o" ] && [ "$o" -gt 0 ]; then
         echo "ratio $mode toybt/opentracker = $(awk -v t="$t" -v o="$o" 'BEGIN { printf "%.2f", t / o }') ($t / $o announces/s)"
+        awk -v t="${cost["toybt $mode"]}" -v o="${cost["opentracker $mode"]}" -v m="$mode" \
+            -v ct="${client["toybt $mode"]}" -v co="${client["opentracker $mode"]}" 'BEGIN {
+            if (t > 0) printf "capacity ratio %s toybt/opentracker = %.2f (%.1f / %.1f server CPU us per announce)%s\n",
+                m, o / t, o, t, ((ct >= 95 || co >= 95) ? "; wrk core busy " ct "% / " co "%: client-bound" : "") }'
     fi
 done
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
