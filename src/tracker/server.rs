@@ -330,13 +330,18 @@ impl Swarm {
         let step = coprime_step(n, rng);
         for _ in 0..n {
             let p = if pos < n_leech { &self.leeches[pos] } else { &self.seeds[pos - n_leech] };
-            if p.key() != *me && p.addr != me_addr {
+            let is_me = p.addr == me_addr || (p.addr.ip() == me.ip && p.id == me.id);
+            if !is_me {
                 picked.push(p);
                 if picked.len() == want {
                     break;
                 }
             }
-            pos = (pos + step) % n;
+            // `step < n`, so one subtraction does what `%` would, without a division per peer.
+            pos += step;
+            if pos >= n {
+                pos -= n;
+            }
         }
         picked
     }
