@@ -45,6 +45,7 @@ on_client() { taskset -c "$CLIENT_CPU" "$@"; }
 declare -A rate     # "server mode" -> announces/s
 declare -A cost     # "server mode" -> server CPU microseconds per announce
 declare -A client   # "server mode" -> how busy wrk's core was, %
+declare -A busy     # "server mode" -> how busy the server's core was, %
 tck=$(getconf CLK_TCK)
 
 # Busy and total jiffies of one CPU, from /proc/stat (idle and iowait are the idle part).
@@ -93,16 +94,17 @@ run_wrk() { # NAME PORT MODE PID
     local requests
     requests=$(sed -n 's/.*requests=\([0-9]*\).*/\1/p' <<<"$line")
     rate["$1 $3"]=$(sed -n 's/.*announces_per_s=\([0-9]*\).*/\1/p' <<<"$line")
-    local us busy usage
-    read -r us busy usage < <(awk -v t="$((t1 - t0))" -v hz="$tck" -v n="$requests" \
+    local us cb sb usage
+    read -r us cb sb usage < <(awk -v t="$((t1 - t0))" -v hz="$tck" -v n="$requests" \
         -v rate="${rate["$1 $3"]}" -v s="$s0 $s1" -v c="$c0 $c1" 'BEGIN {
             split(s, S, " "); split(c, C, " ")
             us = n > 0 ? t / hz * 1e6 / n : 0
             sb = 100 * (S[3] - S[1]) / (S[4] - S[2]); cb = 100 * (C[3] - C[1]) / (C[4] - C[2])
-            printf "%.1f %.0f server_cpu_us=%.1f server_core_busy=%.0f%% client_core_busy=%.0f%% capacity_per_core=%.0f\n",
-                us, cb, us, sb, cb, (us > 0 ? 1e6 / us : 0) }')
+            printf "%.1f %.0f %.0f server_cpu_us=%.1f server_core_busy=%.0f%% client_core_busy=%.0f%% capacity_per_core=%.0f\n",
+                us, cb, sb, us, sb, cb, (us > 0 ? 1e6 / us : 0) }')
     cost["$1 $3"]=$us
-    client["$1 $3"]=$busy
+    client["$1 $3"]=$cb
+    busy["$1 $3"]=$sb
     printf '%-12s %-10s %s\n' "$1" "$3" "${line#RESULT }"
     printf '%-12s %-10s %s\n' "" "" "$usage"
 }
@@ -161,9 +163,11 @@ for mode in keep-alive close; do
     if [ -n "$t" ] && [ -n "$o" ] && [ "$o" -gt 0 ]; then
         echo "ratio $mode toybt/opentracker = $(awk -v t="$t" -v o="$o" 'BEGIN { printf "%.2f", t / o }') ($t / $o announces/s)"
         awk -v t="${cost["toybt $mode"]}" -v o="${cost["opentracker $mode"]}" -v m="$mode" \
-            -v ct="${client["toybt $mode"]}" -v co="${client["opentracker $mode"]}" 'BEGIN {
-            if (t > 0) printf "capacity ratio %s toybt/opentracker = %.2f (%.1f / %.1f server CPU us per announce)%s\n",
-                m, o / t, o, t, ((ct >= 95 || co >= 95) ? "; wrk core busy " ct "% / " co "%: client-bound" : "") }'
+            -v ct="${client["toybt $mode"]}" -v co="${client["opentracker $mode"]}" \
+            -v st="${busy["toybt $mode"]}" -v so="${busy["opentracker $mode"]}" 'BEGIN {
+            if (t > 0) printf "capacity ratio %s toybt/opentracker = %.2f (%.1f / %.1f server CPU us per announce);" \
+                " cores busy (wrk, server): toybt %s%%, %s%%; opentracker %s%%, %s%%%s\n", m, o / t, o, t, ct, st, co, so,
+                ((ct >= 95 && st < 90) || (co >= 95 && so < 90)) ? " (the wrk core is the bottleneck)" : "" }'
     fi
 done
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
