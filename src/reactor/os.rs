@@ -157,6 +157,29 @@ mod tests {
         assert_eq!(s.nodelay().unwrap(), inherited);
     }
 
+    #[test]
+    fn last_bytes_arrive_whole_once_the_socket_is_closed() {
+        use std::io::Read;
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            c.read_to_end(&mut got).map(|_| got)
+        });
+        // A blocking socket, so the writes below wait for room rather than fail.
+        let (s, _) = l.accept().unwrap();
+        let s = mio::net::TcpStream::from_std(s);
+        // Many segments, and a tail that is not a whole one: it waits for the FIN.
+        let answer: Vec<u8> = (0..300_001u32).map(|i| (i % 251) as u8).collect();
+        let mut written = 0;
+        while written < answer.len() {
+            written += LastWrite(&s).write(&answer[written..]).unwrap();
+        }
+        drop(s);
+        assert_eq!(reader.join().unwrap().unwrap(), answer);
+    }
+
     #[cfg(target_os = "linux")]
     #[test]
     fn a_deferred_listener_hands_out_a_connection_once_it_has_bytes() {
