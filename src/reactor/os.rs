@@ -58,9 +58,10 @@ pub fn nodelay_for_accepted(listener: &std::net::TcpListener) -> bool {
 
 /// Asks the kernel to hand out a connection only once its first bytes have arrived (Linux `TCP_DEFER_ACCEPT`), for
 /// protocols where the client speaks first: `accept` is then followed by a read that finds the request, instead of a
-/// read that finds nothing, a registration and a wait for readiness. A client that stays silent for `wait` is
-/// handed out anyway (the kernel re-sends its SYN-ACK then and accepts on the answer), so nothing is lost; until then
-/// it costs this process no descriptor. Elsewhere this does nothing.
+/// read that finds nothing, a registration and a wait for readiness. A client that stays silent for `wait` (rounded up
+/// by the kernel to its SYN-ACK retry schedule: 1, 3, 7, 15 s...) is handed out anyway (the kernel re-sends its
+/// SYN-ACK then and accepts on the answer), so nothing is lost; until then it costs this process no descriptor.
+/// Elsewhere this does nothing.
 pub fn defer_accept(listener: &std::net::TcpListener, wait: Duration) -> io::Result<()> {
     #[cfg(target_os = "linux")]
     {
