@@ -9,7 +9,8 @@
 # `Connection: close`, wrk's core does as much TCP work per announce as the server's, so it can be the one that is
 # saturated ("client-bound"): then announces/s measures wrk, and the capacity ratio is the servers' comparison.
 #
-# Usage: benches/tracker_load.sh   (knobs: SWARMS PEERS DURATION CONNS THREADS TOYBT OPENTRACKER=0/1 SERVER_CPU CLIENT_CPU)
+# Usage: benches/tracker_load.sh
+#   knobs: SWARMS PEERS DURATION CONNS THREADS TOYBT OPENTRACKER=0/1 SERVER_CPU CLIENT_CPU (a taskset CPU list each)
 # Needs: wrk, opentracker, python3, a release build of toybt (built here if TOYBT is unset and it is missing).
 # opentracker closes the connection after every response, so its "keep-alive" figure is a new connection per
 # announce as well; the column is still printed so the two servers are measured with the same client. wrk counts a

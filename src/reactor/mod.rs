@@ -16,12 +16,12 @@
 //!
 //! # Buffers and backpressure
 //! Registration is edge-triggered for both directions, once, with no re-registration. An accepted connection is
-//! pumped once before it is registered, so one that is answered and closed at once never costs a registration. On readable: read until
-//! `WouldBlock` (or until the input buffer is full), hand the buffered bytes to the machine until it consumes no more,
-//! drain its output, write until `WouldBlock`. While a connection's unsent output is above its high-water mark the
-//! loop neither reads its socket nor feeds its machine; when a writable event drains it, the loop resumes by itself,
-//! because it remembers that the socket was not read to `WouldBlock` (an edge-triggered readable event would not come
-//! again). See `buffer.rs` for the bounds.
+//! pumped once before it is registered, so one that is answered and closed at once never costs a registration. On
+//! readable: read until `WouldBlock` (or until the input buffer is full), hand the buffered bytes to the machine until
+//! it consumes no more, drain its output, write until `WouldBlock`. While a connection's unsent output is above its
+//! high-water mark the loop neither reads its socket nor feeds its machine; when a writable event drains it, the loop
+//! resumes by itself, because it remembers that the socket was not read to `WouldBlock` (an edge-triggered readable
+//! event would not come again). See `buffer.rs` for the bounds.
 //!
 //! # Time
 //! The clock is read once per wake-up, and that `now` is handed to everything in the batch. Each connection has at
