@@ -1,9 +1,16 @@
 #!/usr/bin/env bash
 # HTTP tracker load: `toybt tracker --open` against opentracker, on this machine, in the same run, one at a time.
 # wrk sends announces from PEERS distinct peers (distinct port and peer_id on 127.0.0.1) spread over SWARMS swarms,
-# with keep-alive and with `Connection: close`, and prints announces/s, latency and each server's peak RSS (VmHWM).
+# with keep-alive and with `Connection: close`, and prints announces/s, p50/p99 latency and each server's peak RSS
+# (VmHWM), then the ratio toybt/opentracker per mode. Both servers run on one core (SERVER_CPU) and wrk on another
+# (CLIENT_CPU), so neither steals the other's CPU and "one core" means the same for both.
+# Each run also prints the server's CPU time per announce (its user + system time, from /proc/PID/stat, over the
+# requests wrk counted), how busy each core was, and what one core would serve at that cost (capacity). With
+# `Connection: close`, wrk's core does as much TCP work per announce as the server's, so it can be the one that is
+# saturated ("client-bound"): then announces/s measures wrk, and the capacity ratio is the servers' comparison.
 #
-# Usage: benches/tracker_load.sh            (knobs: SWARMS PEERS DURATION CONNS THREADS TOYBT OPENTRACKER=0/1)
+# Usage: benches/tracker_load.sh
+#   knobs: SWARMS PEERS DURATION CONNS THREADS TOYBT OPENTRACKER=0/1 SERVER_CPU CLIENT_CPU (a taskset CPU list each)
 # Needs: wrk, opentracker, python3, a release build of toybt (built here if TOYBT is unset and it is missing).
 # opentracker closes the connection after every response, so its "keep-alive" figure is a new connection per
 # announce as well; the column is still printed so the two servers are measured with the same client. wrk counts a
@@ -15,6 +22,8 @@ PEERS=${PEERS:-10000}
 DURATION=${DURATION:-10s}
 CONNS=${CONNS:-64}
 THREADS=${THREADS:-1}
+SERVER_CPU=${SERVER_CPU:-0}
+CLIENT_CPU=${CLIENT_CPU:-1}
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$here")
 lua="$here/tracker_load.lua"
@@ -31,6 +40,19 @@ trap cleanup EXIT
 
 die() { echo "tracker_load: $*" >&2; exit 1; }
 command -v wrk >/dev/null || die "wrk is not installed"
+command -v taskset >/dev/null || die "taskset is not installed (util-linux)"
+# Servers are started as `taskset ... server` directly (no function): taskset execs, so $! is the server's pid.
+on_client() { taskset -c "$CLIENT_CPU" "$@"; }
+declare -A rate     # "server mode" -> announces/s
+declare -A cost     # "server mode" -> server CPU microseconds per announce
+declare -A client   # "server mode" -> how busy wrk's core was, %
+declare -A busy     # "server mode" -> how busy the server's core was, %
+tck=$(getconf CLK_TCK)
+
+# Busy and total jiffies of one CPU, from /proc/stat (idle and iowait are the idle part).
+cpu_jiffies() { awk -v c="cpu$1" '$1 == c { t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6, t }' /proc/stat; }
+# User + system clock ticks a process (all its threads) has used.
+proc_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 
 # The swarms: SHA-1 of a name per swarm, also opentracker's whitelist.
 for s in $(seq 1 "$SWARMS"); do printf 'toybt-bench-swarm-%d' "$s" | sha1sum | cut -c1-40; done >"$work/whitelist.txt"
@@ -57,34 +79,56 @@ http_get() {
     exec 3<&-
 }
 
-run_wrk() { # NAME PORT MODE
+run_wrk() { # NAME PORT MODE PID
     local extra=()
     [ "$3" = close ] && extra=(close)
-    local line
-    line=$(wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --timeout 2s -s "$lua" "http://127.0.0.1:$2" \
+    local line t0 s0 c0 t1 s1 c1
+    t0=$(proc_ticks "$4")
+    s0=$(cpu_jiffies "$SERVER_CPU")
+    c0=$(cpu_jiffies "$CLIENT_CPU")
+    line=$(on_client wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --timeout 2s -s "$lua" "http://127.0.0.1:$2" \
         -- "$work/whitelist.txt" "$PEERS" "${extra[@]}" | grep '^RESULT' || true)
+    t1=$(proc_ticks "$4")
+    s1=$(cpu_jiffies "$SERVER_CPU")
+    c1=$(cpu_jiffies "$CLIENT_CPU")
     [ -n "$line" ] || die "$1: wrk printed no result"
+    local requests
+    requests=$(sed -n 's/.*requests=\([0-9]*\).*/\1/p' <<<"$line")
+    rate["$1 $3"]=$(sed -n 's/.*announces_per_s=\([0-9]*\).*/\1/p' <<<"$line")
+    local us cb sb usage
+    read -r us cb sb usage < <(awk -v t="$((t1 - t0))" -v hz="$tck" -v n="$requests" \
+        -v rate="${rate["$1 $3"]}" -v s="$s0 $s1" -v c="$c0 $c1" 'BEGIN {
+            split(s, S, " "); split(c, C, " ")
+            us = n > 0 ? t / hz * 1e6 / n : 0
+            sb = 100 * (S[3] - S[1]) / (S[4] - S[2]); cb = 100 * (C[3] - C[1]) / (C[4] - C[2])
+            printf "%.1f %.0f %.0f server_cpu_us=%.1f server_core_busy=%.0f%% client_core_busy=%.0f%% capacity_per_core=%.0f\n",
+                us, cb, sb, us, sb, cb, (us > 0 ? 1e6 / us : 0) }')
+    cost["$1 $3"]=$us
+    client["$1 $3"]=$cb
+    busy["$1 $3"]=$sb
     printf '%-12s %-10s %s\n' "$1" "$3" "${line#RESULT }"
+    printf '%-12s %-10s %s\n' "" "" "$usage"
 }
 
 bench_server() { # NAME PORT PID
     # Warm up: every peer announces at least once, so the measured runs see full swarms of PEERS/SWARMS peers.
-    wrk -t1 -c16 -d2s --timeout 2s -s "$lua" "http://127.0.0.1:$2" -- "$work/whitelist.txt" "$PEERS" >/dev/null
+    on_client wrk -t1 -c16 -d2s --timeout 2s -s "$lua" "http://127.0.0.1:$2" -- "$work/whitelist.txt" "$PEERS" >/dev/null
     echo "$1: announce -> $(http_get "$2" "/announce?info_hash=$first_hash_url&peer_id=-BENCH-check00000001&port=9999&uploaded=0&downloaded=0&left=1&compact=1&numwant=5")"
-    run_wrk "$1" "$2" keep-alive
-    run_wrk "$1" "$2" close
+    run_wrk "$1" "$2" keep-alive "$3"
+    run_wrk "$1" "$2" close "$3"
     echo "$1: scrape of swarm 1 -> $(http_get "$2" "/scrape?info_hash=$first_hash_url")"
     echo "$1: peak RSS $(peak_rss "$3")"
 }
 
-echo "tracker load: $PEERS peers in $SWARMS swarms, wrk -t$THREADS -c$CONNS -d$DURATION, $(nproc) cores"
+echo "tracker load: $PEERS peers in $SWARMS swarms, wrk -t$THREADS -c$CONNS -d$DURATION on CPU $CLIENT_CPU," \
+    "servers on CPU $SERVER_CPU, $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)"
 
 # toybt
 toybt=${TOYBT:-$root/target/release/toybt}
 if [ -z "${TOYBT:-}" ] && [ ! -x "$toybt" ]; then
     (cd "$root" && cargo build --release --bin toybt)
 fi
-RUST_LOG=${TOYBT_LOG:-warn,toybt=info} "$toybt" tracker --open --bind 127.0.0.1 --port 0 2>"$work/toybt.log" &
+RUST_LOG=${TOYBT_LOG:-warn,toybt=info} taskset -c "$SERVER_CPU" "$toybt" tracker --open --bind 127.0.0.1 --port 0 2>"$work/toybt.log" &
 toybt_pid=$!
 pids+=("$toybt_pid")
 toybt_port=
@@ -105,10 +149,26 @@ kill "$toybt_pid" 2>/dev/null || true
 if [ "${OPENTRACKER:-1}" = 1 ]; then
     command -v opentracker >/dev/null || die "opentracker is not installed"
     ot_port=$(free_port)
-    opentracker -i 127.0.0.1 -p "$ot_port" -d "$work" -w whitelist.txt >"$work/opentracker.log" 2>&1 &
+    taskset -c "$SERVER_CPU" opentracker -i 127.0.0.1 -p "$ot_port" -d "$work" -w whitelist.txt >"$work/opentracker.log" 2>&1 &
     ot_pid=$!
     pids+=("$ot_pid")
     wait_port "$ot_port" || die "opentracker did not listen on $ot_port: $(cat "$work/opentracker.log")"
     bench_server opentracker "$ot_port" "$ot_pid"
     kill "$ot_pid" 2>/dev/null || true
 fi
+
+# The figure issue 6 asks for: toybt's announces/s over opentracker's, same client, same run, per mode.
+for mode in keep-alive close; do
+    t=${rate["toybt $mode"]:-}
+    o=${rate["opentracker $mode"]:-}
+    if [ -n "$t" ] && [ -n "$o" ] && [ "$o" -gt 0 ]; then
+        echo "ratio $mode toybt/opentracker = $(awk -v t="$t" -v o="$o" 'BEGIN { printf "%.2f", t / o }') ($t / $o announces/s)"
+        awk -v t="${cost["toybt $mode"]}" -v o="${cost["opentracker $mode"]}" -v m="$mode" \
+            -v ct="${client["toybt $mode"]}" -v co="${client["opentracker $mode"]}" \
+            -v st="${busy["toybt $mode"]}" -v so="${busy["opentracker $mode"]}" 'BEGIN {
+            if (t > 0) printf "capacity ratio %s toybt/opentracker = %.2f (%.1f / %.1f server CPU us per announce);" \
+                " cores busy (wrk, server): toybt %s%%, %s%%; opentracker %s%%, %s%%%s\n", m, o / t, o, t, ct, st, co, so,
+                ((ct >= 95 && st < 90) || (co >= 95 && so < 90)) ? " (the wrk core is the bottleneck)" : "" }'
+    fi
+done
+echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -28,6 +28,12 @@ Options:
   -h, --help        print this help
 ";
 
+/// An HTTP client speaks first, so the kernel keeps a new connection until its request is here (it comes with or
+/// right after the handshake's last packet). One that stays silent is handed over anyway after about this long (when
+/// the kernel re-sends its SYN-ACK), then meets the idle timeout as before: measured, a silent connection is closed
+/// after 31 s instead of 30, and held no descriptor for its first second.
+const DEFER_ACCEPT: Duration = Duration::from_secs(1);
+
 /// Longest interval accepted: a day. Peers expire after two, so longer only keeps dead peers around.
 const MAX_INTERVAL: u64 = 24 * 60 * 60;
 
@@ -84,6 +90,8 @@ pub fn start(
 ) -> Result<SocketAddr> {
     let listener = TcpListener::bind(addr).map_err(|e| Error::io(format!("cannot listen on {addr}"), &e))?;
     let local = listener.local_addr().map_err(|e| Error::io(format!("cannot listen on {addr}"), &e))?;
+    reactor::defer_accept(&listener, DEFER_ACCEPT)
+        .map_err(|e| Error::io(format!("cannot set up listening on {local}"), &e))?;
     reactor.services.tracker = Some(Tracker::new(cfg, torrents.iter().map(|(h, _)| *h), random_seed(), Instant::now()));
     reactor
         .listen(listener, ListenKind::Tracker, max_conns)

@@ -15,12 +15,13 @@
 //! connection never reaches its successor.
 //!
 //! # Buffers and backpressure
-//! Registration is edge-triggered for both directions, once, with no re-registration. On readable: read until
-//! `WouldBlock` (or until the input buffer is full), hand the buffered bytes to the machine until it consumes no more,
-//! drain its output, write until `WouldBlock`. While a connection's unsent output is above its high-water mark the
-//! loop neither reads its socket nor feeds its machine; when a writable event drains it, the loop resumes by itself,
-//! because it remembers that the socket was not read to `WouldBlock` (an edge-triggered readable event would not come
-//! again). See `buffer.rs` for the bounds.
+//! Registration is edge-triggered for both directions, once, with no re-registration. An accepted connection is
+//! pumped once before it is registered, so one that is answered and closed at once never costs a registration. On
+//! readable: read until `WouldBlock` (or until the input buffer is full), hand the buffered bytes to the machine until
+//! it consumes no more, drain its output, write until `WouldBlock`. While a connection's unsent output is above its
+//! high-water mark the loop neither reads its socket nor feeds its machine; when a writable event drains it, the loop
+//! resumes by itself, because it remembers that the socket was not read to `WouldBlock` (an edge-triggered readable
+//! event would not come again). See `buffer.rs` for the bounds.
 //!
 //! # Time
 //! The clock is read once per wake-up, and that `now` is handed to everything in the batch. Each connection has at
@@ -54,7 +55,7 @@ mod os;
 
 pub use buffer::BufLimits;
 pub use conn::{Conn, ListenKind, Services};
-pub use os::raise_fd_limit;
+pub use os::{defer_accept, raise_fd_limit};
 
 use std::fmt;
 use std::io;
@@ -214,6 +215,8 @@ struct Listener {
     open: usize,
     /// Accepting failed for lack of file descriptors; retry at this time.
     retry_at: Option<Instant>,
+    /// Accepted sockets come with `TCP_NODELAY` already set (see `os::nodelay_for_accepted`).
+    nodelay_inherited: bool,
 }
 
 /// The loop. See the module documentation for its rules.
@@ -274,9 +277,11 @@ impl Reactor {
         }
         listener.set_nonblocking(true)?;
         os::widen_backlog(&listener)?;
+        let nodelay_inherited = os::nodelay_for_accepted(&listener);
         let mut sock = TcpListener::from_std(listener);
         self.poll.registry().register(&mut sock, Token(LISTENER_BASE + self.listeners.len()), Interest::READABLE)?;
-        self.listeners.push(Listener { sock, kind, max_conns: max_conns.max(1), open: 0, retry_at: None });
+        let max_conns = max_conns.max(1);
+        self.listeners.push(Listener { sock, kind, max_conns, open: 0, retry_at: None, nodelay_inherited });
         Ok(())
     }
 
@@ -471,18 +476,30 @@ impl Reactor {
                     continue;
                 }
             };
-            let (kind, full) = (l.kind, l.open >= l.max_conns);
+            let (kind, full, nodelay_inherited) = (l.kind, l.open >= l.max_conns, l.nodelay_inherited);
             if full && !self.evict_one(index, now) {
                 continue;
             }
             let Some(conn) = kind.accept(from, now, &self.services) else { continue };
-            let mut sock = sock;
-            match self.register(&mut sock) {
-                Ok(key) => {
-                    self.insert(key, sock, from, conn, Some(index), false, now);
-                }
-                Err(e) => log::warn!("cannot register a connection from {from}: {e}"),
+            if !nodelay_inherited {
+                nodelay(&sock);
             }
+            // Served before it is registered: a request that is already here (always, on a deferred listener) is
+            // read, answered and, with `Connection: close`, closed without the poller ever hearing of the socket.
+            let id = self.insert(self.conns.vacant_key(), sock, from, conn, Some(index), false, now);
+            self.register_accepted(id, now);
+        }
+    }
+
+    /// Registers an accepted connection that is still open after its first pump. Readiness that arose before (more of
+    /// the request arrived, the socket became writable) is not lost: the poller reports the socket's current state
+    /// when it is added.
+    fn register_accepted(&mut self, id: ConnId, now: Instant) {
+        let Some(e) = self.conns.get_mut(id.key).filter(|e| e.generation == id.generation) else { return };
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        if let Err(err) = self.poll.registry().register(&mut e.sock, Token(id.key), interest) {
+            log::warn!("cannot register a connection from {}: {err}", e.peer);
+            self.close_key(id.key, now, Close::Io(err));
         }
     }
 
@@ -503,14 +520,16 @@ impl Reactor {
         }
     }
 
-    /// Registers `sock` under the slab key the next `insert` will use.
+    /// Registers an outgoing `sock` under the slab key the next `insert` will use.
     fn register(&mut self, sock: &mut TcpStream) -> io::Result<usize> {
+        nodelay(sock);
         let key = self.conns.vacant_key();
         self.poll.registry().register(sock, Token(key), Interest::READABLE | Interest::WRITABLE)?;
         Ok(key)
     }
 
-    /// Adds a socket registered under `key` (from `register`, with nothing inserted since).
+    /// Adds a socket under `key`, the slab's next key (an outgoing one registered by `register`, with nothing
+    /// inserted since; an accepted one is registered by `register_accepted` after this first pump).
     #[allow(clippy::too_many_arguments)]
     fn insert(
         &mut self,
@@ -522,8 +541,6 @@ impl Reactor {
         connecting: bool,
         now: Instant,
     ) -> ConnId {
-        // Requests are small and answered at once; Nagle would only delay them.
-        let _ = sock.set_nodelay(true);
         let generation = self.next_gen;
         self.next_gen += 1;
         let slot = self.conns.vacant_entry();
@@ -555,7 +572,7 @@ impl Reactor {
         } else {
             let e = &mut self.conns[key];
             e.conn.on_connected(id, now, &mut self.services, &mut self.ctl);
-            // An accepted socket may already hold data whose edge was before registration.
+            // An accepted socket usually holds its first request already: serve it now.
             self.pump(key, now);
         }
         id
@@ -776,7 +793,7 @@ fn pump_entry(
         // Small output waits while this pump goes on reading, so what a burst of input provokes (a leech's requests
         // for more blocks) leaves in one write rather than one per read.
         if !reading || e.buf.pending_out() >= FLUSH_AT {
-            progress |= flush(e)?;
+            progress |= flush(e, id, svc)?;
         }
         if may_read && !reading {
             return Ok(Pumped::Yielded);
@@ -795,17 +812,28 @@ fn pump_entry(
             }
         }
         // Output held back for a read that brought nothing goes now.
-        let flushed = !progress && e.buf.pending_out() > 0 && flush(e)?;
+        let flushed = !progress && e.buf.pending_out() > 0 && flush(e, id, svc)?;
         if !progress && !flushed {
             return Ok(Pumped::Stuck);
         }
     }
 }
 
-/// Writes what the socket takes; true if it took anything.
-fn flush(e: &mut Entry) -> Result<bool, Close> {
+/// Requests are small and answered at once; Nagle would only delay them.
+fn nodelay(sock: &TcpStream) {
+    let _ = sock.set_nodelay(true);
+}
+
+/// Writes what the socket takes; true if it took anything. A machine that wants to close has written its last bytes:
+/// they may wait for the FIN and leave with it (see `os::LastWrite`), because the loop closes or shuts down the socket
+/// as soon as they are written.
+fn flush(e: &mut Entry, id: ConnId, svc: &Services) -> Result<bool, Close> {
     let queued = e.buf.pending_out();
-    e.buf.flush(&mut e.sock).map_err(Close::Io)?;
+    if e.conn.wants_close(id, svc) {
+        e.buf.flush(&mut os::LastWrite(&e.sock)).map_err(Close::Io)?;
+    } else {
+        e.buf.flush(&mut e.sock).map_err(Close::Io)?;
+    }
     Ok(e.buf.pending_out() < queued)
 }
 

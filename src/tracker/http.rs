@@ -7,8 +7,6 @@
 //! Query values are percent-decoded into caller buffers: `info_hash` and `peer_id` are 20 raw bytes, and a fixed
 //! destination means a hostile value can never make us allocate.
 
-use std::io::Write;
-
 /// Longest request head (request line and headers) we buffer.
 pub const MAX_HEAD: usize = 8 * 1024;
 /// Most header lines in one request; real clients send fewer than 10.
@@ -175,22 +173,62 @@ fn hex(b: &u8) -> Option<u8> {
 
 /// Appends a complete response with `body` to `out`.
 pub fn write_response(out: &mut Vec<u8>, status: Status, body: &[u8], keep_alive: bool) {
-    let _ = write!(
-        out,
-        "HTTP/1.1 {} {}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n",
-        status.code(),
-        status.reason(),
-        body.len()
-    );
+    let start = out.len();
+    out.extend_from_slice(body);
+    frame_response(out, start, status, keep_alive);
+}
+
+/// Makes the body already at `out[body_start..]` a complete response by putting the head in front of it, so a body
+/// can be written where the response goes, with no buffer of its own and no copy but the move of the head's length.
+pub fn frame_response(out: &mut Vec<u8>, body_start: usize, status: Status, keep_alive: bool) {
+    let mut head = Head { buf: [0; HEAD_ROOM], len: 0 };
+    head.push(b"HTTP/1.1 ");
+    head.push_decimal(u64::from(status.code()));
+    head.push(b" ");
+    head.push(status.reason().as_bytes());
+    head.push(b"\r\nContent-Type: text/plain\r\nContent-Length: ");
+    head.push_decimal((out.len() - body_start) as u64);
+    head.push(b"\r\n");
     if status == Status::MethodNotAllowed {
         // RFC 9110 asks a 405 to say which methods are allowed.
-        out.extend_from_slice(b"Allow: GET\r\n");
+        head.push(b"Allow: GET\r\n");
     }
     if !keep_alive {
-        out.extend_from_slice(b"Connection: close\r\n");
+        head.push(b"Connection: close\r\n");
     }
-    out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(body);
+    head.push(b"\r\n");
+    out.splice(body_start..body_start, head.buf[..head.len].iter().copied());
+}
+
+/// Room for the longest head `frame_response` writes: the longest status line (46 bytes), the two length headers
+/// with a 20-digit length (62), `Allow` (12), `Connection` (19) and the blank line.
+const HEAD_ROOM: usize = 160;
+
+/// A response head built on the stack.
+struct Head {
+    buf: [u8; HEAD_ROOM],
+    len: usize,
+}
+
+impl Head {
+    fn push(&mut self, bytes: &[u8]) {
+        self.buf[self.len..self.len + bytes.len()].copy_from_slice(bytes);
+        self.len += bytes.len();
+    }
+
+    fn push_decimal(&mut self, mut n: u64) {
+        let mut digits = [0u8; 20];
+        let mut i = digits.len();
+        loop {
+            i -= 1;
+            digits[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        self.push(&digits[i..]);
+    }
 }
 
 #[cfg(test)]
@@ -288,6 +326,23 @@ mod tests {
         let text = String::from_utf8(out).unwrap();
         assert!(text.starts_with("HTTP/1.1 405 Method Not Allowed\r\n"));
         assert!(text.ends_with("Allow: GET\r\nConnection: close\r\n\r\nx"), "{text}");
+    }
+
+    #[test]
+    fn a_body_built_in_place_is_framed_behind_earlier_responses() {
+        let mut out = Vec::new();
+        write_response(&mut out, Status::Ok, b"first", true);
+        let first = out.clone();
+        let start = out.len();
+        out.extend_from_slice(b"second body");
+        frame_response(&mut out, start, Status::HeaderFieldsTooLarge, false);
+        assert_eq!(&out[..start], &first[..]);
+        let text = String::from_utf8(out[start..].to_vec()).unwrap();
+        assert_eq!(
+            text,
+            "HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Type: text/plain\r\nContent-Length: 11\r\n\
+             Connection: close\r\n\r\nsecond body"
+        );
     }
 
     /// Never-panic property: any bytes, and any prefix of them, give a request, "need more", or an error, and a

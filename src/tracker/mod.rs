@@ -16,6 +16,9 @@ use std::time::{Duration, Instant};
 
 use http::{HttpError, Request, Status};
 
+/// Room reserved for a response before it is built: an announce answer with the default 50 compact peers and its head.
+const RESPONSE_ROOM: usize = 512;
+
 /// The connection's deadline passed; close it without an answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TimedOut;
@@ -86,17 +89,20 @@ impl Client {
             let e = HttpError { status: Status::MethodNotAllowed, detail: "only GET is served" };
             return self.answer_error(e, req.keep_alive);
         }
-        // Not kept between requests: thousands of idle keep-alive connections should not each hold a peer list.
-        let mut body = Vec::new();
+        // The body is written where the response goes and the head put in front of it: no buffer per request.
+        // `pending` is usually the connection's emptied output buffer, swapped in by `poll_transmit`, so it seldom
+        // has to grow.
+        let start = self.pending.len();
+        self.pending.reserve(RESPONSE_ROOM);
         match req.path {
-            "/announce" => tracker.announce_query(now, req.query, self.from.ip(), &mut body),
-            "/scrape" => tracker.scrape_query(req.query, &mut body),
+            "/announce" => tracker.announce_query(now, req.query, self.from.ip(), &mut self.pending),
+            "/scrape" => tracker.scrape_query(req.query, &mut self.pending),
             _ => {
                 let e = HttpError { status: Status::NotFound, detail: "try /announce or /scrape" };
                 return self.answer_error(e, req.keep_alive);
             }
         }
-        http::write_response(&mut self.pending, Status::Ok, &body, req.keep_alive);
+        http::frame_response(&mut self.pending, start, Status::Ok, req.keep_alive);
         self.closing = !req.keep_alive;
     }
 
@@ -189,15 +195,17 @@ mod tests {
         let mut input = announce_request(1000, "");
         input.extend_from_slice(b"GET /scrape HTTP/1.1\r\n\r\n");
         input.extend_from_slice(b"GET /nope HTTP/1.1\r\n\r\n");
+        input.extend_from_slice(b"GET /announce?port=1 HTTP/1.1\r\n\r\n");
         let (out, used) = feed(&mut c, &mut t, now, &input);
         assert_eq!(used, input.len());
         let r = responses(&out);
-        assert_eq!(r.len(), 3, "{r:?}");
+        assert_eq!(r.len(), 4, "{r:?}");
         assert!(r[0].starts_with("200 OK") && r[0].contains("8:completei0e10:incompletei1e"), "{}", r[0]);
         assert!(r[1].starts_with("200 OK") && r[1].contains("5:filesd20:"), "{}", r[1]);
         assert!(r[2].starts_with("404 Not Found"), "{}", r[2]);
+        assert!(r[3].starts_with("200 OK") && r[3].ends_with("d14:failure reason17:missing info_hashe"), "{}", r[3]);
         assert!(!c.wants_close());
-        assert_eq!(c.requests(), 3);
+        assert_eq!(c.requests(), 4);
     }
 
     #[test]

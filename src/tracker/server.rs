@@ -12,6 +12,7 @@
 //! Expiry runs as a timer ([`Tracker::poll_timeout`]): every half interval, peers silent for two intervals go.
 
 use std::collections::HashMap;
+use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -329,13 +330,18 @@ impl Swarm {
         let step = coprime_step(n, rng);
         for _ in 0..n {
             let p = if pos < n_leech { &self.leeches[pos] } else { &self.seeds[pos - n_leech] };
-            if p.key() != *me && p.addr != me_addr {
+            let is_me = p.addr == me_addr || (p.addr.ip() == me.ip && p.id == me.id);
+            if !is_me {
                 picked.push(p);
                 if picked.len() == want {
                     break;
                 }
             }
-            pos = (pos + step) % n;
+            // `step < n`, so one subtraction does what `%` would, without a division per peer.
+            pos += step;
+            if pos >= n {
+                pos -= n;
+            }
         }
         picked
     }
@@ -426,15 +432,17 @@ impl Tracker {
         })
     }
 
-    /// Answers an announce query from `ip` into `body`: a peer list, or a `failure reason`.
+    /// Answers an announce query from `ip`, appending to `body`: a peer list, or a `failure reason`.
     pub fn announce_query(&mut self, now: Instant, query: &[u8], ip: IpAddr, body: &mut Vec<u8>) {
+        let start = body.len();
         let result = Announce::from_query(query).and_then(|a| self.announce(now, &a, ip, body));
         if let Err(reason) = result {
+            body.truncate(start);
             write_failure(body, &reason);
         }
     }
 
-    /// Answers a scrape query into `body`.
+    /// Answers a scrape query, appending to `body`.
     pub fn scrape_query(&self, query: &[u8], body: &mut Vec<u8>) {
         match scrape_hashes(query) {
             Ok(hashes) => self.scrape(&hashes, body),
@@ -442,7 +450,7 @@ impl Tracker {
         }
     }
 
-    /// Registers the announce and writes the answer into `body`; the error is a `failure reason`.
+    /// Registers the announce and appends the answer to `body`; the error is a `failure reason`.
     pub fn announce(&mut self, now: Instant, a: &Announce, ip: IpAddr, body: &mut Vec<u8>) -> Result<(), String> {
         let ip = ip.to_canonical();
         let swarm_count = self.swarms.len();
@@ -487,25 +495,20 @@ impl Tracker {
         e.str("interval").int(interval);
         e.str("min interval").int((interval / 2).max(1));
         if a.compact {
-            let mut v4 = Vec::with_capacity(picked.len() * 6);
-            let mut v6 = Vec::new();
-            for p in &picked {
-                match p.addr {
-                    SocketAddr::V4(s) => v4.extend_from_slice(&s.ip().octets()),
-                    SocketAddr::V6(s) => v6.extend_from_slice(&s.ip().octets()),
-                }
-                let out = if p.addr.is_ipv4() { &mut v4 } else { &mut v6 };
-                out.extend_from_slice(&p.addr.port().to_be_bytes());
-            }
-            e.str("peers").bytes(&v4);
-            if !v6.is_empty() {
-                e.str("peers6").bytes(&v6);
+            // Written straight into the body: the string lengths are known from the counts.
+            let v4 = picked.iter().filter(|p| p.addr.is_ipv4()).count();
+            let v6 = picked.len() - v4;
+            e.str("peers");
+            compact_peers(e.out, &picked, v4, true);
+            if v6 > 0 {
+                e.str("peers6");
+                compact_peers(e.out, &picked, v6, false);
             }
         } else {
             e.str("peers").begin_list();
             for p in &picked {
                 e.begin_dict();
-                e.str("ip").str(&p.addr.ip().to_string());
+                e.str("ip").bytes(IpText::new(p.addr.ip()).as_bytes());
                 if !a.no_peer_id {
                     e.str("peer id").bytes(&p.id);
                 }
@@ -564,14 +567,72 @@ impl Tracker {
     }
 }
 
+/// Appends the bencoded string of the `count` compact entries (BEP 23: address then port, big-endian) of the IPv4
+/// peers (`v4`) or the IPv6 ones of `picked`.
+fn compact_peers(out: &mut Vec<u8>, picked: &[&Peer], count: usize, v4: bool) {
+    let len = count * if v4 { 6 } else { 18 };
+    let _ = write!(out, "{len}:");
+    for p in picked.iter().filter(|p| p.addr.is_ipv4() == v4) {
+        match p.addr {
+            SocketAddr::V4(s) => out.extend_from_slice(&s.ip().octets()),
+            SocketAddr::V6(s) => out.extend_from_slice(&s.ip().octets()),
+        }
+        out.extend_from_slice(&p.addr.port().to_be_bytes());
+    }
+}
+
+/// An address's text form (the dictionary model's `ip`), written on the stack rather than into a new `String`.
+struct IpText {
+    /// The longest IPv6 text is 45 bytes.
+    buf: [u8; 64],
+    len: usize,
+}
+
+impl IpText {
+    fn new(ip: IpAddr) -> IpText {
+        let mut t = IpText { buf: [0u8; 64], len: 0 };
+        match ip {
+            // Dotted decimal by hand: the formatter's padding support makes `Display` several times slower.
+            IpAddr::V4(v4) => {
+                for (i, octet) in v4.octets().into_iter().enumerate() {
+                    if i > 0 {
+                        t.push(b'.');
+                    }
+                    if octet >= 100 {
+                        t.push(b'0' + octet / 100);
+                    }
+                    if octet >= 10 {
+                        t.push(b'0' + octet / 10 % 10);
+                    }
+                    t.push(b'0' + octet % 10);
+                }
+            }
+            IpAddr::V6(_) => {
+                let mut rest = &mut t.buf[..];
+                let _ = write!(rest, "{ip}");
+                t.len = 64 - rest.len();
+            }
+        }
+        t
+    }
+
+    fn push(&mut self, b: u8) {
+        self.buf[self.len] = b;
+        self.len += 1;
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
 /// Half an interval (at least a second): peers then expire between 2 and 2.5 intervals after their last announce.
 fn sweep_period(interval: Duration) -> Duration {
     (interval / 2).max(Duration::from_secs(1))
 }
 
-/// Replaces `body` with `d14:failure reason<len>:<reason>e`.
+/// Appends `d14:failure reason<len>:<reason>e` to `body`.
 pub fn write_failure(body: &mut Vec<u8>, reason: &str) {
-    body.clear();
     Encoder { out: body }.begin_dict().str("failure reason").str(reason).end();
 }
 
@@ -724,6 +785,17 @@ mod tests {
         // Same address, another peer id (a restarted client): still never handed itself.
         let body = announce(&mut t, now, &query(peer_id(9), 6881, "&left=10&compact=1"), ip(1));
         assert!(!compact_peers(&body).contains(&SocketAddr::new(ip(1), 6881)));
+    }
+
+    #[test]
+    fn address_text_matches_display() {
+        let v4 = [[0, 0, 0, 0], [10, 0, 0, 1], [255, 255, 255, 255], [1, 20, 100, 9], [199, 99, 9, 250]];
+        let mut ips: Vec<IpAddr> = v4.iter().map(|&o| Ipv4Addr::from(o).into()).collect();
+        ips.push(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1).into());
+        ips.push(Ipv6Addr::new(0xffff, 0xffff, 0xffff, 0xffff, 0xffff, 0xffff, 0xffff, 0xffff).into());
+        for ip in ips {
+            assert_eq!(IpText::new(ip).as_bytes(), ip.to_string().as_bytes());
+        }
     }
 
     #[test]
