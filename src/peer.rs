@@ -147,6 +147,11 @@ impl Peer {
     }
 
     /// Queues a block the peer asked for; `false` if it was refused (choked, or too many queued).
+    /// Unchoked and interested: one of the upload slots the choker hands out.
+    pub fn holds_upload_slot(&self) -> bool {
+        !self.am_choking && self.peer_interested
+    }
+
     pub fn queue_request(&mut self, block: Block) -> bool {
         if self.am_choking || self.requests_in.len() >= MAX_QUEUED_REQUESTS {
             return false;

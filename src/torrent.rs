@@ -392,6 +392,9 @@ impl Torrent {
     pub fn peer_closed(&mut self, key: usize, why: &str, now: Instant) {
         let Some(peer) = self.peers.remove(&key) else { return };
         self.picker.peer_left(key);
+        if peer.holds_upload_slot() {
+            self.slot_freed(now);
+        }
         if peer.is_active() {
             info!("{}: disconnected ({why})", peer.addr);
         } else {
@@ -497,13 +500,20 @@ impl Torrent {
             Message::Interested => {
                 self.peer(key).peer_interested = true;
                 // Do not make a newcomer wait for the next round while upload slots are free.
-                let unchoked = self.peers.values().filter(|p| !p.am_choking).count();
-                if unchoked < self.cfg.unchoke_slots + 1 {
+                let taken = self.peers.values().filter(|p| p.holds_upload_slot()).count();
+                if taken < self.cfg.unchoke_slots + 1 {
                     self.peer(key).unchoke();
                     self.dirty.push(key);
                 }
             }
-            Message::NotInterested => self.peer(key).peer_interested = false,
+            Message::NotInterested => {
+                let peer = self.peer(key);
+                let freed = peer.holds_upload_slot();
+                peer.peer_interested = false;
+                if freed {
+                    self.slot_freed(now);
+                }
+            }
             Message::Have(index) => {
                 self.peer(key).has.set(index);
                 self.picker.peer_have(key, index);
@@ -774,6 +784,8 @@ impl Torrent {
 
     fn on_complete(&mut self, now: Instant) {
         self.completed_at = Some(now);
+        // Slots were held by the rate peers gave us; a seed ranks by the rate they take.
+        self.slot_freed(now);
         // Said before the flush: the last piece is verified now, and flushing GiBs just written can take seconds.
         info!("download complete: {}", self.meta.name);
         info!(
@@ -946,6 +958,13 @@ impl Torrent {
             url: due.url,
             timeout,
         });
+    }
+
+    /// An upload slot was given up (its peer left, lost interest, or we changed from leeching to seeding): choose
+    /// again at the next tick rather than leave the slot empty until the round ends, which in a fast swarm is long
+    /// enough for a whole download, and is what kept late joiners waiting on peers that had finished.
+    fn slot_freed(&mut self, now: Instant) {
+        self.next_choke = self.next_choke.min(now);
     }
 
     fn rechoke(&mut self, now: Instant) {

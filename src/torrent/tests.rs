@@ -456,3 +456,28 @@ fn requests_share_one_budget_but_every_peer_keeps_a_few() {
     assert_eq!(requests_to_add(1, 0, 0), 1);
     assert_eq!(requests_to_add(8, 8, 0), 0);
 }
+
+#[test]
+fn a_slot_given_up_goes_to_a_waiting_peer_at_the_next_tick_not_the_next_round() {
+    let content = data(400_000, 9);
+    let meta = meta_for(&content, 16 * 1024);
+    // A seed with one regular slot and the optimistic one: two of three leechers are served, the third waits.
+    let mut seed = seed_node(&meta, &content, 1);
+    let mut seed_cfg = cfg(1, 7001);
+    seed_cfg.unchoke_slots = 1;
+    let storage = Storage::open(&meta, seed.dir.path().join(&meta.name), OpenMode::Seed).unwrap();
+    let start = Instant::now();
+    seed.t = Torrent::new(meta.clone(), storage, Bitfield::full(meta.piece_count()), seed_cfg, start).unwrap();
+    let mut nodes = vec![seed, leech_node(&meta, 2), leech_node(&meta, 3), leech_node(&meta, 4)];
+    let mut links = Vec::new();
+    for l in 1..4 {
+        connect(&mut nodes, &mut links, l, 0, start);
+    }
+    // With no rate limit on the pipes, the two served leechers finish at once and leave (seed to seed); the third
+    // must get a slot at the next one-second tick, not when the ten-second round ends.
+    let before = Instant::now();
+    let done = run(&mut nodes, &mut links, Duration::from_secs(30), |n| n[1..].iter().all(|n| n.t.is_complete()));
+    let took = done.saturating_duration_since(before);
+    assert!(took < choker::ROUND / 2, "the third leecher waited for a whole choke round: {took:?}");
+    assert!(std::fs::read(nodes[3].dir.path().join("blob.bin")).unwrap() == content);
+}
