@@ -26,8 +26,9 @@ pub const SNUB_AFTER: Duration = Duration::from_secs(60);
 /// A connection that has not completed its handshake by then is dropped.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(20);
 /// Upload blocks are read from disk only while less than this is waiting to be sent; the reactor's own high-water
-/// mark (backpressure) sits above it.
-pub const UPLOAD_LOW_WATER: usize = 256 << 10;
+/// mark (backpressure) sits above it. The kernel's socket buffer holds far more, so this only has to last one turn
+/// of the loop: at 128 KiB a 1 GiB loopback transfer ran as fast as at 256 KiB, with half the memory per peer.
+pub const UPLOAD_LOW_WATER: usize = 128 << 10;
 
 #[derive(Debug)]
 pub struct Peer {
