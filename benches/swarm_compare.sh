@@ -285,6 +285,11 @@ leech_done() { # KIND NAME
     esac
 }
 
+# The previous transfer's GiB is still being written back by the kernel when it ends (every client leaves it to the
+# page cache); without this the next pair would share the disk and a core with that writeback, which is whichever
+# pair comes next in the round rather than the pair's own cost.
+settle_disk() { sync; }
+
 # --- one transfer -----------------------------------------------------------------------------------------------
 RESULTS="$RUN/results.tsv" # pair run mbs wall seed_cpu leech_cpu seed_kib leech_kib extra
 : >"$RESULTS"
@@ -297,6 +302,7 @@ transfer() {
     local sname="$label-seed-$run" lname="$label-leech-$run" out="$RUN/out-$label-$run"
     SPLICE_PID=""
     torrent_for "$mib"
+    settle_disk
     seed "$sk" "$mib" "$sname" || return 1
     local seed_pid=$SEED_PID t0 c0 first="" last="" prev=0 w i=0 ok=0 t_done
     now_us; t0=$NOW
@@ -423,6 +429,7 @@ awk -F'\t' -v sha="$SHA1_MBS" -v size="$SIZE_MIB" '
 swarm() {
     local lk=$1 bytes=$((SWARM_MIB << 20)) pids=() names=() i t0 n_done t_end ok=0
     torrent_for "$SWARM_MIB"
+    settle_disk
     seed toybt "$SWARM_MIB" "swarm-$lk-seed" || return 1
     local seed_pid=$SEED_PID seed_c0
     cpu_ticks "$seed_pid"; seed_c0=$TICKS
