@@ -322,7 +322,6 @@ impl FakeSeed {
     /// Starts serving `content`, claiming the pieces for which `has` is true.
     pub fn start(content: &Content, has: impl Fn(u32) -> bool, behaviour: Behaviour) -> FakeSeed {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(FakeStats::default());
@@ -330,18 +329,11 @@ impl FakeSeed {
         let (content, stop2, stats2) = (content.clone(), stop.clone(), stats.clone());
         let thread = std::thread::spawn(move || {
             let mut conns = Vec::new();
-            while !stop2.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((s, _)) => {
-                        stats2.connections.fetch_add(1, Ordering::Relaxed);
-                        let (c, st, sx, b) = (content.clone(), stop2.clone(), stats2.clone(), bits.clone());
-                        conns.push(std::thread::spawn(move || fake_conn(s, &c, &b, behaviour, &st, &sx)));
-                    }
-                    // poll: a non-blocking listener so the thread notices `stop`
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(5)),
-                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
-                }
-            }
+            accept_until_stopped(&listener, &stop2, |s| {
+                stats2.connections.fetch_add(1, Ordering::Relaxed);
+                let (c, st, sx, b) = (content.clone(), stop2.clone(), stats2.clone(), bits.clone());
+                conns.push(std::thread::spawn(move || fake_conn(s, &c, &b, behaviour, &st, &sx)));
+            });
             for c in conns {
                 let _ = c.join();
             }
@@ -360,11 +352,34 @@ impl FakeSeed {
 
 impl Drop for FakeSeed {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        stop_acceptor(self.addr, &self.stop);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
     }
+}
+
+/// Hands every connection `listener` accepts to `on_conn` until `stop` is set. The accept blocks: `stop_acceptor`
+/// wakes it with a connection of its own, so nothing polls.
+fn accept_until_stopped(listener: &TcpListener, stop: &AtomicBool, mut on_conn: impl FnMut(TcpStream)) {
+    for conn in listener.incoming() {
+        if stop.load(Ordering::SeqCst) {
+            return;
+        }
+        match conn {
+            Ok(s) => on_conn(s),
+            // The client gave up before we took its connection: nothing to serve, keep listening.
+            Err(e) if matches!(e.kind(), ErrorKind::ConnectionAborted | ErrorKind::Interrupted) => {}
+            // Anything else (out of descriptors) would repeat at once: stop serving rather than spin.
+            Err(_) => return,
+        }
+    }
+}
+
+/// Sets `stop` and wakes the `accept_until_stopped` loop listening on `addr`.
+fn stop_acceptor(addr: SocketAddr, stop: &AtomicBool) {
+    stop.store(true, Ordering::SeqCst);
+    let _ = TcpStream::connect(addr);
 }
 
 /// One connection of a fake seed; returns when the other side closes or the seed stops.
@@ -376,7 +391,6 @@ fn fake_conn(
     stop: &AtomicBool,
     stats: &FakeStats,
 ) {
-    let _ = s.set_nonblocking(false);
     let _ = s.set_nodelay(true);
     let _ = s.set_write_timeout(Some(WRITE_TIMEOUT));
     let mut buf = Vec::new();
@@ -490,7 +504,6 @@ pub struct Throttle {
 impl Throttle {
     pub fn start(target: SocketAddr, rate: u64) -> Throttle {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let relayed = Arc::new(AtomicU64::new(0));
@@ -499,24 +512,17 @@ impl Throttle {
         let (stop2, relayed2) = (stop.clone(), relayed.clone());
         let thread = std::thread::spawn(move || {
             let mut threads = Vec::new();
-            while !stop2.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((client, _)) => {
-                        let _ = client.set_nonblocking(false);
-                        let Ok(server) = TcpStream::connect(target) else { continue };
-                        // A side that stops reading must not wedge a relay thread past the test.
-                        let _ = client.set_write_timeout(Some(WRITE_TIMEOUT));
-                        let _ = server.set_write_timeout(Some(WRITE_TIMEOUT));
-                        let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
-                        let st = stop2.clone();
-                        threads.push(std::thread::spawn(move || relay(c2, s2, &st, None)));
-                        let (st, pace) = (stop2.clone(), Some((next_free.clone(), rate, relayed2.clone())));
-                        threads.push(std::thread::spawn(move || relay(server, client, &st, pace)));
-                    }
-                    // poll: a non-blocking listener so the thread notices `stop`
-                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
-                }
-            }
+            accept_until_stopped(&listener, &stop2, |client| {
+                let Ok(server) = TcpStream::connect(target) else { return };
+                // A side that stops reading must not wedge a relay thread past the test.
+                let _ = client.set_write_timeout(Some(WRITE_TIMEOUT));
+                let _ = server.set_write_timeout(Some(WRITE_TIMEOUT));
+                let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                let st = stop2.clone();
+                threads.push(std::thread::spawn(move || relay(c2, s2, &st, None)));
+                let (st, pace) = (stop2.clone(), Some((next_free.clone(), rate, relayed2.clone())));
+                threads.push(std::thread::spawn(move || relay(server, client, &st, pace)));
+            });
             for t in threads {
                 let _ = t.join();
             }
@@ -531,7 +537,7 @@ impl Throttle {
 
 impl Drop for Throttle {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        stop_acceptor(self.addr, &self.stop);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
