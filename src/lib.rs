@@ -19,6 +19,8 @@ pub mod resume;
 pub mod sha1;
 pub mod signal;
 pub mod storage;
+#[cfg(test)]
+mod test_data;
 pub mod timer;
 pub mod torrent;
 pub mod tracker;

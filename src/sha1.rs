@@ -148,22 +148,10 @@ mod shani {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_data::bytes as noise;
 
     fn hex(d: [u8; 20]) -> String {
         d.iter().map(|b| format!("{b:02x}")).collect()
-    }
-
-    /// Bytes that do not repeat, so a lane or word mix-up cannot cancel out.
-    fn noise(len: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed | 1;
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                (x >> 24) as u8
-            })
-            .collect()
     }
 
     #[test]

@@ -4,17 +4,7 @@ use super::*;
 use crate::metainfo::FileEntry;
 use crate::storage::OpenMode;
 
-fn data(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
+use crate::test_data::bytes as data;
 
 fn meta_for(content: &[u8], piece_length: u32) -> Metainfo {
     let pieces = content.chunks(piece_length as usize).map(|c| sha1_smol::Sha1::from(c).digest().bytes()).collect();
