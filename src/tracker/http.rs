@@ -216,18 +216,8 @@ impl Head {
         self.len += bytes.len();
     }
 
-    fn push_decimal(&mut self, mut n: u64) {
-        let mut digits = [0u8; 20];
-        let mut i = digits.len();
-        loop {
-            i -= 1;
-            digits[i] = b'0' + (n % 10) as u8;
-            n /= 10;
-            if n == 0 {
-                break;
-            }
-        }
-        self.push(&digits[i..]);
+    fn push_decimal(&mut self, n: u64) {
+        self.push(crate::bencode::decimal(n, &mut [0; 20]));
     }
 }
 
