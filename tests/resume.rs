@@ -273,7 +273,7 @@ fn a_clean_stop_resumes_without_hashing_or_downloading_anything_twice() {
     let out = sw.path("leech");
     let mut first = sw.leech("first run", &out, &[seed_addr], &[]);
     first.wait_line("(we leech)", STEP);
-    std::thread::sleep(Duration::from_millis(700)); // let some of the transfer happen
+    wait_data_written(&sw, &out, 2 << 20); // some of the transfer, not all of it
     let asked = Instant::now();
     let (code, before) = stop(&mut first);
     assert_eq!(code, 0, "first run:\n{}", first.output());
@@ -493,6 +493,24 @@ fn a_full_disk_is_reported_keeps_what_is_verified_and_a_restart_completes() {
     assert_eq!(stop(&mut seed).0, 0);
 }
 
+/// Waits until at least `bytes` of verified data are on disk under `out` (pieces are written only once verified, into
+/// sparse files, so allocated blocks count them).
+fn wait_data_written(sw: &Swarm, out: &Path, bytes: u64) {
+    use std::os::unix::fs::MetadataExt;
+    fn allocated(path: &Path) -> u64 {
+        match fs::symlink_metadata(path) {
+            Ok(m) if m.is_dir() => {
+                fs::read_dir(path).into_iter().flatten().flatten().map(|e| allocated(&e.path())).sum()
+            }
+            Ok(m) => m.blocks() * 512,
+            Err(_) => 0,
+        }
+    }
+    let content = out.join(&sw.meta.name);
+    let ok = wait_until(STEP, || allocated(&content) >= bytes);
+    assert!(ok, "{} never held {bytes} bytes", content.display());
+}
+
 /// Waits until the record in `out` says at least `pieces` pieces are verified; returns how many it says.
 fn wait_record(sw: &Swarm, out: &Path, pieces: u64) -> u64 {
     let path = out.join(format!("{}.toybt", sw.meta.name));
@@ -516,7 +534,7 @@ fn a_read_only_folder_stops_downloading_but_not_seeding() {
     let out = disk.dir.join("downloads");
     let mut partial = sw.leech("partial", &out, &[seed_addr], &[]);
     partial.wait_line("(we leech)", STEP);
-    std::thread::sleep(Duration::from_millis(600)); // let part of the transfer happen
+    wait_data_written(&sw, &out, 1 << 20); // part of the transfer
     let (code, part) = stop(&mut partial);
     assert_eq!(code, 0);
     assert!(part.pieces > 0 && !part.complete, "{part:?}");
@@ -644,7 +662,7 @@ fn a_stop_waits_a_bounded_time_for_a_silent_tracker_and_a_second_signal_ends_it_
         let out = sw.path(if second_signal { "twice" } else { "once" });
         let mut leech = sw.leech_torrent("leech", &torrent.path, &out, &[seed_addr], &[]);
         leech.wait_line("(we leech)", STEP);
-        std::thread::sleep(Duration::from_millis(300)); // some pieces for the record
+        wait_data_written(&sw, &out, 1); // some pieces for the record
         leech.terminate();
         leech.wait_line("stopping on SIGTERM", STEP);
         // The record is written before the goodbye to the tracker starts.
