@@ -73,7 +73,7 @@ impl Seed {
         let give_up = started + Duration::from_secs(120);
         loop {
             reactor.turn(Some(Duration::from_millis(20))).expect("leech loop");
-            let t = reactor.services.torrent.as_ref().expect("the leech session");
+            let t = reactor.services.torrent().expect("the leech session");
             if t.is_complete() {
                 break;
             }

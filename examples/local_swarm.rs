@@ -74,7 +74,7 @@ fn swarm_in(work: &Path, mib: u64) -> Result<(), String> {
                     .map_err(|e| e.to_string())?;
                 let (mut lp, _) = swarm::start_session(plan).map_err(|e| e.to_string())?;
                 lp.run().map_err(|e| e.to_string())?;
-                let t = lp.services.torrent.as_ref().ok_or("no session")?;
+                let t = lp.services.torrent().ok_or("no session")?;
                 if !t.is_complete() {
                     return Err(format!("leecher {i} stopped before finishing"));
                 }

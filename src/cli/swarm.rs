@@ -267,7 +267,7 @@ pub fn run_session(plan: SessionPlan) -> Result<()> {
     reactor.watch_signals(pipe).map_err(|e| Error::io("cannot watch for signals", &e))?;
     reactor.run().map_err(|e| Error::io("event loop failed", &e))?;
     let now = Instant::now();
-    if let Some(t) = &reactor.services.torrent {
+    if let Some(t) = reactor.services.torrent() {
         if t.was_leeching() {
             info!("{}", t.summary(now));
         } else {
@@ -287,6 +287,21 @@ pub fn run_session(plan: SessionPlan) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// How a session's progress reaches the person: a live line redrawn every second on a terminal, a log line every
+/// five seconds otherwise.
+fn progress_view() -> crate::reactor::Progress {
+    let live = std::io::stderr().is_terminal();
+    crate::reactor::Progress {
+        every: if live { Duration::from_secs(1) } else { Duration::from_secs(5) },
+        next: Instant::now() + if live { Duration::ZERO } else { Duration::from_secs(5) },
+        show: if live {
+            Box::new(|line: &str| eprint!("\r{line}\x1b[K"))
+        } else {
+            Box::new(|line: &str| info!("{line}"))
+        },
+    }
 }
 
 /// Builds a loop hosting the session (and the embedded tracker if asked), listening for peers; returns it ready to
@@ -333,7 +348,8 @@ pub fn start_session(plan: SessionPlan) -> Result<(crate::reactor::Reactor, Sock
         }
     }
     torrent.add_peer_addrs(opts.peers.iter().copied());
-    reactor.services.torrent = Some(torrent);
+    reactor.services.add_torrent(torrent);
+    reactor.services.progress = Some(progress_view());
     reactor
         .listen(listener, ListenKind::Peer, opts.max_peers)
         .map_err(|e| Error::io(format!("cannot listen for peers on {local}"), &e))?;

@@ -8,32 +8,53 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::buffer::BufLimits;
 use super::{Close, ConnId, Ctl};
-use crate::peer::UPLOAD_LOW_WATER;
+use crate::peer::{HANDSHAKE_TIMEOUT, UPLOAD_LOW_WATER};
 use crate::torrent::{Action, Torrent};
 use crate::tracker;
 use crate::tracker::announce::Exchange;
-use crate::wire::Limits;
+use crate::wire::{Handshake, Limits};
 
-/// Every service one loop can host, each a sans-IO machine driven with `now`; `None` when not running here.
+/// Every service one loop can host, each a sans-IO machine driven with `now`; empty or `None` when not running here.
 #[derive(Default)]
 pub struct Services {
     pub tracker: Option<tracker::Tracker>,
-    /// The torrent session of `seed` or `leech`.
-    pub torrent: Option<Torrent>,
+    /// Torrent sessions by info hash: `seed` and `leech` run one, a daemon many. Incoming peers are routed to one by
+    /// the info hash in their handshake.
+    pub torrents: HashMap<[u8; 20], Torrent>,
     /// Tracker host names resolved at start-up (the loop itself never waits on DNS), by (host, port).
     pub tracker_addrs: HashMap<(String, u16), SocketAddr>,
+    /// Where the sessions' progress lines go, once a `every`: the front end decides (a live terminal line, a log).
+    pub progress: Option<Progress>,
+}
+
+/// The front end's view of the sessions' progress: `show` gets each session's line every `every`.
+pub struct Progress {
+    pub every: Duration,
+    pub next: Instant,
+    pub show: Box<dyn FnMut(&str)>,
 }
 
 impl Services {
+    /// Adds a torrent session; an incoming connection whose handshake names its info hash joins it.
+    pub fn add_torrent(&mut self, torrent: Torrent) {
+        self.torrents.insert(torrent.info_hash(), torrent);
+    }
+
+    /// The session, when the loop runs exactly one (the `seed` and `leech` commands).
+    pub fn torrent(&self) -> Option<&Torrent> {
+        if self.torrents.len() == 1 { self.torrents.values().next() } else { None }
+    }
+
     /// The earliest deadline of any service.
     pub(super) fn poll_timeout(&self) -> Option<Instant> {
         let tracker = self.tracker.as_ref().and_then(|t| t.poll_timeout());
-        let torrent = self.torrent.as_ref().and_then(|t| t.poll_timeout());
-        tracker.into_iter().chain(torrent).min()
+        let torrents = self.torrents.values().filter_map(|t| t.poll_timeout());
+        let progress = self.progress.as_ref().map(|p| p.next);
+        tracker.into_iter().chain(torrents).chain(progress).min()
     }
 
     /// Gives every service the time; each does whatever has come due and ignores an early call.
@@ -41,45 +62,56 @@ impl Services {
         if let Some(t) = &mut self.tracker {
             t.handle_timeout(now);
         }
-        if let Some(t) = &mut self.torrent {
+        for t in self.torrents.values_mut() {
             t.handle_timeout(now);
+            carry_out(t, &self.tracker_addrs, now, ctl);
         }
-        self.carry_out(now, ctl);
+        if let Some(p) = self.progress.as_mut().filter(|p| now >= p.next) {
+            p.next = now + p.every;
+            for t in self.torrents.values() {
+                (p.show)(&t.progress_line());
+            }
+        }
     }
 
     /// A first Ctrl-C or SIGTERM: services that need to say goodbye (the torrent's `stopped` announce) start doing
     /// so. Returns true if the loop should keep running until `is_done`.
     pub(super) fn begin_stop(&mut self, now: Instant, ctl: &mut Ctl) -> bool {
-        let Some(t) = &mut self.torrent else { return false };
-        t.stop(now);
-        self.carry_out(now, ctl);
-        true
+        for t in self.torrents.values_mut() {
+            t.stop(now);
+            carry_out(t, &self.tracker_addrs, now, ctl);
+        }
+        !self.torrents.is_empty()
     }
 
-    /// True when a service has finished its job and the loop should end (a leech with its seed time over).
+    /// True when the services have finished their job and the loop should end (a leech with its seed time over).
     pub(super) fn is_done(&self) -> bool {
-        self.torrent.as_ref().is_some_and(|t| t.is_finished())
+        !self.torrents.is_empty() && self.torrents.values().all(Torrent::is_finished)
     }
 
-    /// Turns what the torrent session asked for into loop requests: dials, closes, announces, and wakes for peers
-    /// whose output it changed.
-    fn carry_out(&mut self, now: Instant, ctl: &mut Ctl) {
-        let Some(t) = &mut self.torrent else { return };
-        while let Some(action) = t.poll_action() {
-            match action {
-                Action::Connect(addr) => ctl.connect(addr, Conn::Peer(PeerConn { addr, outbound: true })),
-                Action::Close(key, generation) => ctl.close(ConnId { key, generation }),
-                Action::Announce { url, request, timeout } => {
-                    match self.tracker_addrs.get(&(url.host.clone(), url.port)) {
-                        Some(&addr) => ctl.connect(addr, Conn::Announce(Exchange::new(request, now + timeout))),
-                        None => t.announce_done(now, Err(format!("tracker host {} was not resolved", url.host))),
-                    }
-                }
-            }
+    /// Carries out what the session `info_hash` asked for.
+    fn carry_out_for(&mut self, info_hash: &[u8; 20], now: Instant, ctl: &mut Ctl) {
+        if let Some(t) = self.torrents.get_mut(info_hash) {
+            carry_out(t, &self.tracker_addrs, now, ctl);
         }
-        for (key, generation) in t.take_dirty() {
-            ctl.wake(ConnId { key, generation });
+    }
+}
+
+/// Turns what a torrent session asked for into loop requests: dials, closes, announces, and wakes for peers whose
+/// output it changed.
+fn carry_out(t: &mut Torrent, tracker_addrs: &HashMap<(String, u16), SocketAddr>, now: Instant, ctl: &mut Ctl) {
+    while let Some(action) = t.poll_action() {
+        match action {
+            Action::Connect(addr) => ctl.connect(addr, Conn::Peer(PeerConn::outbound(addr, t.info_hash(), now))),
+            Action::Close(key, generation) => ctl.close(ConnId { key, generation }),
+            Action::Announce { url, request, timeout } => match tracker_addrs.get(&(url.host.clone(), url.port)) {
+                Some(&addr) => ctl.connect(addr, Conn::Announce(t.info_hash(), Exchange::new(request, now + timeout))),
+                None => t.announce_done(now, Err(format!("tracker host {} was not resolved", url.host))),
+            },
         }
+    }
+    for (key, generation) in t.take_dirty() {
+        ctl.wake(ConnId { key, generation });
     }
 }
 
@@ -88,7 +120,7 @@ impl Services {
 pub enum ListenKind {
     /// HTTP clients of [`Services::tracker`].
     Tracker,
-    /// BitTorrent peers of [`Services::torrent`].
+    /// BitTorrent peers of any of [`Services::torrents`].
     Peer,
 }
 
@@ -100,19 +132,47 @@ impl ListenKind {
                 svc.tracker.as_ref().map(|t| Conn::TrackerClient(tracker::Client::new(from, now, t.config())))
             }
             ListenKind::Peer => svc
-                .torrent
-                .as_ref()
-                .filter(|t| t.accepts_peers())
-                .map(|_| Conn::Peer(PeerConn { addr: from, outbound: false })),
+                .torrents
+                .values()
+                .any(Torrent::accepts_peers)
+                .then(|| Conn::Peer(PeerConn { addr: from, info_hash: None, outbound: false, opened: now })),
         }
     }
 }
 
-/// A peer connection's handle: its state lives in the torrent session, keyed by the connection's slab key.
+/// A peer connection's handle: its machine lives in the torrent session named by `info_hash`, keyed by the
+/// connection's slab key. An incoming connection belongs to no session until its handshake names one.
 #[derive(Debug)]
 pub struct PeerConn {
     addr: SocketAddr,
+    info_hash: Option<[u8; 20]>,
     outbound: bool,
+    opened: Instant,
+}
+
+impl PeerConn {
+    fn outbound(addr: SocketAddr, info_hash: [u8; 20], now: Instant) -> PeerConn {
+        PeerConn { addr, info_hash: Some(info_hash), outbound: true, opened: now }
+    }
+
+    /// The session for an incoming connection, from the info hash of the handshake at the start of `input`:
+    /// `Ok(None)` until the handshake is whole. The session then sees the connection as new, handshake unread.
+    fn route(&mut self, id: ConnId, now: Instant, input: &[u8], svc: &mut Services) -> Result<Option<[u8; 20]>, Close> {
+        if let Some(hash) = self.info_hash {
+            return Ok(Some(hash));
+        }
+        let hash = match Handshake::decode(input) {
+            Ok(None) => return Ok(None),
+            Ok(Some(h)) => h.info_hash,
+            Err(e) => return Err(Close::Protocol(format!("bad handshake: {e}"))),
+        };
+        let Some(t) = svc.torrents.get_mut(&hash).filter(|t| t.accepts_peers()) else {
+            return Err(Close::Protocol("handshake for another torrent".into()));
+        };
+        t.peer_connected(now, id.key, id.generation, self.addr, false);
+        self.info_hash = Some(hash);
+        Ok(Some(hash))
+    }
 }
 
 /// One connection's state machine. The variant says which protocol the socket speaks.
@@ -122,8 +182,8 @@ pub enum Conn {
     TrackerClient(tracker::Client),
     /// A BitTorrent peer (the protocol state is in [`Services::torrent`]).
     Peer(PeerConn),
-    /// Our announce to a tracker.
-    Announce(Exchange),
+    /// Our announce to a tracker, for the session with this info hash.
+    Announce([u8; 20], Exchange),
     /// A scripted client for the reactor's own tests.
     #[cfg(test)]
     Probe(probe::Probe),
@@ -138,13 +198,14 @@ impl Conn {
                 BufLimits { max_in: 2 * tracker::http::MAX_HEAD, out_high: 64 * 1024, keep: 4096 }
             }
             Conn::Peer(_) => {
-                let pieces = svc.torrent.as_ref().map_or(0, |t| t.meta().piece_count());
+                // An incoming connection may join any session: room for the largest message of any of them.
+                let pieces = svc.torrents.values().map(|t| t.meta().piece_count()).max().unwrap_or(0);
                 // Room for the largest message plus a few blocks, so one read brings several messages. A peer that
                 // streams keeps its input buffer rather than allocate one per read; at most `max_peers` of these.
                 let max_in = Limits::new(pieces).max_frame_len() + 64 * 1024;
                 BufLimits { max_in, out_high: 2 * UPLOAD_LOW_WATER, keep: max_in }
             }
-            Conn::Announce(_) => BufLimits { max_in: 64 * 1024, out_high: 64 * 1024, keep: 4096 },
+            Conn::Announce(..) => BufLimits { max_in: 64 * 1024, out_high: 64 * 1024, keep: 4096 },
             #[cfg(test)]
             Conn::Probe(_) => BufLimits { max_in: 64 * 1024, out_high: 64 * 1024, keep: 4096 },
         }
@@ -153,11 +214,14 @@ impl Conn {
     /// The connection is established: an outgoing connect finished, or a listener accepted it.
     pub(super) fn on_connected(&mut self, id: ConnId, now: Instant, svc: &mut Services, ctl: &mut Ctl) {
         match self {
-            Conn::TrackerClient(_) | Conn::Announce(_) => {}
+            Conn::TrackerClient(_) | Conn::Announce(..) => {}
+            // An incoming connection joins a session once its handshake says which (see `PeerConn::route`).
             Conn::Peer(p) => {
-                if let Some(t) = &mut svc.torrent {
-                    t.peer_connected(id.key, id.generation, p.addr, p.outbound, now);
-                    svc.carry_out(now, ctl);
+                if let Some(hash) = p.info_hash.filter(|_| p.outbound)
+                    && let Some(t) = svc.torrents.get_mut(&hash)
+                {
+                    t.peer_connected(now, id.key, id.generation, p.addr, true);
+                    svc.carry_out_for(&hash, now, ctl);
                 }
             }
             #[cfg(test)]
@@ -180,13 +244,14 @@ impl Conn {
                 let tracker = svc.tracker.as_mut().ok_or(Close::Protocol("the tracker is not running".into()))?;
                 Ok(c.handle_bytes(now, input, tracker))
             }
-            Conn::Peer(_) => {
-                let t = svc.torrent.as_mut().ok_or(Close::Protocol("no torrent is running".into()))?;
-                let used = t.peer_input(id.key, input, now).map_err(Close::Protocol);
-                svc.carry_out(now, ctl);
+            Conn::Peer(p) => {
+                let Some(hash) = p.route(id, now, input, svc)? else { return Ok(0) };
+                let t = svc.torrents.get_mut(&hash).ok_or(Close::Protocol("the torrent is gone".into()))?;
+                let used = t.peer_input(now, id.key, input).map_err(Close::Protocol);
+                svc.carry_out_for(&hash, now, ctl);
                 used
             }
-            Conn::Announce(x) => Ok(x.handle_bytes(input)),
+            Conn::Announce(_, x) => Ok(x.handle_bytes(input)),
             #[cfg(test)]
             Conn::Probe(p) => Ok(p.handle_bytes(input, ctl)),
         }
@@ -202,8 +267,13 @@ impl Conn {
     ) -> Result<(), Close> {
         match self {
             Conn::TrackerClient(c) => c.handle_timeout(now).map_err(|_| Close::TimedOut),
-            Conn::Peer(_) => Ok(()),
-            Conn::Announce(x) => {
+            // A routed connection's deadlines are its session's, on the session's tick; an unrouted one has only
+            // its handshake time-out.
+            Conn::Peer(p) => match p.info_hash {
+                None if now >= p.opened + HANDSHAKE_TIMEOUT => Err(Close::TimedOut),
+                _ => Ok(()),
+            },
+            Conn::Announce(_, x) => {
                 if x.timed_out(now) {
                     Err(Close::TimedOut)
                 } else {
@@ -219,12 +289,12 @@ impl Conn {
     pub(super) fn poll_transmit(&mut self, id: ConnId, now: Instant, out: &mut Vec<u8>, svc: &mut Services) {
         match self {
             Conn::TrackerClient(c) => c.poll_transmit(out),
-            Conn::Peer(_) => {
-                if let Some(t) = &mut svc.torrent {
-                    t.peer_transmit(id.key, out, now);
+            Conn::Peer(p) => {
+                if let Some(t) = p.info_hash.and_then(|h| svc.torrents.get_mut(&h)) {
+                    t.peer_transmit(now, id.key, out);
                 }
             }
-            Conn::Announce(x) => x.poll_transmit(out),
+            Conn::Announce(_, x) => x.poll_transmit(out),
             #[cfg(test)]
             Conn::Probe(p) => p.poll_transmit(out),
         }
@@ -234,8 +304,8 @@ impl Conn {
         match self {
             Conn::TrackerClient(c) => c.poll_timeout(),
             // Peer deadlines (keep-alives, idle peers, request time-outs) are the session's, on its own timer.
-            Conn::Peer(_) => None,
-            Conn::Announce(x) => x.poll_timeout(),
+            Conn::Peer(p) => p.info_hash.is_none().then_some(p.opened + HANDSHAKE_TIMEOUT),
+            Conn::Announce(_, x) => x.poll_timeout(),
             #[cfg(test)]
             Conn::Probe(_) => None,
         }
@@ -246,7 +316,7 @@ impl Conn {
         match self {
             Conn::TrackerClient(c) => c.wants_close(),
             Conn::Peer(_) => false,
-            Conn::Announce(x) => x.is_done(),
+            Conn::Announce(_, x) => x.is_done(),
             #[cfg(test)]
             Conn::Probe(_) => false,
         }
@@ -258,20 +328,21 @@ impl Conn {
         match self {
             Conn::TrackerClient(c) => log::debug!("tracker client closed after {} requests: {why}", c.requests()),
             Conn::Peer(p) => {
-                if let Some(t) = &mut svc.torrent {
+                let Some(hash) = p.info_hash else { return };
+                if let Some(t) = svc.torrents.get_mut(&hash) {
                     match why {
-                        Close::ConnectFailed(e) => t.connect_failed(p.addr, now, &e.to_string()),
-                        _ => t.peer_closed(id.key, &why.to_string(), now),
+                        Close::ConnectFailed(e) => t.connect_failed(now, p.addr, &e.to_string()),
+                        _ => t.peer_closed(now, id.key, &why.to_string()),
                     }
-                    svc.carry_out(now, ctl);
+                    svc.carry_out_for(&hash, now, ctl);
                 }
             }
-            Conn::Announce(x) => {
+            Conn::Announce(hash, x) => {
                 let clean = matches!(why, Close::Eof | Close::Done);
                 let result = x.finish(clean, &why.to_string());
-                if let Some(t) = &mut svc.torrent {
+                if let Some(t) = svc.torrents.get_mut(&hash) {
                     t.announce_done(now, result);
-                    svc.carry_out(now, ctl);
+                    svc.carry_out_for(&hash, now, ctl);
                 }
             }
             #[cfg(test)]

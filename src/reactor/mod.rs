@@ -54,7 +54,7 @@ mod conn;
 mod os;
 
 pub use buffer::BufLimits;
-pub use conn::{Conn, ListenKind, Services};
+pub use conn::{Conn, ListenKind, Progress, Services};
 pub use os::{defer_accept, raise_fd_limit};
 
 use std::fmt;

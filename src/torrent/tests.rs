@@ -1,8 +1,12 @@
 //! Sessions driven against each other through in-memory pipes on a virtual clock: no sockets, no sleeps.
 
+use super::assembly::Sender;
+use super::download::{MAX_REQUESTS_IN_FLIGHT, REQUESTS_ALWAYS_ALLOWED, requests_to_add};
 use super::*;
 use crate::metainfo::FileEntry;
+use crate::picker::Block;
 use crate::storage::OpenMode;
+use crate::wire::{Handshake, Message};
 
 use crate::test_data::bytes as data;
 
@@ -32,9 +36,7 @@ fn meta_for(content: &[u8], piece_length: u32) -> Metainfo {
 }
 
 fn cfg(id: u8, port: u16) -> Config {
-    let mut c = Config::new([id; 20], port);
-    c.live_progress = false;
-    c
+    Config::new([id; 20], port)
 }
 
 struct Node {
@@ -83,8 +85,8 @@ fn addr(i: usize) -> SocketAddr {
 
 fn connect(nodes: &mut [Node], links: &mut Vec<Link>, a: usize, b: usize, now: Instant) {
     let key = links.len() + 1;
-    nodes[a].t.peer_connected(key, 0, addr(b), true, now);
-    nodes[b].t.peer_connected(key, 0, addr(a), false, now);
+    nodes[a].t.peer_connected(now, key, 0, addr(b), true);
+    nodes[b].t.peer_connected(now, key, 0, addr(a), false);
     links.push(Link { a, b, a_key: key, b_key: key, a_to_b: Pipe::default(), b_to_a: Pipe::default(), open: true });
 }
 
@@ -98,18 +100,18 @@ fn shuttle(nodes: &mut [Node], links: &mut [Link], now: Instant) -> bool {
             } else {
                 (link.b, link.a, link.b_key, link.a_key, &mut link.b_to_a)
             };
-            nodes[from].t.peer_transmit(from_key, &mut pipe.bytes, now);
+            nodes[from].t.peer_transmit(now, from_key, &mut pipe.bytes);
             if pipe.bytes.is_empty() {
                 continue;
             }
-            match nodes[to].t.peer_input(to_key, &pipe.bytes, now) {
+            match nodes[to].t.peer_input(now, to_key, &pipe.bytes) {
                 Ok(n) => {
                     moved |= n > 0;
                     pipe.bytes.drain(..n);
                 }
                 Err(why) => {
-                    nodes[to].t.peer_closed(to_key, &why, now);
-                    nodes[from].t.peer_closed(from_key, "closed by the peer", now);
+                    nodes[to].t.peer_closed(now, to_key, &why);
+                    nodes[from].t.peer_closed(now, from_key, "closed by the peer");
                     link.open = false;
                     break;
                 }
@@ -137,8 +139,8 @@ fn shuttle(nodes: &mut [Node], links: &mut [Link], now: Instant) -> bool {
     // The peer side of a connection closed above learns of it.
     for link in links.iter_mut() {
         if !link.open {
-            nodes[link.a].t.peer_closed(link.a_key, "closed", now);
-            nodes[link.b].t.peer_closed(link.b_key, "closed", now);
+            nodes[link.a].t.peer_closed(now, link.a_key, "closed");
+            nodes[link.b].t.peer_closed(now, link.b_key, "closed");
         }
     }
     moved
@@ -224,14 +226,14 @@ fn a_wrong_info_hash_or_ourselves_is_refused() {
     let meta = meta_for(&content, 16 * 1024);
     let mut node = leech_node(&meta, 2);
     let now = Instant::now();
-    node.t.peer_connected(1, 0, addr(1), false, now);
+    node.t.peer_connected(now, 1, 0, addr(1), false);
     let mut hs = Vec::new();
     Handshake::new([0; 20], [9; 20]).encode(&mut hs);
-    assert!(node.t.peer_input(1, &hs, now).unwrap_err().contains("another torrent"));
-    node.t.peer_connected(2, 0, addr(3), false, now);
+    assert!(node.t.peer_input(now, 1, &hs).unwrap_err().contains("another torrent"));
+    node.t.peer_connected(now, 2, 0, addr(3), false);
     hs.clear();
     Handshake::new(meta.info_hash, [2; 20]).encode(&mut hs);
-    assert!(node.t.peer_input(2, &hs, now).unwrap_err().contains("ourselves"));
+    assert!(node.t.peer_input(now, 2, &hs).unwrap_err().contains("ourselves"));
 }
 
 #[test]
@@ -240,15 +242,15 @@ fn requests_past_a_piece_end_close_the_connection() {
     let meta = meta_for(&content, 16 * 1024);
     let mut node = seed_node(&meta, &content, 1);
     let now = Instant::now();
-    node.t.peer_connected(1, 0, addr(2), false, now);
+    node.t.peer_connected(now, 1, 0, addr(2), false);
     let mut input = Vec::new();
     Handshake::new(meta.info_hash, [2; 20]).encode(&mut input);
     wire::encode_bare(&mut input, wire::id::INTERESTED);
-    node.t.peer_input(1, &input, now).unwrap();
+    node.t.peer_input(now, 1, &input).unwrap();
     let mut bad = Vec::new();
     // The last piece is 50_000 - 3 * 16384 = 848 bytes long.
     wire::encode_request(&mut bad, 3, 0, 16384);
-    assert!(node.t.peer_input(1, &bad, now).unwrap_err().contains("past the end"));
+    assert!(node.t.peer_input(now, 1, &bad).unwrap_err().contains("past the end"));
 }
 
 #[test]
@@ -282,10 +284,10 @@ fn a_liar_sharing_pieces_with_an_honest_peer_is_caught_and_the_honest_one_kept()
     let mut node = leech_node(&meta, 3);
     let now = Instant::now();
     for key in [1, 2] {
-        node.t.peer_connected(key, 100 + key as u64, addr(key), false, now);
+        node.t.peer_connected(now, key, 100 + key as u64, addr(key), false);
         let mut hs = Vec::new();
         Handshake::new(meta.info_hash, [key as u8; 20]).encode(&mut hs);
-        node.t.peer_input(key, &hs, now).unwrap();
+        node.t.peer_input(now, key, &hs).unwrap();
     }
     let sender = |key: usize| Some(Sender { generation: 100 + key as u64, addr: addr(key) });
     let piece = |index: u32, liar_slot: Option<usize>| {
@@ -295,20 +297,22 @@ fn a_liar_sharing_pieces_with_an_honest_peer_is_caught_and_the_honest_one_kept()
             data[slot * 16384 + 5] ^= 0xFF;
             senders[slot] = sender(1);
         }
-        PieceBuf { data, senders }
+        (data, senders)
     };
     for index in 0..4 {
-        node.t.pieces.insert(index, piece(index, Some(index as usize + 2)));
-        node.t.finish_piece(index, now);
+        let (data, senders) = piece(index, Some(index as usize + 2));
+        node.t.assembly.insert(index, data, senders);
+        node.t.finish_piece(now, index);
     }
     assert_eq!(node.t.hash_failures(), 4);
     assert_eq!(node.t.poll_action(), None, "nobody is dropped on a shared failure");
     // A good copy of piece 2 shows whose block was bad.
-    node.t.pieces.insert(2, piece(2, None));
-    node.t.finish_piece(2, now);
+    let (data, senders) = piece(2, None);
+    node.t.assembly.insert(2, data, senders);
+    node.t.finish_piece(now, 2);
     assert_eq!(node.t.poll_action(), Some(Action::Close(1, 101)));
-    assert!(node.t.addrs[&addr(1)].banned);
-    assert!(!node.t.addrs.get(&addr(2)).is_some_and(|a| a.banned));
+    assert!(node.t.addrs.is_banned(addr(1)));
+    assert!(!node.t.addrs.is_banned(addr(2)));
     assert_eq!(node.t.peer_count(), 1);
 }
 
@@ -319,19 +323,19 @@ fn a_late_bitfield_counts_as_haves() {
     let meta = meta_for(&content, 16 * 1024);
     let mut node = leech_node(&meta, 1);
     let now = Instant::now();
-    node.t.peer_connected(1, 0, addr(2), false, now);
+    node.t.peer_connected(now, 1, 0, addr(2), false);
     let mut input = Vec::new();
     Handshake::new(meta.info_hash, [2; 20]).encode(&mut input);
     wire::encode_bare(&mut input, wire::id::INTERESTED);
     wire::encode_bitfield(&mut input, &[0b0100_0000]);
-    node.t.peer_input(1, &input, now).unwrap();
+    node.t.peer_input(now, 1, &input).unwrap();
     let peer = &node.t.peers[&1];
-    assert_eq!(peer.has.iter_ones().collect::<Vec<_>>(), vec![1]);
-    assert!(peer.am_interested, "the late bitfield made the peer interesting");
+    assert_eq!(peer.pieces().iter_ones().collect::<Vec<_>>(), vec![1]);
+    assert!(peer.am_interested(), "the late bitfield made the peer interesting");
     // Spare bits are still refused.
     let mut bad = Vec::new();
     wire::encode_bitfield(&mut bad, &[0b0000_0001]);
-    assert!(node.t.peer_input(1, &bad, now).is_err());
+    assert!(node.t.peer_input(now, 1, &bad).is_err());
 }
 
 #[test]
@@ -341,16 +345,16 @@ fn peers_that_speak_bep10_hear_our_request_queue_size_after_the_bitfield() {
     let now = Instant::now();
     for extensions in [true, false] {
         let mut node = seed_node(&meta, &content, 1);
-        node.t.peer_connected(1, 0, addr(2), false, now);
+        node.t.peer_connected(now, 1, 0, addr(2), false);
         let mut theirs = Handshake::new(meta.info_hash, [2; 20]);
         if extensions {
             theirs.reserved[5] |= 0x10;
         }
         let mut hs = Vec::new();
         theirs.encode(&mut hs);
-        node.t.peer_input(1, &hs, now).unwrap();
+        node.t.peer_input(now, 1, &hs).unwrap();
         let mut out = Vec::new();
-        node.t.peer_transmit(1, &mut out, now);
+        node.t.peer_transmit(now, 1, &mut out);
         let ours = Handshake::decode(&out).unwrap().unwrap();
         assert!(ours.supports_extensions() && !ours.supports_fast());
         let limits = wire::Limits::new(meta.piece_count());
@@ -383,7 +387,7 @@ fn a_block_nobody_asked_this_peer_for_is_dropped() {
     let mut node = leech_node(&meta, 3);
     let now = Instant::now();
     for key in [1, 2] {
-        node.t.peer_connected(key, key as u64, addr(key), false, now);
+        node.t.peer_connected(now, key, key as u64, addr(key), false);
         let mut input = Vec::new();
         Handshake::new(meta.info_hash, [key as u8; 20]).encode(&mut input);
         if key == 1 {
@@ -391,29 +395,29 @@ fn a_block_nobody_asked_this_peer_for_is_dropped() {
             wire::encode_bitfield(&mut input, Bitfield::full(meta.piece_count()).as_wire());
             wire::encode_bare(&mut input, wire::id::UNCHOKE);
         }
-        node.t.peer_input(key, &input, now).unwrap();
+        node.t.peer_input(now, key, &input).unwrap();
     }
-    let asked: Vec<Block> = node.t.peers[&1].requested.iter().map(|(b, _)| *b).collect();
+    let asked: Vec<Block> = node.t.peers[&1].requested().collect();
     assert!(!asked.is_empty());
     // Peer 2 answers one of peer 1's requests with junk, unasked: it is not taken into the piece.
     let b = asked[0];
     let mut junk = Vec::new();
     wire::encode_piece(&mut junk, b.index, b.begin, &vec![0xEE; b.length as usize]);
-    node.t.peer_input(2, &junk, now).unwrap();
+    node.t.peer_input(now, 2, &junk).unwrap();
     assert_eq!(node.t.downloaded(), 0);
-    assert!(node.t.pieces.is_empty());
+    assert!(node.t.assembly.is_empty());
     // Peer 1's real answer is.
     let mut real = Vec::new();
     let start = (b.index * meta.piece_length + b.begin) as usize;
     wire::encode_piece(&mut real, b.index, b.begin, &content[start..start + b.length as usize]);
-    node.t.peer_input(1, &real, now).unwrap();
+    node.t.peer_input(now, 1, &real).unwrap();
     assert_eq!(node.t.downloaded(), b.length as u64);
 }
 
 #[test]
 fn debug_throttle_serves_its_rate_and_says_when_to_come_back() {
     let t0 = Instant::now();
-    let mut t = super::Throttle::new(100_000, t0);
+    let mut t = super::throttle::Throttle::new(100_000, t0);
     let block = 16 * 1024;
     // Nothing earned yet: come back once 16 KiB is, about 164 ms later.
     let wake = t.take(t0, block).unwrap_err();

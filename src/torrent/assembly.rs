@@ -1,0 +1,147 @@
+//! Pieces being put together from blocks, and who to blame when one fails its hash.
+//!
+//! A block is copied once, from the socket buffer into its piece's buffer; a whole piece is handed back to the
+//! session to hash and store. When a piece that several peers contributed to fails, blaming them all would ban honest
+//! peers alongside a liar, so the digest of each block is remembered with its sender until a good copy of the piece
+//! shows which block was wrong.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use crate::picker::BLOCK_LEN;
+
+/// Piece buffers kept for reuse, so a busy download does not allocate and free a piece per piece.
+const SPARE_PIECE_BUFFERS: usize = 4;
+/// Pieces that failed their hash with several senders, remembered until a good copy shows which block was bad.
+const MAX_SUSPECT_PIECES: usize = 64;
+/// Failed attempts remembered per suspect piece.
+const MAX_SUSPECT_ATTEMPTS: usize = 4;
+
+/// One connection, told apart from later ones with the same slab key by its generation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sender {
+    pub generation: u64,
+    pub addr: SocketAddr,
+}
+
+/// A piece being assembled from blocks.
+pub struct PieceBuf {
+    pub data: Vec<u8>,
+    /// Who sent each block, by block slot, to blame if the piece fails its hash.
+    senders: Vec<Option<Sender>>,
+}
+
+impl PieceBuf {
+    /// Every connection that sent a block of this piece, once each.
+    pub fn senders(&self) -> Vec<Sender> {
+        let mut senders: Vec<Sender> = self.senders.iter().flatten().copied().collect();
+        senders.sort_unstable_by_key(|s| s.generation);
+        senders.dedup();
+        senders
+    }
+}
+
+/// A block of a piece that failed its hash while several peers had sent blocks of it.
+struct Suspect {
+    slot: u32,
+    sender: Sender,
+    digest: [u8; 20],
+}
+
+/// What a failed piece says about its senders.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Blame {
+    /// One peer sent the whole piece: it lied.
+    Liar(Sender),
+    /// Several did: their blocks are remembered until a good copy arrives (see [`Assembly::convict`]).
+    Suspected(usize),
+}
+
+#[derive(Default)]
+pub struct Assembly {
+    pieces: HashMap<u32, PieceBuf>,
+    /// Blocks of pieces that failed with several senders, by piece.
+    suspects: HashMap<u32, Vec<Suspect>>,
+    spare_buffers: Vec<Vec<u8>>,
+}
+
+impl Assembly {
+    /// Copies a block into piece `index` (`piece_len` bytes long); it must lie inside the piece.
+    pub fn add_block(&mut self, index: u32, piece_len: usize, begin: u32, data: &[u8], sender: Sender) {
+        let spare = &mut self.spare_buffers;
+        let buf = self.pieces.entry(index).or_insert_with(|| {
+            let mut data = spare.pop().unwrap_or_default();
+            data.resize(piece_len, 0);
+            PieceBuf { data, senders: vec![None; piece_len.div_ceil(BLOCK_LEN as usize)] }
+        });
+        buf.data[begin as usize..begin as usize + data.len()].copy_from_slice(data);
+        buf.senders[(begin / BLOCK_LEN) as usize] = Some(sender);
+    }
+
+    /// A whole piece as if its blocks had arrived from `senders`, one per block slot.
+    #[cfg(test)]
+    pub fn insert(&mut self, index: u32, data: Vec<u8>, senders: Vec<Option<Sender>>) {
+        self.pieces.insert(index, PieceBuf { data, senders });
+    }
+
+    /// No piece is being assembled.
+    #[cfg(test)]
+    pub fn is_empty(&self) -> bool {
+        self.pieces.is_empty()
+    }
+
+    /// The piece, once all its blocks are in.
+    pub fn take(&mut self, index: u32) -> Option<PieceBuf> {
+        self.pieces.remove(&index)
+    }
+
+    /// A piece is done with (stored or thrown away): keep its buffer for the next one.
+    pub fn recycle(&mut self, buf: PieceBuf) {
+        if self.spare_buffers.len() < SPARE_PIECE_BUFFERS {
+            // Kept as it is, not zeroed: a piece is hashed only once all its blocks have overwritten every byte, and
+            // zeroing a piece per piece was 4% of a download's instructions.
+            self.spare_buffers.push(buf.data);
+        }
+    }
+
+    /// Piece `index` failed its hash: a sole sender is the liar; with several, their blocks are remembered, within
+    /// bounds.
+    pub fn failed(&mut self, index: u32, buf: &PieceBuf) -> Blame {
+        let senders = buf.senders();
+        if let [liar] = senders[..] {
+            return Blame::Liar(liar);
+        }
+        if self.suspects.len() >= MAX_SUSPECT_PIECES && !self.suspects.contains_key(&index) {
+            return Blame::Suspected(senders.len());
+        }
+        let list = self.suspects.entry(index).or_default();
+        if list.len() < MAX_SUSPECT_ATTEMPTS * buf.senders.len() {
+            for (slot, sender) in buf.senders.iter().enumerate() {
+                if let Some(sender) = *sender {
+                    let digest = crate::sha1::digest(block_of(&buf.data, slot));
+                    list.push(Suspect { slot: slot as u32, sender, digest });
+                }
+            }
+        }
+        Blame::Suspected(senders.len())
+    }
+
+    /// A good copy of piece `index` is in: whoever sent a block of an earlier, failed copy that differs from it lied.
+    pub fn convict(&mut self, index: u32, good: &[u8]) -> Vec<Sender> {
+        let Some(list) = self.suspects.remove(&index) else { return Vec::new() };
+        let mut liars: Vec<Sender> = list
+            .iter()
+            .filter(|s| crate::sha1::digest(block_of(good, s.slot as usize)) != s.digest)
+            .map(|s| s.sender)
+            .collect();
+        liars.sort_unstable_by_key(|s| s.generation);
+        liars.dedup();
+        liars
+    }
+}
+
+/// Block `slot` of a piece's bytes.
+fn block_of(piece: &[u8], slot: usize) -> &[u8] {
+    let begin = (slot * BLOCK_LEN as usize).min(piece.len());
+    &piece[begin..(begin + BLOCK_LEN as usize).min(piece.len())]
+}
