@@ -1,1 +1,304 @@
+//! The peer machine alone: byte slices in, bytes and events out, on a virtual clock. No session, no socket.
 
+use super::*;
+
+const HASH: [u8; 20] = [0xAB; 20];
+const US: [u8; 20] = [1; 20];
+const THEM: [u8; 20] = [2; 20];
+
+/// Ten pieces of 32 KiB, the last one 10,000 bytes.
+fn torrent() -> Torrent {
+    Torrent { info_hash: HASH, our_id: US, piece_length: 32768, total_length: 9 * 32768 + 10_000, piece_count: 10 }
+}
+
+fn addr() -> SocketAddr {
+    "127.0.0.1:6881".parse().unwrap()
+}
+
+fn handshake(info_hash: [u8; 20], extensions: bool) -> Vec<u8> {
+    let mut h = Handshake::new(info_hash, THEM);
+    if extensions {
+        h.reserved[5] |= 0x10;
+    }
+    let mut out = Vec::new();
+    h.encode(&mut out);
+    out
+}
+
+/// Feeds `input` to the peer whole, message by message, as the session does; returns every event.
+fn feed(p: &mut Peer, now: Instant, input: &[u8]) -> Result<Vec<Event>, String> {
+    let mut used = 0;
+    let mut events = Vec::new();
+    loop {
+        let n = p.handle_bytes(now, &input[used..])?;
+        while let Some(e) = p.poll_event() {
+            events.push(e);
+        }
+        if n == 0 {
+            return Ok(events);
+        }
+        used += n;
+    }
+}
+
+fn output(p: &mut Peer, now: Instant) -> Vec<u8> {
+    let mut out = Vec::new();
+    p.poll_transmit(now, &mut out);
+    out
+}
+
+/// A connection past its handshake, accepted by the session, our handshake already taken.
+fn active(now: Instant) -> Peer {
+    let mut p = Peer::new(now, &torrent(), addr(), true, 7);
+    let events = feed(&mut p, now, &handshake(HASH, false)).unwrap();
+    assert_eq!(events, vec![Event::Handshake { peer_id: THEM }]);
+    p.accept(now, &Bitfield::new(10));
+    output(&mut p, now);
+    p
+}
+
+fn msg(f: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
+    let mut v = Vec::new();
+    f(&mut v);
+    v
+}
+
+#[test]
+fn an_outgoing_connection_sends_its_handshake_first_and_an_incoming_one_answers() {
+    let t0 = Instant::now();
+    let mut out = Peer::new(t0, &torrent(), addr(), true, 1);
+    let sent = output(&mut out, t0);
+    assert_eq!(Handshake::decode(&sent).unwrap(), Some(Handshake::ours(HASH, US)));
+
+    let mut inc = Peer::new(t0, &torrent(), addr(), false, 2);
+    assert!(output(&mut inc, t0).is_empty(), "an incoming connection waits for the peer");
+    let hs = handshake(HASH, true);
+    // Split anywhere, the handshake is taken only once whole.
+    assert_eq!(inc.handle_bytes(t0, &hs[..67]), Ok(0));
+    assert_eq!(feed(&mut inc, t0, &hs).unwrap(), vec![Event::Handshake { peer_id: THEM }]);
+    assert_eq!(Handshake::decode(&output(&mut inc, t0)).unwrap(), Some(Handshake::ours(HASH, US)));
+    assert!(!inc.is_active(), "not before the session accepts it");
+    assert_eq!(inc.handle_bytes(t0, &msg(|o| wire::encode_have(o, 1))), Ok(0), "nothing is read until then");
+    let mut have = Bitfield::new(10);
+    have.set(3);
+    inc.accept(t0, &have);
+    assert!(inc.is_active());
+    let after = output(&mut inc, t0);
+    let (first, n) = wire::decode(&after, &Limits::new(10)).unwrap().unwrap();
+    assert_eq!(first, Message::Bitfield(have.as_wire()));
+    let (second, _) = wire::decode(&after[n..], &Limits::new(10)).unwrap().unwrap();
+    assert!(matches!(second, Message::Unknown { id: wire::id::EXTENDED, .. }), "extended handshake after it");
+}
+
+#[test]
+fn a_handshake_for_another_torrent_or_garbage_closes() {
+    let t0 = Instant::now();
+    let mut p = Peer::new(t0, &torrent(), addr(), false, 1);
+    assert!(p.handle_bytes(t0, &handshake([9; 20], false)).unwrap_err().contains("another torrent"));
+    let mut p = Peer::new(t0, &torrent(), addr(), false, 1);
+    assert!(p.handle_bytes(t0, b"GET / HTTP/1.1\r\n").unwrap_err().contains("bad handshake"));
+}
+
+#[test]
+fn nothing_is_said_to_a_peer_when_we_have_nothing() {
+    let t0 = Instant::now();
+    let mut p = Peer::new(t0, &torrent(), addr(), false, 1);
+    feed(&mut p, t0, &handshake(HASH, false)).unwrap();
+    p.accept(t0, &Bitfield::new(10));
+    assert_eq!(output(&mut p, t0).len(), wire::HANDSHAKE_LEN, "our handshake only: no empty bitfield, no BEP 10");
+}
+
+#[test]
+fn each_message_changes_state_and_reports_what_the_session_needs() {
+    let t0 = Instant::now();
+    let mut p = active(t0);
+    let all = Bitfield::full(10);
+    let cases: Vec<(Vec<u8>, Vec<Event>)> = vec![
+        (msg(|o| wire::encode_bare(o, wire::id::INTERESTED)), vec![Event::Interested]),
+        (msg(|o| wire::encode_bare(o, wire::id::UNCHOKE)), vec![Event::Unchoked]),
+        (msg(|o| wire::encode_have(o, 4)), vec![Event::Have(4)]),
+        (msg(|o| wire::encode_keep_alive(o)), vec![]),
+        (msg(|o| wire::encode_port(o, 6881)), vec![]),
+        (msg(|o| wire::encode_other(o, 99, b"whatever")), vec![]),
+        (
+            msg(|o| wire::encode_bitfield(o, all.as_wire())),
+            vec![Event::LateBitfield((0..10).filter(|&i| i != 4).collect())],
+        ),
+        (
+            msg(|o| wire::encode_request(o, 9, 0, 10_000)),
+            vec![Event::Request(Block { index: 9, begin: 0, length: 10_000 })],
+        ),
+        (msg(|o| wire::encode_bare(o, wire::id::NOT_INTERESTED)), vec![Event::NotInterested { held_slot: false }]),
+        (msg(|o| wire::encode_bare(o, wire::id::CHOKE)), vec![Event::Choked]),
+    ];
+    for (input, want) in cases {
+        assert_eq!(feed(&mut p, t0, &input).unwrap(), want, "{input:?}");
+    }
+    assert!(p.pieces().all());
+    assert!(p.is_choking_us());
+    assert!(!p.is_interested());
+}
+
+#[test]
+fn a_first_bitfield_replaces_and_a_bad_one_closes() {
+    let t0 = Instant::now();
+    let mut p = active(t0);
+    assert_eq!(feed(&mut p, t0, &msg(|o| wire::encode_bitfield(o, &[0b1000_0000, 0]))).unwrap(), vec![Event::Bitfield]);
+    assert_eq!(p.pieces().iter_ones().collect::<Vec<_>>(), vec![0]);
+    let mut q = active(t0);
+    assert!(feed(&mut q, t0, &msg(|o| wire::encode_bitfield(o, &[0, 0b0000_0001]))).is_err(), "spare bits set");
+}
+
+#[test]
+fn a_request_past_the_end_of_its_piece_closes() {
+    let t0 = Instant::now();
+    let mut p = active(t0);
+    let last = msg(|o| wire::encode_request(o, 9, 0, 10_001));
+    assert!(feed(&mut p, t0, &last).unwrap_err().contains("past the end"));
+    let mut p = active(t0);
+    assert!(feed(&mut p, t0, &msg(|o| wire::encode_request(o, 0, 32768 - 100, 16384))).is_err());
+}
+
+#[test]
+fn a_block_is_reported_where_it_lies_in_the_input_only_if_we_asked_for_it() {
+    let t0 = Instant::now();
+    let t1 = t0 + Duration::from_millis(30);
+    let mut p = active(t0);
+    let asked = Block { index: 2, begin: 16384, length: 16384 };
+    p.send_request(t0, asked);
+    let request = output(&mut p, t0);
+    assert_eq!(request, msg(|o| wire::encode_request(o, 2, 16384, 16384)));
+    let data = vec![0x5A; 16384];
+    let unasked = msg(|o| wire::encode_piece(o, 2, 0, &data));
+    assert_eq!(feed(&mut p, t1, &unasked).unwrap(), vec![], "a block we did not ask for is dropped");
+    let piece = msg(|o| wire::encode_piece(o, 2, 16384, &data));
+    let events = feed(&mut p, t1, &piece).unwrap();
+    let [Event::Block { block, data: range, requested_at }] = &events[..] else { panic!("{events:?}") };
+    assert_eq!((*block, *requested_at), (asked, t0));
+    assert_eq!(range.clone(), wire::PIECE_HEADER_LEN..wire::PIECE_HEADER_LEN + 16384);
+    assert_eq!(&piece[range.clone()], &data[..]);
+    assert_eq!(p.requests_out(), 0);
+    assert_eq!(feed(&mut p, t1, &piece).unwrap(), vec![], "the same block twice counts once");
+}
+
+#[test]
+fn a_choke_with_requests_in_flight_voids_them_and_our_choke_drops_theirs() {
+    let t0 = Instant::now();
+    let mut p = active(t0);
+    for begin in [0, 16384] {
+        p.send_request(t0, Block { index: 1, begin, length: 16384 });
+    }
+    output(&mut p, t0);
+    assert_eq!(feed(&mut p, t0, &msg(|o| wire::encode_bare(o, wire::id::CHOKE))).unwrap(), vec![Event::Choked]);
+    assert_eq!(p.requests_out(), 0, "BEP 3: a choke voids every request");
+    let late = msg(|o| wire::encode_piece(o, 1, 0, &[1; 16384]));
+    assert_eq!(feed(&mut p, t0, &late).unwrap(), vec![], "a block after the choke is no longer ours");
+
+    // Our side: requests queued while unchoked are dropped by our choke, and refused while choked.
+    let b = Block { index: 1, begin: 0, length: 16384 };
+    assert!(!p.queue_request(b), "requests while choked are dropped");
+    p.unchoke();
+    assert!(p.queue_request(b));
+    assert_eq!(p.next_upload(), Some(b));
+    p.choke();
+    assert_eq!(p.next_upload(), None);
+    assert_eq!(output(&mut p, t0), [0, 0, 0, 1, 1, 0, 0, 0, 1, 0]);
+}
+
+#[test]
+fn a_cancel_takes_a_queued_request_back_and_our_cancel_is_sent_once() {
+    let t0 = Instant::now();
+    let mut p = active(t0);
+    p.unchoke();
+    let a = Block { index: 0, begin: 0, length: 16384 };
+    let b = Block { index: 0, begin: 16384, length: 16384 };
+    p.queue_request(a);
+    p.queue_request(b);
+    feed(&mut p, t0, &msg(|o| wire::encode_cancel(o, 0, 0, 16384))).unwrap();
+    assert_eq!(p.next_upload(), Some(b));
+    output(&mut p, t0);
+    p.send_request(t0, a);
+    p.cancel_request(a);
+    p.cancel_request(a);
+    let out = output(&mut p, t0);
+    assert_eq!(
+        out,
+        msg(|o| {
+            wire::encode_request(o, 0, 0, 16384);
+            wire::encode_cancel(o, 0, 0, 16384);
+        })
+    );
+}
+
+#[test]
+fn request_queue_is_bounded() {
+    let t0 = Instant::now();
+    let mut p = active(t0);
+    p.unchoke();
+    for i in 0..MAX_QUEUED_REQUESTS as u32 {
+        assert!(p.queue_request(Block { index: 0, begin: i * 16384, length: 16384 }));
+    }
+    assert!(!p.queue_request(Block { index: 1, begin: 0, length: 16384 }));
+}
+
+#[test]
+fn output_moves_without_copy_when_the_socket_buffer_is_empty() {
+    let t0 = Instant::now();
+    let mut p = active(t0);
+    p.send_have(1);
+    let ptr = p.out.as_ptr();
+    let mut sock = Vec::new();
+    p.poll_transmit(t0, &mut sock);
+    assert_eq!(sock.as_ptr(), ptr);
+    p.send_have(2);
+    p.poll_transmit(t0, &mut sock);
+    assert_eq!(
+        sock,
+        msg(|o| {
+            wire::encode_have(o, 1);
+            wire::encode_have(o, 2);
+        })
+    );
+    assert!(!p.has_output());
+}
+
+#[test]
+fn no_handshake_in_time_closes() {
+    let t0 = Instant::now();
+    let mut p = Peer::new(t0, &torrent(), addr(), false, 1);
+    assert_eq!(p.poll_timeout(), Some(t0), "the first rate sample is due at once");
+    assert_eq!(p.handle_timeout(t0 + HANDSHAKE_TIMEOUT - Duration::from_millis(1)), Ok(()), "early: nothing");
+    assert_eq!(p.handle_timeout(t0 + HANDSHAKE_TIMEOUT), Err("no handshake in time"));
+}
+
+#[test]
+fn silence_leads_to_keepalive_then_timeout() {
+    let t0 = Instant::now();
+    let mut p = active(t0);
+    assert!(p.poll_timeout().unwrap() <= t0 + KEEPALIVE_AFTER);
+    p.handle_timeout(t0 + KEEPALIVE_AFTER).unwrap();
+    assert_eq!(output(&mut p, t0 + KEEPALIVE_AFTER), [0, 0, 0, 0]);
+    let later = t0 + KEEPALIVE_AFTER + Duration::from_secs(1);
+    assert_eq!(p.poll_timeout(), Some(later), "next: the rate sample; the keep-alive waits another 110 s");
+    assert_eq!(p.handle_timeout(t0 + IDLE_TIMEOUT - Duration::from_secs(1)), Ok(()));
+    assert_eq!(p.handle_timeout(t0 + IDLE_TIMEOUT), Err("idle for too long"));
+    // Anything from the peer, even a keep-alive, resets the clock.
+    let mut q = active(t0);
+    feed(&mut q, t0 + Duration::from_secs(200), &[0, 0, 0, 0]).unwrap();
+    assert_eq!(q.handle_timeout(t0 + IDLE_TIMEOUT), Ok(()));
+}
+
+#[test]
+fn depth_grows_with_rate_and_a_snubbing_peer_gets_one_request() {
+    let t0 = Instant::now();
+    let mut p = active(t0);
+    assert_eq!(p.request_depth(t0), 8);
+    p.handle_timeout(t0).unwrap();
+    p.block_accepted(t0 + Duration::from_millis(1), 100 << 20, t0);
+    p.block_accepted(t0 + Duration::from_millis(1), 100 << 20, t0);
+    p.handle_timeout(t0 + Duration::from_secs(1)).unwrap();
+    assert_eq!(p.request_depth(t0), 250, "a 100 MiB/s peer gets the full window");
+    let snub_from = t0 + Duration::from_millis(1);
+    p.send_request(snub_from, Block { index: 0, begin: 0, length: 16384 });
+    assert_eq!(p.request_depth(snub_from + SNUB_AFTER), 1, "a peer that stopped delivering gets one request at a time");
+}

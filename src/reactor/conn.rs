@@ -35,7 +35,7 @@ pub struct Services {
 pub struct Progress {
     pub every: Duration,
     pub next: Instant,
-    pub show: Box<dyn FnMut(&str)>,
+    pub show: Box<dyn FnMut(&str) + Send>,
 }
 
 impl Services {
