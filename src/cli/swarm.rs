@@ -308,15 +308,29 @@ fn progress_view() -> crate::reactor::Progress {
 /// `run`, with the peer address. Prints the `peer listening on ADDR` line.
 pub fn start_session(plan: SessionPlan) -> Result<(crate::reactor::Reactor, SocketAddr)> {
     use crate::reactor::{ListenKind, Reactor, Services};
+
+    let listener = bind_peer_listener(&plan.opts)?;
+    let local = listener.local_addr().map_err(|e| Error::io("peer listener", &e))?;
+    let max_peers = plan.opts.max_peers;
+    let mut reactor = Reactor::new(Services::default()).map_err(|e| Error::io("cannot start the event loop", &e))?;
+    add_session(&mut reactor, plan, local.port())?;
+    reactor.services.progress = Some(progress_view());
+    reactor
+        .listen(listener, ListenKind::Peer, max_peers)
+        .map_err(|e| Error::io(format!("cannot listen for peers on {local}"), &e))?;
+    eprintln!("peer listening on {local}");
+    log::debug!("SHA-1: {}", crate::sha1::implementation());
+    Ok((reactor, local))
+}
+
+/// Adds a torrent session (and its embedded tracker, if the plan asks for one) to a loop whose peers reach it on
+/// `peer_port`. Sessions share the loop and the peer port: an incoming peer joins the one its handshake names.
+pub fn add_session(reactor: &mut crate::reactor::Reactor, plan: SessionPlan, peer_port: u16) -> Result<()> {
     use crate::torrent::{Config, Torrent};
     use std::net::ToSocketAddrs;
 
     let SessionPlan { meta, storage, have, opts, seed_time, resume, tracker_port } = plan;
-    let listener = bind_peer_listener(&opts)?;
-    let local = listener.local_addr().map_err(|e| Error::io("peer listener", &e))?;
-    let mut reactor = Reactor::new(Services::default()).map_err(|e| Error::io("cannot start the event loop", &e))?;
-
-    let mut cfg = Config::new(new_peer_id(), local.port());
+    let mut cfg = Config::new(new_peer_id(), peer_port);
     cfg.max_peers = opts.max_peers;
     cfg.seed_time = seed_time;
     cfg.resume = resume;
@@ -325,7 +339,7 @@ pub fn start_session(plan: SessionPlan) -> Result<(crate::reactor::Reactor, Sock
         let ip = if opts.bind.is_unspecified() { IpAddr::V4(Ipv4Addr::LOCALHOST) } else { opts.bind };
         let tracker_cfg = crate::tracker::Config::default();
         let addr = crate::cli::tracker::start(
-            &mut reactor,
+            reactor,
             SocketAddr::new(opts.bind, port),
             tracker_cfg,
             &[(meta.info_hash, meta.name.clone())],
@@ -349,11 +363,5 @@ pub fn start_session(plan: SessionPlan) -> Result<(crate::reactor::Reactor, Sock
     }
     torrent.add_peer_addrs(opts.peers.iter().copied());
     reactor.services.add_torrent(torrent);
-    reactor.services.progress = Some(progress_view());
-    reactor
-        .listen(listener, ListenKind::Peer, opts.max_peers)
-        .map_err(|e| Error::io(format!("cannot listen for peers on {local}"), &e))?;
-    eprintln!("peer listening on {local}");
-    log::debug!("SHA-1: {}", crate::sha1::implementation());
-    Ok((reactor, local))
+    Ok(())
 }

@@ -117,7 +117,7 @@ fn each_message_changes_state_and_reports_what_the_session_needs() {
         (msg(|o| wire::encode_bare(o, wire::id::INTERESTED)), vec![Event::Interested]),
         (msg(|o| wire::encode_bare(o, wire::id::UNCHOKE)), vec![Event::Unchoked]),
         (msg(|o| wire::encode_have(o, 4)), vec![Event::Have(4)]),
-        (msg(|o| wire::encode_keep_alive(o)), vec![]),
+        (msg(wire::encode_keep_alive), vec![]),
         (msg(|o| wire::encode_port(o, 6881)), vec![]),
         (msg(|o| wire::encode_other(o, 99, b"whatever")), vec![]),
         (

@@ -105,7 +105,9 @@ fn carry_out(t: &mut Torrent, tracker_addrs: &HashMap<(String, u16), SocketAddr>
             Action::Connect(addr) => ctl.connect(addr, Conn::Peer(PeerConn::outbound(addr, t.info_hash(), now))),
             Action::Close(key, generation) => ctl.close(ConnId { key, generation }),
             Action::Announce { url, request, timeout } => match tracker_addrs.get(&(url.host.clone(), url.port)) {
-                Some(&addr) => ctl.connect(addr, Conn::Announce(t.info_hash(), Exchange::new(request, now + timeout))),
+                Some(&addr) => {
+                    ctl.connect(addr, Conn::Announce(t.info_hash(), Box::new(Exchange::new(request, now + timeout))))
+                }
                 None => t.announce_done(now, Err(format!("tracker host {} was not resolved", url.host))),
             },
         }
@@ -131,11 +133,12 @@ impl ListenKind {
             ListenKind::Tracker => {
                 svc.tracker.as_ref().map(|t| Conn::TrackerClient(tracker::Client::new(from, now, t.config())))
             }
-            ListenKind::Peer => svc
-                .torrents
-                .values()
-                .any(Torrent::accepts_peers)
-                .then(|| Conn::Peer(PeerConn { addr: from, info_hash: None, outbound: false, opened: now })),
+            ListenKind::Peer => svc.torrents.values().any(Torrent::accepts_peers).then_some(Conn::Peer(PeerConn {
+                addr: from,
+                info_hash: None,
+                outbound: false,
+                opened: now,
+            })),
         }
     }
 }
@@ -183,7 +186,7 @@ pub enum Conn {
     /// A BitTorrent peer (the protocol state is in [`Services::torrent`]).
     Peer(PeerConn),
     /// Our announce to a tracker, for the session with this info hash.
-    Announce([u8; 20], Exchange),
+    Announce([u8; 20], Box<Exchange>),
     /// A scripted client for the reactor's own tests.
     #[cfg(test)]
     Probe(probe::Probe),

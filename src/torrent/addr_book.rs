@@ -54,7 +54,7 @@ impl AddrBook {
 
     /// Up to `room` addresses to dial now, each marked as connecting. Once we are a seed (`complete`), addresses that
     /// were seeds are not worth a connection.
-    pub fn to_dial(&mut self, now: Instant, room: usize, complete: bool) -> Vec<SocketAddr> {
+    pub fn take_due(&mut self, now: Instant, room: usize, complete: bool) -> Vec<SocketAddr> {
         let due: Vec<SocketAddr> = self
             .addrs
             .iter()
@@ -107,6 +107,7 @@ impl AddrBook {
         }
     }
 
+    #[cfg(test)]
     pub fn is_banned(&self, addr: SocketAddr) -> bool {
         self.addrs.get(&addr).is_some_and(|s| s.banned)
     }

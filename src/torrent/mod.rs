@@ -382,10 +382,11 @@ impl Torrent {
                 self.update_interest(now, key);
             }
             Event::Request(block) => {
-                if self.picker.have().get(block.index) && !self.unreadable.contains(&block.index) {
-                    if let Some(p) = self.peer(key) {
-                        p.queue_request(block);
-                    }
+                if self.picker.have().get(block.index)
+                    && !self.unreadable.contains(&block.index)
+                    && let Some(p) = self.peer(key)
+                {
+                    p.queue_request(block);
                 }
             }
             Event::Block { block, data, requested_at } => {

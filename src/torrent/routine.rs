@@ -251,7 +251,7 @@ impl Torrent {
             .saturating_sub(connecting)
             .min(self.cfg.max_peers.saturating_sub(self.peers.len() + connecting));
         let complete = self.is_complete();
-        let due: Vec<SocketAddr> = self.addrs.to_dial(now, room, complete);
+        let due: Vec<SocketAddr> = self.addrs.take_due(now, room, complete);
         self.actions.extend(due.into_iter().map(Action::Connect));
     }
 
