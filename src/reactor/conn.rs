@@ -104,12 +104,14 @@ fn carry_out(t: &mut Torrent, tracker_addrs: &HashMap<(String, u16), SocketAddr>
         match action {
             Action::Connect(addr) => ctl.connect(addr, Conn::Peer(PeerConn::outbound(addr, t.info_hash(), now))),
             Action::Close(key, generation) => ctl.close(ConnId { key, generation }),
-            Action::Announce { url, request, timeout } => match tracker_addrs.get(&(url.host.clone(), url.port)) {
-                Some(&addr) => {
-                    ctl.connect(addr, Conn::Announce(t.info_hash(), Box::new(Exchange::new(request, now + timeout))))
+            Action::Announce { url, params, timeout } => {
+                let addr = tracker_addrs.get(&(url.host.clone(), url.port)).copied();
+                match (Exchange::new(now, &url, &params, timeout), addr) {
+                    (Ok(x), Some(addr)) => ctl.connect(addr, Conn::Announce(t.info_hash(), Box::new(x))),
+                    (Ok(_), None) => t.announce_done(now, Err(format!("tracker host {} was not resolved", url.host))),
+                    (Err(e), _) => t.announce_done(now, Err(e)),
                 }
-                None => t.announce_done(now, Err(format!("tracker host {} was not resolved", url.host))),
-            },
+            }
         }
     }
     for (key, generation) in t.take_dirty() {
@@ -254,7 +256,7 @@ impl Conn {
                 svc.carry_out_for(&hash, now, ctl);
                 used
             }
-            Conn::Announce(_, x) => Ok(x.handle_bytes(input)),
+            Conn::Announce(_, x) => Ok(x.handle_bytes(now, input)),
             #[cfg(test)]
             Conn::Probe(p) => Ok(p.handle_bytes(input, ctl)),
         }
@@ -276,13 +278,7 @@ impl Conn {
                 None if now >= p.opened + HANDSHAKE_TIMEOUT => Err(Close::TimedOut),
                 _ => Ok(()),
             },
-            Conn::Announce(_, x) => {
-                if x.timed_out(now) {
-                    Err(Close::TimedOut)
-                } else {
-                    Ok(())
-                }
-            }
+            Conn::Announce(_, x) => x.handle_timeout(now).map_err(|_| Close::TimedOut),
             #[cfg(test)]
             Conn::Probe(_) => Ok(()),
         }
@@ -297,7 +293,7 @@ impl Conn {
                     t.peer_transmit(now, id.key, out);
                 }
             }
-            Conn::Announce(_, x) => x.poll_transmit(out),
+            Conn::Announce(_, x) => x.poll_transmit(now, out),
             #[cfg(test)]
             Conn::Probe(p) => p.poll_transmit(out),
         }
@@ -319,7 +315,7 @@ impl Conn {
         match self {
             Conn::TrackerClient(c) => c.wants_close(),
             Conn::Peer(_) => false,
-            Conn::Announce(_, x) => x.is_done(),
+            Conn::Announce(_, x) => x.wants_close(),
             #[cfg(test)]
             Conn::Probe(_) => false,
         }

@@ -33,7 +33,7 @@ use crate::picker::Picker;
 use crate::progress::{self, Rate, Snapshot};
 use crate::resume;
 use crate::storage::Storage;
-use crate::tracker::announce::{Schedule, TrackerUrl};
+use crate::tracker::announce::{AnnounceParams, Schedule, TrackerUrl};
 use crate::wire;
 
 use addr_book::AddrBook;
@@ -84,8 +84,8 @@ pub enum Action {
     Connect(SocketAddr),
     /// Close this connection, named by its key and generation (the session already forgot it).
     Close(usize, u64),
-    /// Send `request` to the tracker and report the reply (or failure) with `announce_done`.
-    Announce { url: TrackerUrl, request: Vec<u8>, timeout: Duration },
+    /// Announce `params` to the tracker at `url` and report the reply (or failure) with `announce_done`.
+    Announce { url: TrackerUrl, params: AnnounceParams, timeout: Duration },
 }
 
 pub struct Torrent {

@@ -195,11 +195,7 @@ impl Torrent {
         };
         debug!("announcing to {}:{} ({:?})", due.url.host, due.url.port, due.event);
         let timeout = if self.stopping { Duration::from_secs(5) } else { announce::REQUEST_TIMEOUT };
-        self.actions.push_back(Action::Announce {
-            request: announce::request_bytes(&due.url, &params),
-            url: due.url,
-            timeout,
-        });
+        self.actions.push_back(Action::Announce { url: due.url, params, timeout });
     }
 
     /// An upload slot was given up (its peer left, lost interest, or we changed from leeching to seeding): choose
