@@ -1,10 +1,28 @@
 //! The one place that knows every kind of connection and every service the loop hosts.
 //!
-//! The loop in `mod.rs` moves bytes and time; this file turns them into calls on the state machines' verbs
-//! (`handle_bytes`, `handle_timeout`, `poll_transmit`, `poll_timeout`, and events) and turns what the machines say
-//! into loop requests through [`Ctl`]. Adding a kind of connection means: a variant of [`Conn`], its arm in each
-//! `match` below, and, if it is accepted rather than dialled, a [`ListenKind`]. Adding a service means: a field of
-//! [`Services`] and its arms in `Services::poll_timeout` / `Services::handle_timeout`.
+//! The loop in `mod.rs` moves bytes and time; this file turns them into calls on the state machines' verbs and turns
+//! what the machines say into loop requests through [`Ctl`]. Every machine, whatever its protocol, has the same verbs
+//! with the same argument order — `now` first, then the input, then any shared context the machine answers from:
+//!
+//! | verb | what it does |
+//! |---|---|
+//! | `handle_bytes(now, input) -> Result<usize, _>` | stream bytes in; how many were consumed (0: need more); `Err` closes |
+//! | `handle_datagram(now, from, datagram)` | one datagram in (machines behind a UDP socket) |
+//! | `handle_timeout(now)` | a deadline may have passed; an early call does nothing; `Err` closes |
+//! | `poll_transmit(now, out)` | append what to write |
+//! | `poll_datagram(now, out) -> Option<SocketAddr>` | one datagram to send, and where |
+//! | `poll_timeout() -> Option<Instant>` | the next deadline |
+//! | `poll_event() -> Option<Event>` | what the owner must hear (a peer's have, block, request…) |
+//! | `wants_close() -> bool` | done: close once the output is written |
+//!
+//! After every `handle_*` the caller drains the `poll_*` verbs. A machine never reads the clock or touches a socket.
+//! Peer machines ([`crate::peer::Peer`]) live inside their torrent session, which drains their events and answers
+//! with commands; the session itself is a service with the same time verbs and `poll_action` for what the loop must
+//! do (dial, close, announce).
+//!
+//! Adding a kind of connection means: a variant of [`Conn`], its arm in each `match` below, and, if it is accepted
+//! rather than dialled, a [`ListenKind`]. Adding a service means: a field of [`Services`] and its arms in
+//! `Services::poll_timeout` / `Services::handle_timeout`.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
