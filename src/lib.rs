@@ -17,7 +17,6 @@ pub mod progress;
 pub mod reactor;
 pub mod resume;
 pub mod sha1;
-pub mod signal;
 pub mod storage;
 #[cfg(test)]
 mod test_data;

@@ -262,7 +262,7 @@ pub struct SessionPlan {
 /// prints the summary.
 pub fn run_session(plan: SessionPlan) -> Result<()> {
     // Before the start-up lines: whoever reads them may signal us at once.
-    let pipe = crate::signal::install().map_err(|e| Error::io("cannot install signal handlers", &e))?;
+    let pipe = crate::reactor::install_signals().map_err(|e| Error::io("cannot install signal handlers", &e))?;
     let (mut reactor, _) = start_session(plan)?;
     reactor.watch_signals(pipe).map_err(|e| Error::io("cannot watch for signals", &e))?;
     reactor.run().map_err(|e| Error::io("event loop failed", &e))?;

@@ -52,10 +52,12 @@
 mod buffer;
 mod conn;
 mod os;
+mod signal;
 
 pub use buffer::BufLimits;
 pub use conn::{Conn, ListenKind, Services};
 pub use os::{defer_accept, raise_fd_limit};
+pub use signal::{Signal, SignalPipe, install as install_signals};
 
 use std::fmt;
 use std::io;
@@ -66,7 +68,6 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
-use crate::signal::{Signal, SignalPipe};
 use crate::timer::{TimerId, Timers};
 use buffer::{ReadEnd, SocketBuf};
 
