@@ -18,6 +18,7 @@ pub mod reactor;
 pub mod resume;
 pub mod sha1;
 pub mod storage;
+pub mod terminal;
 #[cfg(test)]
 mod test_data;
 pub mod timer;

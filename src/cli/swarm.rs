@@ -191,15 +191,13 @@ pub fn check_data(
             next_report = now + Duration::from_secs(2);
             let line = format!("checking {}: {done}/{total} pieces", meta.name);
             if tty {
-                eprint!("\r{line}\x1b[K");
+                crate::terminal::show(&line);
             } else {
                 info!("{line}");
             }
         }
     }
-    if tty && total > 0 {
-        eprintln!();
-    }
+    crate::terminal::finish();
     info!(
         "re-hashed {total} piece(s) in {:.1}s; {} of {count} verified ({} of {})",
         started.elapsed().as_secs_f64(),
