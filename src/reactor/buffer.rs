@@ -209,6 +209,10 @@ impl DatagramQueue {
         self.items.len()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
     pub fn bytes(&self) -> usize {
         self.bytes
     }

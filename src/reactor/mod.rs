@@ -10,12 +10,12 @@
 //! # Tokens
 //! A connection's token is its slab key. Listeners take `LISTENER_BASE + index`, datagram sockets `UDP_BASE + index`
 //! (just below the listeners) and the signal pipe takes `usize::MAX`, all far above any slab key. Listeners and
-//! datagram sockets live as long as the loop, so their tokens are never reused. A closed connection's socket is closed (which takes it out of the poll set)
-//! and its entry removed from the slab in the same step, so events for it that are still queued find no entry and are ignored. Should a new connection reuse the key
-//! within the same batch, it gets a spurious readiness event, which is harmless: reads and writes then just return
-//! `WouldBlock`, and a connecting socket is checked with `take_error` *and* `peer_addr` before it counts as connected.
-//! Timers carry the key and a generation number that is never reused ([`ConnId`]), so a deadline armed for a closed
-//! connection never reaches its successor.
+//! datagram sockets live as long as the loop, so their tokens are never reused. A closed connection's socket is closed
+//! (which takes it out of the poll set) and its entry removed from the slab in the same step, so events for it that are
+//! still queued find no entry and are ignored. Should a new connection reuse the key within the same batch, it gets a
+//! spurious readiness event, which is harmless: reads and writes then just return `WouldBlock`, and a connecting socket
+//! is checked with `take_error` *and* `peer_addr` before it counts as connected. Timers carry the key and a generation
+//! number that is never reused ([`ConnId`]), so a deadline armed for a closed connection never reaches its successor.
 //!
 //! # Buffers and backpressure
 //! Registration is edge-triggered for both directions, once, with no re-registration. An accepted connection is
@@ -28,7 +28,7 @@
 //!
 //! # Datagrams
 //! A datagram socket is registered edge-triggered for both directions, like a connection. On any event the loop
-//! reads with `recv_from` until `WouldBlock` (retrying `Interrupted`), at most [`DATAGRAM_BUDGET`] datagrams per
+//! reads with `recv_from` until `WouldBlock` (retrying `Interrupted`), at most `DATAGRAM_BUDGET` datagrams per
 //! turn: a socket with datagrams left over is read again next turn, after the other events, without waiting (so a
 //! flood is read at a steady pace while connections and timers keep being served). Each datagram goes to the machine
 //! as `handle_datagram(now, from, bytes)`; right after, its `poll_datagram` is drained into the socket's send queue,
@@ -1019,7 +1019,7 @@ fn drain_datagrams(u: &mut UdpEntry, now: Instant, out: &mut Vec<u8>, svc: &mut 
 
 /// Sends from the queue until it is empty or the socket would block (then wait for a writable event).
 fn flush_datagrams(u: &mut UdpEntry, svc: &mut Services) {
-    if u.blocked || u.queue.len() == 0 {
+    if u.blocked || u.queue.is_empty() {
         return;
     }
     let UdpEntry { sock, kind, queue, .. } = u;
@@ -1340,6 +1340,31 @@ mod tests {
         assert_eq!(got_b, want("b"));
         let stats = r.datagram_stats(id);
         assert_eq!((stats.received, stats.sent, stats.dropped, stats.failed, stats.queued), (10, 10, 0, 0, 0));
+    }
+
+    #[test]
+    fn work_given_from_outside_is_sent_on_a_wake() {
+        let mut r = Reactor::new(Services::default()).unwrap();
+        let (id, _) = udp_echo(&mut r, Echo::new(1), DatagramLimits::default());
+        let c = udp_client();
+        // The socket's first writable event comes and goes.
+        for _ in 0..3 {
+            r.turn(Some(Duration::from_millis(1))).unwrap();
+        }
+        let DatagramKind::Echo(echo) = r.datagram_machine(id);
+        echo.handle_datagram(Instant::now(), c.local_addr().unwrap(), b"pushed");
+        for _ in 0..3 {
+            r.turn(Some(Duration::from_millis(1))).unwrap();
+        }
+        let mut got = Vec::new();
+        recv_all(&c, &mut got);
+        assert!(got.is_empty(), "nothing is sent without a wake");
+        r.wake_datagram(id);
+        spin_until(&mut r, Duration::from_secs(5), |_| {
+            recv_all(&c, &mut got);
+            !got.is_empty()
+        });
+        assert_eq!(got, [b"pushed".to_vec()]);
     }
 
     #[test]
