@@ -17,8 +17,8 @@ pub mod progress;
 pub mod reactor;
 pub mod resume;
 pub mod sha1;
-pub mod signal;
 pub mod storage;
+pub mod terminal;
 #[cfg(test)]
 mod test_data;
 pub mod timer;

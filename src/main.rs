@@ -20,9 +20,7 @@ Options:
 ";
 
 fn main() {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-        .format_timestamp_millis()
-        .init();
+    toybt::terminal::init_logger("info");
     let args = pico_args::Arguments::from_env();
     let code = match run(args) {
         Ok(()) => 0,

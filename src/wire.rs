@@ -237,40 +237,88 @@ pub enum Message<'a> {
     },
 }
 
-fn be32(b: &[u8], at: usize) -> u32 {
-    u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+/// Why a frame gave no message yet: its body has not all arrived, or it never will be valid.
+enum Stop {
+    More,
+    Bad(WireError),
 }
 
-/// The body length a message id must have, or the bound it must stay under; checked before the body is awaited.
-fn check_length(id: u8, len: u32, limits: &Limits) -> Result<(), WireError> {
-    let exact = match id {
-        id::CHOKE | id::UNCHOKE | id::INTERESTED | id::NOT_INTERESTED => 1,
-        id::HAVE => 5,
-        id::REQUEST | id::CANCEL => 13,
-        id::PORT => 3,
-        id::BITFIELD => limits.bitfield_body_len(),
-        id::PIECE => {
-            let max = 9u32.saturating_add(limits.max_block_len);
-            if len > max {
-                return Err(WireError::TooLong { id: Some(id), len, max });
-            }
-            if len < 9 {
-                return Err(WireError::TooShort { id, len, min: 9 });
-            }
-            return Ok(());
-        }
-        _ => {
-            let max = 1u32.saturating_add(limits.max_unknown_len);
-            if len > max {
-                return Err(WireError::TooLong { id: Some(id), len, max });
-            }
-            return Ok(());
-        }
-    };
-    if len != exact {
-        return Err(WireError::WrongLength { id, len, expected: exact });
+impl From<WireError> for Stop {
+    fn from(e: WireError) -> Stop {
+        Stop::Bad(e)
     }
-    Ok(())
+}
+
+/// One message whose length prefix and id have arrived: `len` counts the id and the body, `after_id` is what has
+/// arrived after the id (perhaps less than the body, perhaps more). The body is reached only through a length rule
+/// (`exact`, `sized`, `head_and_tail`, `at_most`), each of which judges `len` before it waits for the bytes and
+/// hands out exactly the body's bytes, sized by type where the rule fixes them: a decoder cannot read a byte its rule
+/// did not promise, so a message id added without a rule does not compile, and one with a wrong rule cannot panic.
+struct Frame<'a> {
+    id: u8,
+    len: u32,
+    after_id: &'a [u8],
+}
+
+impl<'a> Frame<'a> {
+    /// A body of exactly `N` bytes.
+    #[inline]
+    fn exact<const N: usize>(&self) -> Result<&'a [u8; N], Stop> {
+        let expected = 1 + N as u32;
+        if self.len != expected {
+            return Err(WireError::WrongLength { id: self.id, len: self.len, expected }.into());
+        }
+        self.after_id.first_chunk::<N>().ok_or(Stop::More)
+    }
+
+    /// A body whose exact length comes from the torrent (`len` counts the id).
+    #[inline]
+    fn sized(&self, expected: u32) -> Result<&'a [u8], Stop> {
+        if self.len != expected {
+            return Err(WireError::WrongLength { id: self.id, len: self.len, expected }.into());
+        }
+        self.body()
+    }
+
+    /// A fixed `N`-byte head followed by at most `max_tail` bytes.
+    #[inline]
+    fn head_and_tail<const N: usize>(&self, max_tail: u32) -> Result<(&'a [u8; N], &'a [u8]), Stop> {
+        let min = 1 + N as u32;
+        let max = min.saturating_add(max_tail);
+        if self.len > max {
+            return Err(WireError::TooLong { id: Some(self.id), len: self.len, max }.into());
+        }
+        if self.len < min {
+            return Err(WireError::TooShort { id: self.id, len: self.len, min }.into());
+        }
+        self.body()?.split_first_chunk::<N>().ok_or(Stop::Bad(WireError::TooShort { id: self.id, len: self.len, min }))
+    }
+
+    /// A body of at most `max` bytes.
+    #[inline]
+    fn at_most(&self, max: u32) -> Result<&'a [u8], Stop> {
+        let max = max.saturating_add(1);
+        if self.len > max {
+            return Err(WireError::TooLong { id: Some(self.id), len: self.len, max }.into());
+        }
+        self.body()
+    }
+
+    /// The whole body once it has arrived; only for the rules above, after they judged `len`.
+    #[inline]
+    fn body(&self) -> Result<&'a [u8], Stop> {
+        self.after_id.get(..(self.len as usize).saturating_sub(1)).ok_or(Stop::More)
+    }
+}
+
+fn be32(b: [u8; 4]) -> u32 {
+    u32::from_be_bytes(b)
+}
+
+/// Splits a 12-byte `request`/`cancel` body into index, begin and length.
+fn block_ref(b: &[u8; 12]) -> (u32, u32, u32) {
+    let [i0, i1, i2, i3, b0, b1, b2, b3, l0, l1, l2, l3] = *b;
+    (be32([i0, i1, i2, i3]), be32([b0, b1, b2, b3]), be32([l0, l1, l2, l3]))
 }
 
 fn check_index(id: u8, index: u32, limits: &Limits) -> Result<u32, WireError> {
@@ -289,6 +337,43 @@ fn check_block_len(id: u8, length: u32, limits: &Limits) -> Result<u32, WireErro
     }
 }
 
+/// Every message id's length rule and its decoder, side by side: the one place a message id is added.
+#[inline]
+fn decode_frame<'a>(f: &Frame<'a>, limits: &Limits) -> Result<Message<'a>, Stop> {
+    let id = f.id;
+    Ok(match id {
+        id::CHOKE => f.exact::<0>().map(|_| Message::Choke)?,
+        id::UNCHOKE => f.exact::<0>().map(|_| Message::Unchoke)?,
+        id::INTERESTED => f.exact::<0>().map(|_| Message::Interested)?,
+        id::NOT_INTERESTED => f.exact::<0>().map(|_| Message::NotInterested)?,
+        id::HAVE => Message::Have(check_index(id, be32(*f.exact::<4>()?), limits)?),
+        id::BITFIELD => {
+            let bits = f.sized(limits.bitfield_body_len())?;
+            if !bitfield::spare_bits_clear(bits, limits.num_pieces) {
+                return Err(WireError::BitfieldSpareBits.into());
+            }
+            Message::Bitfield(bits)
+        }
+        id::REQUEST | id::CANCEL => {
+            let (index, begin, length) = block_ref(f.exact::<12>()?);
+            let index = check_index(id, index, limits)?;
+            let length = check_block_len(id, length, limits)?;
+            if id == id::REQUEST {
+                Message::Request { index, begin, length }
+            } else {
+                Message::Cancel { index, begin, length }
+            }
+        }
+        id::PIECE => {
+            let (&[i0, i1, i2, i3, b0, b1, b2, b3], data) = f.head_and_tail::<8>(limits.max_block_len)?;
+            let index = check_index(id, be32([i0, i1, i2, i3]), limits)?;
+            Message::Piece { index, begin: be32([b0, b1, b2, b3]), data }
+        }
+        id::PORT => Message::Port(u16::from_be_bytes(*f.exact::<2>()?)),
+        _ => Message::Unknown { id, payload: f.at_most(limits.max_unknown_len)? },
+    })
+}
+
 /// Decodes the first message in `buf`: `Ok(Some((message, bytes consumed)))`, `Ok(None)` if the message is not
 /// complete yet, or `Err` if it never will be valid. Piece indices are checked against `limits.num_pieces`; whether a
 /// block lies inside its piece and was asked for is the peer state machine's question.
@@ -302,39 +387,12 @@ pub fn decode<'a>(buf: &'a [u8], limits: &Limits) -> Result<Option<(Message<'a>,
     if len > max {
         return Err(WireError::TooLong { id: None, len, max });
     }
-    let Some(&id) = rest.first() else { return Ok(None) };
-    check_length(id, len, limits)?;
-    let Some(body) = rest.get(1..len as usize) else { return Ok(None) };
-    let msg = match id {
-        id::CHOKE => Message::Choke,
-        id::UNCHOKE => Message::Unchoke,
-        id::INTERESTED => Message::Interested,
-        id::NOT_INTERESTED => Message::NotInterested,
-        id::HAVE => Message::Have(check_index(id, be32(body, 0), limits)?),
-        id::BITFIELD => {
-            if !bitfield::spare_bits_clear(body, limits.num_pieces) {
-                return Err(WireError::BitfieldSpareBits);
-            }
-            Message::Bitfield(body)
-        }
-        id::REQUEST | id::CANCEL => {
-            let index = check_index(id, be32(body, 0), limits)?;
-            let begin = be32(body, 4);
-            let length = check_block_len(id, be32(body, 8), limits)?;
-            if id == id::REQUEST {
-                Message::Request { index, begin, length }
-            } else {
-                Message::Cancel { index, begin, length }
-            }
-        }
-        id::PIECE => {
-            let index = check_index(id, be32(body, 0), limits)?;
-            Message::Piece { index, begin: be32(body, 4), data: &body[8..] }
-        }
-        id::PORT => Message::Port(u16::from_be_bytes([body[0], body[1]])),
-        _ => Message::Unknown { id, payload: body },
-    };
-    Ok(Some((msg, 4 + len as usize)))
+    let &[id, ref after_id @ ..] = rest else { return Ok(None) };
+    match decode_frame(&Frame { id, len, after_id }, limits) {
+        Ok(msg) => Ok(Some((msg, 4 + len as usize))),
+        Err(Stop::More) => Ok(None),
+        Err(Stop::Bad(e)) => Err(e),
+    }
 }
 
 /// Message lengths we produce come from our own data (blocks, our bitfield), never from a peer.
@@ -603,6 +661,48 @@ mod tests {
         encode_piece(&mut msg, 1, 0, &vec![1; 32768]);
         assert!(matches!(decode(&msg, &big), Ok(Some((Message::Piece { .. }, 32781)))));
         assert!(decode(&msg, &l).is_err());
+    }
+
+    /// The shortest valid length prefix (id included) of each known id, as the protocol defines it.
+    fn shortest(id: u8, l: &Limits) -> u32 {
+        match id {
+            id::CHOKE | id::UNCHOKE | id::INTERESTED | id::NOT_INTERESTED => 1,
+            id::HAVE => 5,
+            id::BITFIELD => l.bitfield_body_len(),
+            id::REQUEST | id::CANCEL => 13,
+            id::PIECE => 9,
+            id::PORT => 3,
+            _ => 1,
+        }
+    }
+
+    /// A length prefix one byte short of an id's rule is refused, whole body there or not; and no length at all
+    /// around the rule panics (the decoder reads the body only through its rule).
+    #[test]
+    fn every_known_id_one_byte_short_is_an_error_not_a_panic() {
+        for l in [limits(), Limits::new(1), Limits::new(0), Limits { max_block_len: 0, max_unknown_len: 0, ..limits() }]
+        {
+            for id in 0..=u8::MAX {
+                let min = shortest(id, &l);
+                // A bare id one byte short is a keep-alive, not a message of that id.
+                if min > 1 && id != id::EXTENDED && id <= id::PORT {
+                    let short = min - 1;
+                    let mut frame = short.to_be_bytes().to_vec();
+                    frame.push(id);
+                    assert!(decode(&frame, &l).is_err(), "id {id}: the header alone is refused");
+                    frame.resize(4 + short as usize, 0);
+                    assert!(decode(&frame, &l).is_err(), "id {id}: the whole short frame is refused");
+                }
+                for len in 1..min + 40 {
+                    let mut frame = len.to_be_bytes().to_vec();
+                    frame.push(id);
+                    frame.resize(4 + len as usize, 0);
+                    for cut in 0..=frame.len() {
+                        let _ = decode(&frame[..cut], &l);
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -191,15 +191,13 @@ pub fn check_data(
             next_report = now + Duration::from_secs(2);
             let line = format!("checking {}: {done}/{total} pieces", meta.name);
             if tty {
-                eprint!("\r{line}\x1b[K");
+                crate::terminal::show(&line);
             } else {
                 info!("{line}");
             }
         }
     }
-    if tty && total > 0 {
-        eprintln!();
-    }
+    crate::terminal::finish();
     info!(
         "re-hashed {total} piece(s) in {:.1}s; {} of {count} verified ({} of {})",
         started.elapsed().as_secs_f64(),
@@ -262,10 +260,13 @@ pub struct SessionPlan {
 /// prints the summary.
 pub fn run_session(plan: SessionPlan) -> Result<()> {
     // Before the start-up lines: whoever reads them may signal us at once.
-    let pipe = crate::signal::install().map_err(|e| Error::io("cannot install signal handlers", &e))?;
+    let pipe = crate::reactor::install_signals().map_err(|e| Error::io("cannot install signal handlers", &e))?;
     let (mut reactor, _) = start_session(plan)?;
     reactor.watch_signals(pipe).map_err(|e| Error::io("cannot watch for signals", &e))?;
-    reactor.run().map_err(|e| Error::io("event loop failed", &e))?;
+    let ran = reactor.run();
+    // The last live line stays on screen as it was; the summary goes below it.
+    crate::terminal::finish();
+    ran.map_err(|e| Error::io("event loop failed", &e))?;
     let now = Instant::now();
     if let Some(t) = reactor.services.torrent() {
         if t.was_leeching() {
@@ -297,7 +298,7 @@ fn progress_view() -> crate::reactor::Progress {
         every: if live { Duration::from_secs(1) } else { Duration::from_secs(5) },
         next: Instant::now() + if live { Duration::ZERO } else { Duration::from_secs(5) },
         show: if live {
-            Box::new(|line: &str| eprint!("\r{line}\x1b[K"))
+            Box::new(|line: &str| crate::terminal::show(line))
         } else {
             Box::new(|line: &str| info!("{line}"))
         },

@@ -7,7 +7,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crate::error::{Error, Result};
 use crate::metainfo::Metainfo;
 use crate::reactor::{self, ListenKind, Reactor, Services};
-use crate::signal;
 use crate::tracker::{Config, Tracker};
 
 const HELP: &str = "\
@@ -70,7 +69,7 @@ pub fn run(mut args: pico_args::Arguments) -> Result<()> {
     let cfg = Config { interval: Duration::from_secs(interval), open, ..Config::default() };
     let mut reactor = Reactor::new(Services::default()).map_err(|e| Error::io("cannot start the event loop", &e))?;
     // Before the start-up line: whoever reads it may signal us at once.
-    let pipe = signal::install().map_err(|e| Error::io("cannot install signal handlers", &e))?;
+    let pipe = reactor::install_signals().map_err(|e| Error::io("cannot install signal handlers", &e))?;
     reactor.watch_signals(pipe).map_err(|e| Error::io("cannot watch for signals", &e))?;
     let max_conns = connection_limit();
     start(&mut reactor, SocketAddr::new(bind, port), cfg, &torrents, max_conns)?;

@@ -13,8 +13,15 @@
 //!
 //! Generic over `Read`/`Write` so the read-until-`WouldBlock` and write-until-`WouldBlock` rules are unit-tested
 //! without sockets.
+//!
+//! A datagram socket has no byte stream, only whole datagrams to many addresses: its output waits in a
+//! [`DatagramQueue`], bounded in count and bytes, whose overflow is dropped rather than queued.
 
+use std::collections::VecDeque;
 use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+
+use super::datagram::DatagramLimits;
 
 /// Bounds for one connection's buffers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -179,6 +186,78 @@ impl SocketBuf {
     }
 }
 
+/// One datagram socket's outgoing datagrams, waiting for the socket: at most `max_queued` of them and
+/// `max_queued_bytes` of payload. A datagram pushed past either bound is dropped and counted, so a machine that
+/// produces faster than the socket takes (or a socket that stays blocked) costs a bounded amount of memory.
+#[derive(Debug)]
+pub struct DatagramQueue {
+    items: VecDeque<(SocketAddr, Vec<u8>)>,
+    bytes: usize,
+    limits: DatagramLimits,
+    pub peak: usize,
+    pub sent: u64,
+    pub dropped: u64,
+    pub failed: u64,
+}
+
+impl DatagramQueue {
+    pub fn new(limits: DatagramLimits) -> DatagramQueue {
+        DatagramQueue { items: VecDeque::new(), bytes: 0, limits, peak: 0, sent: 0, dropped: 0, failed: 0 }
+    }
+
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Queues a copy of `datagram` for `to`; false (and counted as dropped) if the queue is full.
+    pub fn push(&mut self, to: SocketAddr, datagram: &[u8]) -> bool {
+        if self.items.len() >= self.limits.max_queued || self.bytes + datagram.len() > self.limits.max_queued_bytes {
+            self.dropped += 1;
+            return false;
+        }
+        self.bytes += datagram.len();
+        self.items.push_back((to, datagram.to_vec()));
+        self.peak = self.peak.max(self.items.len());
+        true
+    }
+
+    /// Sends queued datagrams in order until the queue is empty (true) or `send` says `WouldBlock` (false: the rest
+    /// waits for the socket to be writable). `Interrupted` is retried; any other error drops that datagram, counts it
+    /// as failed and hands it to `failed`.
+    pub fn flush(
+        &mut self,
+        mut send: impl FnMut(&[u8], SocketAddr) -> io::Result<usize>,
+        mut failed: impl FnMut(SocketAddr, io::Error),
+    ) -> bool {
+        while let Some((to, datagram)) = self.items.front() {
+            match send(datagram, *to) {
+                Ok(_) => self.sent += 1,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    self.failed += 1;
+                    failed(*to, e);
+                }
+            }
+            if let Some((_, datagram)) = self.items.pop_front() {
+                self.bytes -= datagram.len();
+            }
+        }
+        if self.items.capacity() > self.limits.max_queued.min(64) {
+            self.items.shrink_to(64);
+        }
+        true
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -317,5 +396,41 @@ mod tests {
         }
         let mut b = SocketBuf::new(LIMITS);
         assert_eq!(b.fill(&mut Broken, false).unwrap_err().kind(), io::ErrorKind::ConnectionReset);
+    }
+
+    #[test]
+    fn the_datagram_queue_drops_past_its_bounds_and_keeps_what_would_block() {
+        let to: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let mut q = DatagramQueue::new(DatagramLimits { max_queued: 3, max_queued_bytes: 10 });
+        assert!(q.push(to, b"aaaa") && q.push(to, b"bbbb"));
+        assert!(!q.push(to, b"ccc"), "11 bytes would be over the byte bound");
+        assert!(q.push(to, b"cc"));
+        assert!(!q.push(to, b""), "a fourth datagram is over the count bound");
+        assert_eq!((q.len(), q.bytes(), q.dropped, q.peak), (3, 10, 2, 3));
+        // The socket takes one, fails one, then would block: the third waits.
+        let mut calls = 0;
+        let mut sent = Vec::new();
+        let mut failures = Vec::new();
+        let done = q.flush(
+            |d, _| {
+                calls += 1;
+                match calls {
+                    1 => {
+                        sent.push(d.to_vec());
+                        Ok(d.len())
+                    }
+                    2 => Err(io::ErrorKind::Interrupted.into()),
+                    3 => Err(io::ErrorKind::ConnectionRefused.into()),
+                    _ => Err(io::ErrorKind::WouldBlock.into()),
+                }
+            },
+            |to, e| failures.push((to, e.kind())),
+        );
+        assert!(!done);
+        assert_eq!(sent, [b"aaaa".to_vec()]);
+        assert_eq!(failures, [(to, io::ErrorKind::ConnectionRefused)]);
+        assert_eq!((q.len(), q.bytes(), q.sent, q.failed), (1, 2, 1, 1));
+        assert!(q.flush(|d, _| Ok(d.len()), |_, _| panic!("no failure")));
+        assert_eq!((q.len(), q.bytes(), q.sent), (0, 0, 2));
     }
 }

@@ -2,17 +2,20 @@
 //!
 //! One thread, one `mio::Poll`, one [`Slab`] of connections. Every connection pairs a non-blocking socket with a
 //! sans-IO state machine ([`Conn`]); every long-lived piece of state shared by connections (the tracker's swarm
-//! registry, later a torrent session) is a service in [`Services`]. `conn.rs` is the only place that knows the kinds;
-//! this file only moves bytes and time.
+//! registry, later a torrent session) is a service in [`Services`]. Datagram (UDP) sockets are first-class too: each
+//! pairs a socket with the one machine that serves every remote address on it ([`DatagramKind`]: later the DHT node
+//! and the UDP tracker front end). `conn.rs` and `datagram.rs` are the only places that know the kinds; this file
+//! only moves bytes and time.
 //!
 //! # Tokens
-//! A connection's token is its slab key. Listeners take `LISTENER_BASE + index` and the signal pipe takes
-//! `usize::MAX`, far above any slab key. A closed connection's socket is closed (which takes it out of the poll set)
-//! and its entry removed from the slab in the same step, so events for it that are still queued find no entry and are ignored. Should a new connection reuse the key
-//! within the same batch, it gets a spurious readiness event, which is harmless: reads and writes then just return
-//! `WouldBlock`, and a connecting socket is checked with `take_error` *and* `peer_addr` before it counts as connected.
-//! Timers carry the key and a generation number that is never reused ([`ConnId`]), so a deadline armed for a closed
-//! connection never reaches its successor.
+//! A connection's token is its slab key. Listeners take `LISTENER_BASE + index`, datagram sockets `UDP_BASE + index`
+//! (just below the listeners) and the signal pipe takes `usize::MAX`, all far above any slab key. Listeners and
+//! datagram sockets live as long as the loop, so their tokens are never reused. A closed connection's socket is closed
+//! (which takes it out of the poll set) and its entry removed from the slab in the same step, so events for it that are
+//! still queued find no entry and are ignored. Should a new connection reuse the key within the same batch, it gets a
+//! spurious readiness event, which is harmless: reads and writes then just return `WouldBlock`, and a connecting socket
+//! is checked with `take_error` *and* `peer_addr` before it counts as connected. Timers carry the key and a generation
+//! number that is never reused ([`ConnId`]), so a deadline armed for a closed connection never reaches its successor.
 //!
 //! # Buffers and backpressure
 //! Registration is edge-triggered for both directions, once, with no re-registration. An accepted connection is
@@ -23,12 +26,24 @@
 //! resumes by itself, because it remembers that the socket was not read to `WouldBlock` (an edge-triggered readable
 //! event would not come again). See `buffer.rs` for the bounds.
 //!
+//! # Datagrams
+//! A datagram socket is registered edge-triggered for both directions, like a connection. On any event the loop
+//! reads with `recv_from` until `WouldBlock` (retrying `Interrupted`), at most `DATAGRAM_BUDGET` datagrams per
+//! turn: a socket with datagrams left over is read again next turn, after the other events, without waiting (so a
+//! flood is read at a steady pace while connections and timers keep being served). Each datagram goes to the machine
+//! as `handle_datagram(now, from, bytes)`; right after, its `poll_datagram` is drained into the socket's send queue,
+//! which is then written with `send_to` until empty or `WouldBlock` (the rest waits for a writable event). The queue
+//! is bounded in datagrams and bytes ([`DatagramLimits`]); what a machine produces past the bounds is dropped and
+//! counted ([`DatagramStats`]), never queued, so it also bounds what one call may produce. A send that fails for
+//! another reason drops that datagram and tells the machine (`on_send_failed`).
+//!
 //! # Time
 //! The clock is read once per wake-up, and that `now` is handed to everything in the batch. Each connection has at
 //! most one armed deadline in the [`Timers`] heap: its machine's `poll_timeout()`, re-armed after every call into the
 //! machine, but only when it moved earlier; a deadline that fires early is harmless because `handle_timeout` ignores
 //! an early call, and the timer is then re-armed at the machine's current deadline. Services are few, so their
-//! `poll_timeout()` is asked directly. The poll timeout is the earliest of all of them.
+//! `poll_timeout()` is asked directly, and so are the datagram machines'. The poll timeout is the earliest of all of
+//! them.
 //!
 //! # Closing
 //! A machine that wants to close (`wants_close`) is closed once its output is written. If the peer may still be
@@ -39,6 +54,10 @@
 //! # Extending
 //! - A new kind of connection: a variant of [`Conn`] and its arm in each verb in `conn.rs` (the compiler lists them).
 //!   If it is accepted, a [`ListenKind`] variant whose `accept` builds it, and [`Reactor::listen`] on a bound socket.
+//! - A new datagram service (DHT, UDP tracker): a variant of [`DatagramKind`] and its arm in each verb in
+//!   `datagram.rs`, then [`Reactor::bind_udp`] on a bound `std::net::UdpSocket` (or [`Reactor::bind_udp_limited`]
+//!   for other queue bounds). Its machine may live in the variant or in a service the arms ask. From outside its verbs,
+//!   [`Ctl::wake_datagram`] or [`Reactor::wake_datagram`] has its output drained and sent.
 //! - A new service: a field of [`Services`], and its arms in `Services::poll_timeout` / `Services::handle_timeout`.
 //!   A service sets timers by returning its earliest deadline from `poll_timeout` (asked after every wake-up).
 //! - Asking the loop for something from inside a verb: every verb in `conn.rs` gets a [`Ctl`]; `ctl.connect(addr,
@@ -51,11 +70,15 @@
 
 mod buffer;
 mod conn;
+mod datagram;
 mod os;
+mod signal;
 
 pub use buffer::BufLimits;
 pub use conn::{Conn, ListenKind, Progress, Services};
+pub use datagram::{DatagramKind, DatagramLimits, DatagramStats};
 pub use os::{defer_accept, raise_fd_limit};
+pub use signal::{Signal, SignalPipe, install as install_signals};
 
 use std::fmt;
 use std::io;
@@ -66,13 +89,19 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
-use crate::signal::{Signal, SignalPipe};
 use crate::timer::{TimerId, Timers};
-use buffer::{ReadEnd, SocketBuf};
+use buffer::{DatagramQueue, ReadEnd, SocketBuf};
 
 const SIGNAL: Token = Token(usize::MAX);
 const LISTENER_BASE: usize = usize::MAX - 1 - MAX_LISTENERS;
 const MAX_LISTENERS: usize = 1024;
+const UDP_BASE: usize = LISTENER_BASE - MAX_UDP;
+const MAX_UDP: usize = 64;
+/// Room for the largest UDP payload (65,507 bytes over IPv4, 65,527 over IPv6), so no datagram is cut short.
+const MAX_DATAGRAM: usize = 64 * 1024;
+/// Datagrams read from one socket per turn before the rest of the loop gets its turn (see `READ_BUDGET`): a flood
+/// is read at this pace, with connections, timers and other sockets served between.
+const DATAGRAM_BUDGET: usize = 256;
 /// How long a closing connection keeps discarding input so the peer can read our last answer.
 pub const LINGER: Duration = Duration::from_secs(2);
 /// While a listener cannot accept for lack of file descriptors, retry this often.
@@ -143,6 +172,7 @@ enum Request {
     Connect { addr: SocketAddr, conn: Conn },
     Close(ConnId),
     Wake(ConnId),
+    WakeDatagram(UdpId),
     Stop,
 }
 
@@ -161,6 +191,12 @@ impl Ctl {
     /// decided to send it something): the loop pumps it, which drains `poll_transmit` and re-reads `poll_timeout`.
     pub fn wake(&mut self, id: ConnId) {
         self.requests.push(Request::Wake(id));
+    }
+
+    /// The machine behind datagram socket `id` has new output (a service gave it work): the loop drains its
+    /// `poll_datagram` and sends. Its deadline is asked for at every turn anyway.
+    pub fn wake_datagram(&mut self, id: UdpId) {
+        self.requests.push(Request::WakeDatagram(id));
     }
 
     /// Ends `Reactor::run` after the current batch.
@@ -208,6 +244,25 @@ impl Entry {
     }
 }
 
+/// Names one datagram socket of a [`Reactor`] (see [`Reactor::bind_udp`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct UdpId(usize);
+
+/// A datagram socket and the machine behind it.
+struct UdpEntry {
+    sock: mio::net::UdpSocket,
+    kind: DatagramKind,
+    queue: DatagramQueue,
+    /// Not read to `WouldBlock` since the last event: the read budget ran out with datagrams perhaps waiting.
+    readable: bool,
+    /// The last send said `WouldBlock`: the queue waits for a writable event.
+    blocked: bool,
+    received: u64,
+    /// The turn `read_in_turn` counts for, and the datagrams read in it (see `DATAGRAM_BUDGET`).
+    read_turn: u64,
+    read_in_turn: usize,
+}
+
 struct Listener {
     sock: TcpListener,
     kind: ListenKind,
@@ -227,6 +282,10 @@ pub struct Reactor {
     batch: Vec<(Token, Readiness)>,
     conns: Slab<Entry>,
     listeners: Vec<Listener>,
+    udp: Vec<UdpEntry>,
+    /// Where datagrams are received (allocated with the first datagram socket), and where a machine writes one.
+    udp_in: Vec<u8>,
+    udp_out: Vec<u8>,
     timers: Timers<(usize, u64)>,
     pub services: Services,
     signal: Option<SignalPipe>,
@@ -249,6 +308,9 @@ impl Reactor {
             batch: Vec::with_capacity(1024),
             conns: Slab::new(),
             listeners: Vec::new(),
+            udp: Vec::new(),
+            udp_in: Vec::new(),
+            udp_out: Vec::new(),
             timers: Timers::new(),
             services,
             signal: None,
@@ -283,6 +345,73 @@ impl Reactor {
         let max_conns = max_conns.max(1);
         self.listeners.push(Listener { sock, kind, max_conns, open: 0, retry_at: None, nodelay_inherited });
         Ok(())
+    }
+
+    /// Serves datagrams on `sock` (already bound) with the machine `kind`, with the default send queue bounds.
+    pub fn bind_udp(&mut self, sock: std::net::UdpSocket, kind: DatagramKind) -> io::Result<UdpId> {
+        self.bind_udp_limited(sock, kind, DatagramLimits::default())
+    }
+
+    /// [`Reactor::bind_udp`] with the send queue bounded by `limits`: datagrams the machine produces past them are
+    /// dropped and counted (see [`DatagramStats::dropped`]).
+    pub fn bind_udp_limited(
+        &mut self,
+        sock: std::net::UdpSocket,
+        kind: DatagramKind,
+        limits: DatagramLimits,
+    ) -> io::Result<UdpId> {
+        if self.udp.len() == MAX_UDP {
+            return Err(io::Error::other("too many datagram sockets"));
+        }
+        sock.set_nonblocking(true)?;
+        let mut sock = mio::net::UdpSocket::from_std(sock);
+        let index = self.udp.len();
+        self.poll.registry().register(&mut sock, Token(UDP_BASE + index), Interest::READABLE | Interest::WRITABLE)?;
+        if self.udp_in.is_empty() {
+            self.udp_in = vec![0; MAX_DATAGRAM];
+        }
+        self.udp.push(UdpEntry {
+            sock,
+            kind,
+            queue: DatagramQueue::new(limits),
+            readable: false,
+            blocked: false,
+            received: 0,
+            read_turn: 0,
+            read_in_turn: 0,
+        });
+        // What the machine has to say from the start (a DHT node's bootstrap queries) goes now.
+        let now = Instant::now();
+        self.pump_udp(index, now);
+        self.run_requests(now);
+        Ok(UdpId(index))
+    }
+
+    /// What datagram socket `id` has done so far.
+    pub fn datagram_stats(&self, id: UdpId) -> DatagramStats {
+        let u = &self.udp[id.0];
+        DatagramStats {
+            received: u.received,
+            sent: u.queue.sent,
+            dropped: u.queue.dropped,
+            failed: u.queue.failed,
+            queued: u.queue.len(),
+            peak_queued: u.queue.peak,
+            queued_bytes: u.queue.bytes(),
+        }
+    }
+
+    /// The machine behind datagram socket `id`, to give it work from outside the loop; follow with
+    /// [`Reactor::wake_datagram`] so its output is sent.
+    pub fn datagram_machine(&mut self, id: UdpId) -> &mut DatagramKind {
+        &mut self.udp[id.0].kind
+    }
+
+    /// Drains the machine behind `id` and sends (see [`Ctl::wake_datagram`]).
+    pub fn wake_datagram(&mut self, id: UdpId) {
+        let now = Instant::now();
+        self.pump_udp(id.0, now);
+        self.run_requests(now);
     }
 
     /// Starts a non-blocking connect to `addr` driven by `conn` (see [`Ctl::connect`]).
@@ -364,7 +493,7 @@ impl Reactor {
     /// One wake-up: wait for readiness or the next deadline (at most `max_wait`), then handle everything due.
     pub fn turn(&mut self, max_wait: Option<Duration>) -> io::Result<()> {
         let now = Instant::now();
-        let timeout = if self.yielded.is_empty() {
+        let timeout = if self.yielded.is_empty() && !self.udp.iter().any(|u| u.readable) {
             self.next_deadline().map(|d| d.saturating_duration_since(now))
         } else {
             Some(Duration::ZERO)
@@ -393,6 +522,15 @@ impl Reactor {
             match token {
                 SIGNAL => self.on_signal(now),
                 Token(t) if t >= LISTENER_BASE => self.accept_all(t - LISTENER_BASE, now),
+                // Any event may mean either direction: read until `WouldBlock` and retry a blocked queue (a spurious
+                // try costs one system call that says `WouldBlock`).
+                Token(t) if t >= UDP_BASE => {
+                    if let Some(u) = self.udp.get_mut(t - UDP_BASE) {
+                        u.readable = true;
+                        u.blocked = false;
+                        self.pump_udp(t - UDP_BASE, now);
+                    }
+                }
                 Token(key) => self.on_conn_event(key, ready, now),
             }
             self.run_requests(now);
@@ -401,6 +539,14 @@ impl Reactor {
             if let Some(e) = self.conns.get_mut(id.key).filter(|e| e.generation == id.generation) {
                 e.queued = false;
                 self.pump(id.key, now);
+                self.run_requests(now);
+            }
+        }
+        // Datagram sockets whose budget ran out in an earlier turn (one that had an event this turn has already
+        // spent this turn's budget, so this reads nothing more from it).
+        for i in 0..self.udp.len() {
+            if self.udp[i].readable {
+                self.pump_udp(i, now);
                 self.run_requests(now);
             }
         }
@@ -417,6 +563,14 @@ impl Reactor {
             self.services.handle_timeout(now, &mut self.ctl);
             self.run_requests(now);
         }
+        for i in 0..self.udp.len() {
+            let u = &mut self.udp[i];
+            if u.kind.poll_timeout(&self.services).is_some_and(|t| t <= now) {
+                u.kind.handle_timeout(now, &mut self.services, &mut self.ctl);
+                self.pump_udp(i, now);
+                self.run_requests(now);
+            }
+        }
         if self.services.is_done() {
             self.stopping = true;
         }
@@ -432,7 +586,8 @@ impl Reactor {
 
     fn next_deadline(&mut self) -> Option<Instant> {
         let retry = self.listeners.iter().filter_map(|l| l.retry_at).min();
-        [self.timers.next_deadline(), self.services.poll_timeout(), retry].into_iter().flatten().min()
+        let udp = self.udp.iter().filter_map(|u| u.kind.poll_timeout(&self.services)).min();
+        [self.timers.next_deadline(), self.services.poll_timeout(), retry, udp].into_iter().flatten().min()
     }
 
     /// The first signal asks the services to finish (a torrent tells its tracker it stops); a second one, or a
@@ -727,6 +882,39 @@ impl Reactor {
         self.ctl.requests.clear();
     }
 
+    /// Reads datagrams from socket `index` (while it may have some and this turn's budget lasts), hands each to the
+    /// machine and drains what the machine has to send into the queue after each; then sends from the queue until it
+    /// is empty or the socket would block.
+    fn pump_udp(&mut self, index: usize, now: Instant) {
+        let Reactor { udp, udp_in, udp_out, services, ctl, turn_no, .. } = self;
+        let Some(u) = udp.get_mut(index) else { return };
+        if u.read_turn != *turn_no {
+            u.read_turn = *turn_no;
+            u.read_in_turn = 0;
+        }
+        while u.readable && u.read_in_turn < DATAGRAM_BUDGET {
+            match u.sock.recv_from(udp_in) {
+                Ok((n, from)) => {
+                    u.read_in_turn += 1;
+                    u.received += 1;
+                    u.kind.handle_datagram(now, from, &udp_in[..n], services, ctl);
+                    drain_datagrams(u, now, udp_out, services);
+                    flush_datagrams(u, services);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => u.readable = false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    // An ICMP error for an earlier send (port unreachable...) or a failing socket: counted against
+                    // the budget, so a socket that keeps failing cannot hold the loop.
+                    u.read_in_turn += 1;
+                    log::debug!("datagram socket {index}: receive failed: {e}");
+                }
+            }
+        }
+        drain_datagrams(u, now, udp_out, services);
+        flush_datagrams(u, services);
+    }
+
     fn run_requests(&mut self, now: Instant) {
         while !self.ctl.requests.is_empty() {
             for req in std::mem::take(&mut self.ctl.requests) {
@@ -739,6 +927,7 @@ impl Reactor {
                     }
                     Request::Connect { addr, conn } => self.connect_or_report(addr, conn, now),
                     Request::Wake(id) => self.wake_now(id, now),
+                    Request::WakeDatagram(id) => self.pump_udp(id.0, now),
                 }
             }
         }
@@ -819,6 +1008,31 @@ fn pump_entry(
     }
 }
 
+/// Moves everything the machine has to send into the queue (past its bounds, dropped and counted).
+fn drain_datagrams(u: &mut UdpEntry, now: Instant, out: &mut Vec<u8>, svc: &mut Services) {
+    loop {
+        out.clear();
+        let Some(to) = u.kind.poll_datagram(now, out, svc) else { break };
+        u.queue.push(to, out);
+    }
+}
+
+/// Sends from the queue until it is empty or the socket would block (then wait for a writable event).
+fn flush_datagrams(u: &mut UdpEntry, svc: &mut Services) {
+    if u.blocked || u.queue.is_empty() {
+        return;
+    }
+    let UdpEntry { sock, kind, queue, .. } = u;
+    let done = queue.flush(
+        |datagram, to| sock.send_to(datagram, to),
+        |to, err| {
+            log::debug!("datagram to {to} not sent: {err}");
+            kind.on_send_failed(to, &err, svc);
+        },
+    );
+    u.blocked = !done;
+}
+
 /// Requests are small and answered at once; Nagle would only delay them.
 fn nodelay(sock: &TcpStream) {
     let _ = sock.set_nodelay(true);
@@ -852,6 +1066,7 @@ fn connect_result(sock: &TcpStream) -> io::Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::conn::probe::Probe;
+    use super::datagram::echo::Echo;
     use super::*;
     use crate::tracker::{Config, Tracker};
     use std::io::{Read, Write};
@@ -1083,5 +1298,167 @@ mod tests {
         });
         let text = String::from_utf8_lossy(&got);
         assert!(text.starts_with("HTTP/1.1 431 Request Header Fields Too Large\r\n"), "{text}");
+    }
+
+    fn udp_echo(r: &mut Reactor, echo: Echo, limits: DatagramLimits) -> (UdpId, SocketAddr) {
+        let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = sock.local_addr().unwrap();
+        (r.bind_udp_limited(sock, DatagramKind::Echo(echo), limits).unwrap(), addr)
+    }
+
+    fn udp_client() -> std::net::UdpSocket {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.set_nonblocking(true).unwrap();
+        s
+    }
+
+    /// Receives what has arrived without blocking.
+    fn recv_all(s: &std::net::UdpSocket, into: &mut Vec<Vec<u8>>) {
+        let mut buf = [0u8; 2048];
+        while let Ok((n, _)) = s.recv_from(&mut buf) {
+            into.push(buf[..n].to_vec());
+        }
+    }
+
+    #[test]
+    fn datagrams_are_answered_to_the_address_they_came_from() {
+        let mut r = Reactor::new(Services::default()).unwrap();
+        let (id, addr) = udp_echo(&mut r, Echo::new(1), DatagramLimits::default());
+        let (a, b) = (udp_client(), udp_client());
+        for i in 0..5 {
+            a.send_to(format!("from a {i}").as_bytes(), addr).unwrap();
+            b.send_to(format!("from b {i}").as_bytes(), addr).unwrap();
+        }
+        let (mut got_a, mut got_b) = (Vec::new(), Vec::new());
+        spin_until(&mut r, Duration::from_secs(5), |_| {
+            recv_all(&a, &mut got_a);
+            recv_all(&b, &mut got_b);
+            got_a.len() + got_b.len() == 10
+        });
+        let want = |who: &str| (0..5).map(|i| format!("from {who} {i}").into_bytes()).collect::<Vec<_>>();
+        assert_eq!(got_a, want("a"));
+        assert_eq!(got_b, want("b"));
+        let stats = r.datagram_stats(id);
+        assert_eq!((stats.received, stats.sent, stats.dropped, stats.failed, stats.queued), (10, 10, 0, 0, 0));
+    }
+
+    #[test]
+    fn work_given_from_outside_is_sent_on_a_wake() {
+        let mut r = Reactor::new(Services::default()).unwrap();
+        let (id, _) = udp_echo(&mut r, Echo::new(1), DatagramLimits::default());
+        let c = udp_client();
+        // The socket's first writable event comes and goes.
+        for _ in 0..3 {
+            r.turn(Some(Duration::from_millis(1))).unwrap();
+        }
+        let DatagramKind::Echo(echo) = r.datagram_machine(id);
+        echo.handle_datagram(Instant::now(), c.local_addr().unwrap(), b"pushed");
+        for _ in 0..3 {
+            r.turn(Some(Duration::from_millis(1))).unwrap();
+        }
+        let mut got = Vec::new();
+        recv_all(&c, &mut got);
+        assert!(got.is_empty(), "nothing is sent without a wake");
+        r.wake_datagram(id);
+        spin_until(&mut r, Duration::from_secs(5), |_| {
+            recv_all(&c, &mut got);
+            !got.is_empty()
+        });
+        assert_eq!(got, [b"pushed".to_vec()]);
+    }
+
+    #[test]
+    fn a_full_send_queue_drops_new_datagrams_and_never_grows() {
+        // Ten answers per datagram into a queue of four: four go, six are dropped, each time.
+        let mut r = Reactor::new(Services::default()).unwrap();
+        let limits = DatagramLimits { max_queued: 4, max_queued_bytes: 1 << 20 };
+        let (id, addr) = udp_echo(&mut r, Echo::new(10), limits);
+        let c = udp_client();
+        for _ in 0..3 {
+            c.send_to(b"ping", addr).unwrap();
+        }
+        let mut got = Vec::new();
+        spin_until(&mut r, Duration::from_secs(5), |r| {
+            recv_all(&c, &mut got);
+            assert!(r.datagram_stats(id).queued <= 4);
+            got.len() == 12 && r.datagram_stats(id).received == 3
+        });
+        let stats = r.datagram_stats(id);
+        assert_eq!((stats.sent, stats.dropped, stats.queued, stats.queued_bytes), (12, 18, 0, 0));
+        assert!(stats.peak_queued <= 4, "the queue grew to {}", stats.peak_queued);
+
+        // The byte bound: two 4-byte answers fit in 10 bytes.
+        let limits = DatagramLimits { max_queued: 100, max_queued_bytes: 10 };
+        let (id, addr) = udp_echo(&mut r, Echo::new(10), limits);
+        c.send_to(b"abcd", addr).unwrap();
+        spin_until(&mut r, Duration::from_secs(5), |r| r.datagram_stats(id).received == 1);
+        let stats = r.datagram_stats(id);
+        assert_eq!((stats.sent, stats.dropped, stats.peak_queued), (2, 8, 2));
+    }
+
+    #[test]
+    fn a_datagram_machine_deadline_sets_the_poll_timeout_and_fires() {
+        let mut r = Reactor::new(Services::default()).unwrap();
+        let c = udp_client();
+        let start = Instant::now();
+        let delay = Duration::from_millis(150);
+        let echo = Echo::new(1).with_tick(start + delay, c.local_addr().unwrap());
+        udp_echo(&mut r, echo, DatagramLimits::default());
+        let mut got = Vec::new();
+        let mut turns = 0;
+        while got.is_empty() {
+            // Nothing but the deadline can end a wait this long (besides the socket's first writable event).
+            r.turn(Some(Duration::from_secs(30))).unwrap();
+            turns += 1;
+            assert!(turns < 10 && start.elapsed() < Duration::from_secs(10), "the deadline did not end the wait");
+            recv_all(&c, &mut got);
+        }
+        assert_eq!(got, [b"tick".to_vec()]);
+        assert!(start.elapsed() >= delay, "fired early");
+        assert_eq!(r.next_deadline(), None, "nothing left armed");
+    }
+
+    #[test]
+    fn a_datagram_flood_does_not_starve_connections_or_timers() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let (mut r, addr) = tracker_loop(Config::default(), &[HASH], 10);
+        let witness = udp_client();
+        let echo = Echo::new(0).with_tick(Instant::now() + Duration::from_millis(300), witness.local_addr().unwrap());
+        let (id, udp_addr) = udp_echo(&mut r, echo, DatagramLimits::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let flood = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+                let started = Instant::now();
+                let mut sent = 0u64;
+                while sent < 10_000 || !stop.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(20) {
+                    if s.send_to(&[0x55; 64], udp_addr).is_ok() {
+                        sent += 1;
+                    }
+                }
+                sent
+            })
+        };
+        spin_until(&mut r, Duration::from_secs(5), |r| r.datagram_stats(id).received > 0);
+        let mut c = client(addr);
+        c.write_all(b"GET /scrape HTTP/1.1\r\n\r\n").unwrap();
+        let (mut answer, mut tick) = (Vec::new(), Vec::new());
+        let mut most = 0;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !answer.starts_with(b"HTTP/1.1 200") || tick.is_empty() {
+            assert!(Instant::now() < deadline, "starved: answer {}, tick {}", answer.len(), tick.len());
+            let before = r.datagram_stats(id).received;
+            r.turn(Some(Duration::from_millis(10))).unwrap();
+            most = most.max(r.datagram_stats(id).received - before);
+            read_some(&mut c, &mut answer);
+            recv_all(&witness, &mut tick);
+        }
+        stop.store(true, Ordering::Relaxed);
+        let sent = flood.join().unwrap();
+        assert!(sent >= 10_000);
+        assert!(most as usize <= DATAGRAM_BUDGET, "one turn read {most} datagrams");
+        assert_eq!(tick, [b"tick".to_vec()]);
     }
 }

@@ -5,44 +5,16 @@
 
 use std::io;
 use std::os::fd::AsRawFd;
-use std::os::raw::{c_int, c_ulong, c_void};
 use std::time::Duration;
 
-/// `struct rlimit` as glibc and musl declare it for `getrlimit`/`setrlimit` (`rlim_t` is `unsigned long`).
-#[repr(C)]
-struct Rlimit {
-    cur: c_ulong,
-    max: c_ulong,
-}
-
-const RLIMIT_NOFILE: c_int = 7;
-const IPPROTO_TCP: c_int = 6;
-const TCP_NODELAY: c_int = 1;
-#[cfg(target_os = "linux")]
-const TCP_DEFER_ACCEPT: c_int = 9;
-#[cfg(target_os = "linux")]
-const MSG_NOSIGNAL: c_int = 0x4000;
-#[cfg(target_os = "linux")]
-const MSG_MORE: c_int = 0x8000;
-
-// SAFETY: the C library's declarations on Linux; the rlimit calls only read or write the one struct they are given,
-// `listen` only takes integers, `setsockopt` only reads `len` bytes at `value` (`socklen_t` is `u32`), and `send`
-// only reads `len` bytes at `buf`.
-unsafe extern "C" {
-    #[cfg(target_os = "linux")]
-    fn send(fd: c_int, buf: *const c_void, len: usize, flags: c_int) -> isize;
-    fn getrlimit(resource: c_int, rlim: *mut Rlimit) -> c_int;
-    fn setrlimit(resource: c_int, rlim: *const Rlimit) -> c_int;
-    fn listen(fd: c_int, backlog: c_int) -> c_int;
-    fn setsockopt(fd: c_int, level: c_int, name: c_int, value: *const c_void, len: u32) -> c_int;
-}
+use libc::c_int;
 
 /// Sets an integer socket option on a listener.
 fn set_int_option(listener: &std::net::TcpListener, level: c_int, name: c_int, value: c_int) -> io::Result<()> {
-    let len = std::mem::size_of::<c_int>() as u32;
+    let len = std::mem::size_of::<c_int>() as libc::socklen_t;
     // SAFETY: the descriptor is a valid socket for the duration of the call, borrowed from `listener`; `value` lives
-    // across the call and is `len` bytes long.
-    let rc = unsafe { setsockopt(listener.as_raw_fd(), level, name, (&value as *const c_int).cast(), len) };
+    // across the call and is `len` bytes long, and `setsockopt` only reads those bytes.
+    let rc = unsafe { libc::setsockopt(listener.as_raw_fd(), level, name, (&value as *const c_int).cast(), len) };
     if rc != 0 {
         return Err(io::Error::last_os_error());
     }
@@ -53,7 +25,7 @@ fn set_int_option(listener: &std::net::TcpListener, level: c_int, name: c_int, v
 /// here replaces one `setsockopt` per connection. Returns whether accepted sockets inherit it; elsewhere the caller
 /// must set it on each of them.
 pub fn nodelay_for_accepted(listener: &std::net::TcpListener) -> bool {
-    cfg!(target_os = "linux") && set_int_option(listener, IPPROTO_TCP, TCP_NODELAY, 1).is_ok()
+    cfg!(target_os = "linux") && set_int_option(listener, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1).is_ok()
 }
 
 /// Asks the kernel to hand out a connection only once its first bytes have arrived (Linux `TCP_DEFER_ACCEPT`), for
@@ -66,7 +38,7 @@ pub fn defer_accept(listener: &std::net::TcpListener, wait: Duration) -> io::Res
     #[cfg(target_os = "linux")]
     {
         let secs = c_int::try_from(wait.as_secs().max(1)).unwrap_or(c_int::MAX);
-        set_int_option(listener, IPPROTO_TCP, TCP_DEFER_ACCEPT, secs)?;
+        set_int_option(listener, libc::IPPROTO_TCP, libc::TCP_DEFER_ACCEPT, secs)?;
     }
     #[cfg(not(target_os = "linux"))]
     let _ = (listener, wait);
@@ -88,9 +60,10 @@ pub struct LastWrite<'a>(pub &'a mio::net::TcpStream);
 impl io::Write for LastWrite<'_> {
     #[cfg(target_os = "linux")]
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let flags = libc::MSG_MORE | libc::MSG_NOSIGNAL;
         // SAFETY: the descriptor is a valid socket for the duration of the call, borrowed from `self.0`, and `buf` is
-        // readable for `buf.len()` bytes.
-        let n = unsafe { send(self.0.as_raw_fd(), buf.as_ptr().cast(), buf.len(), MSG_MORE | MSG_NOSIGNAL) };
+        // readable for `buf.len()` bytes, which is all `send` reads.
+        let n = unsafe { libc::send(self.0.as_raw_fd(), buf.as_ptr().cast(), buf.len(), flags) };
         if n < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -109,8 +82,9 @@ impl io::Write for LastWrite<'_> {
 
 /// Raises the backlog of a listening socket (calling `listen` again on a listening socket only changes it).
 pub fn widen_backlog(listener: &std::net::TcpListener) -> io::Result<()> {
-    // SAFETY: the descriptor is a valid socket for the duration of the call, borrowed from `listener`.
-    if unsafe { listen(listener.as_raw_fd(), BACKLOG) } != 0 {
+    // SAFETY: the descriptor is a valid socket for the duration of the call, borrowed from `listener`; `listen` only
+    // takes integers.
+    if unsafe { libc::listen(listener.as_raw_fd(), BACKLOG) } != 0 {
         return Err(io::Error::last_os_error());
     }
     Ok(())
@@ -118,22 +92,22 @@ pub fn widen_backlog(listener: &std::net::TcpListener) -> io::Result<()> {
 
 /// Raises the soft limit on open files to the hard limit (the most an unprivileged process may) and returns it.
 /// Servers do this so that the limit is set by the administrator's hard limit, not by the shell's default of 1024.
-#[allow(clippy::useless_conversion)] // `c_ulong` is `u32` on 32-bit targets
+#[allow(clippy::useless_conversion)] // `rlim_t` is `u64` on most targets, `u32` on some 32-bit ones
 pub fn raise_fd_limit() -> io::Result<u64> {
-    let mut lim = Rlimit { cur: 0, max: 0 };
-    // SAFETY: `lim` is a valid, writable `struct rlimit`.
-    if unsafe { getrlimit(RLIMIT_NOFILE, &mut lim) } != 0 {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: `lim` is a valid, writable `struct rlimit`, the only memory `getrlimit` touches.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
         return Err(io::Error::last_os_error());
     }
-    if lim.cur < lim.max {
-        let raised = Rlimit { cur: lim.max, max: lim.max };
-        // SAFETY: `raised` is a valid `struct rlimit` that outlives the call.
-        if unsafe { setrlimit(RLIMIT_NOFILE, &raised) } != 0 {
-            return Ok(u64::from(lim.cur));
+    if lim.rlim_cur < lim.rlim_max {
+        let raised = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
+        // SAFETY: `raised` is a valid `struct rlimit` that outlives the call; `setrlimit` only reads it.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
+            return Ok(u64::from(lim.rlim_cur));
         }
-        return Ok(u64::from(raised.cur));
+        return Ok(u64::from(raised.rlim_cur));
     }
-    Ok(u64::from(lim.cur))
+    Ok(u64::from(lim.rlim_cur))
 }
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! Ctrl-C and SIGTERM as a readable event in the loop (the self-pipe trick), with no dependency beyond std and mio.
+//! Ctrl-C and SIGTERM as a readable event in the loop (the self-pipe trick); the C calls come from `libc`.
 //!
 //! A signal handler may only do async-signal-safe work, so ours writes one byte into a socket pair and returns; the
 //! read end is registered with mio and the loop stops cleanly when it becomes readable. If a second signal arrives
@@ -7,21 +7,9 @@
 
 use std::io::{self, Read};
 use std::os::fd::IntoRawFd;
-use std::os::raw::{c_int, c_void};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
 
-const SIGINT: c_int = 2;
-const SIGTERM: c_int = 15;
-/// `SIG_ERR` is `(sighandler_t) -1`.
-const SIG_ERR: usize = usize::MAX;
-
-// SAFETY: these are the C library's declarations on every unix Rust supports (`sighandler_t` is a pointer-sized
-// function pointer, passed here as `usize`).
-unsafe extern "C" {
-    fn signal(signum: c_int, handler: usize) -> usize;
-    fn write(fd: c_int, buf: *const c_void, count: usize) -> isize;
-    fn _exit(status: c_int) -> !;
-}
+use libc::{SIGINT, SIGTERM, c_int};
 
 /// The write end of the pipe; -1 until `install`. Never closed once set, so the handler never writes to a reused fd.
 static WAKE_FD: AtomicI32 = AtomicI32::new(-1);
@@ -34,13 +22,13 @@ extern "C" fn on_signal(signum: c_int) {
     // one write per process lands in an empty socket buffer, so the interrupted code's errno is not disturbed.
     if RECEIVED.fetch_add(1, Ordering::SeqCst) > 0 {
         // SAFETY: _exit is async-signal-safe and takes any status.
-        unsafe { _exit(128 + signum) }
+        unsafe { libc::_exit(128 + signum) }
     }
     let fd = WAKE_FD.load(Ordering::SeqCst);
     if fd >= 0 {
         let byte = signum as u8;
         // SAFETY: `byte` lives across the call and `fd` is a socket we own for the life of the process.
-        unsafe { write(fd, (&byte as *const u8).cast(), 1) };
+        unsafe { libc::write(fd, (&byte as *const u8).cast(), 1) };
     }
 }
 
@@ -67,9 +55,10 @@ pub fn install() -> io::Result<SignalPipe> {
     // Leaked on purpose: the handler may run at any moment until the process ends.
     WAKE_FD.store(write_end.into_raw_fd(), Ordering::SeqCst);
     for signum in [SIGINT, SIGTERM] {
-        // SAFETY: `on_signal` has the `extern "C" fn(c_int)` signature a handler needs and is async-signal-safe.
-        let previous = unsafe { signal(signum, on_signal as extern "C" fn(c_int) as usize) };
-        if previous == SIG_ERR {
+        // SAFETY: `on_signal` has the `extern "C" fn(c_int)` signature a handler needs (`sighandler_t` is a
+        // pointer-sized integer holding it) and is async-signal-safe.
+        let previous = unsafe { libc::signal(signum, on_signal as extern "C" fn(c_int) as libc::sighandler_t) };
+        if previous == libc::SIG_ERR {
             return Err(io::Error::last_os_error());
         }
     }
