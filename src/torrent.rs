@@ -108,8 +108,8 @@ pub enum Action {
     Connect(SocketAddr),
     /// Close this connection, named by its key and generation (the session already forgot it).
     Close(usize, u64),
-    /// Send `request` to the tracker and report the reply (or failure) with `announce_done`.
-    Announce { url: TrackerUrl, request: Vec<u8>, timeout: Duration },
+    /// Announce `params` to the tracker at `url` and report the reply (or failure) with `announce_done`.
+    Announce { url: TrackerUrl, params: AnnounceParams, timeout: Duration },
 }
 
 /// A piece being assembled from blocks.
@@ -954,11 +954,7 @@ impl Torrent {
         };
         debug!("announcing to {}:{} ({:?})", due.url.host, due.url.port, due.event);
         let timeout = if self.stopping { Duration::from_secs(5) } else { announce::REQUEST_TIMEOUT };
-        self.actions.push_back(Action::Announce {
-            request: announce::request_bytes(&due.url, &params),
-            url: due.url,
-            timeout,
-        });
+        self.actions.push_back(Action::Announce { url: due.url, params, timeout });
     }
 
     /// An upload slot was given up (its peer left, lost interest, or we changed from leeching to seeding): choose

@@ -322,7 +322,8 @@ pub fn start_session(plan: SessionPlan) -> Result<(crate::reactor::Reactor, Sock
     // Name resolution happens here, once: the loop never waits on DNS.
     for url in torrent.tracker_urls() {
         let key = (url.host.clone(), url.port);
-        if reactor.services.tracker_addrs.contains_key(&key) {
+        // No transport speaks udp yet: its announces fail without a connection, so do not wait on DNS for them.
+        if url.scheme != crate::tracker::announce::Scheme::Http || reactor.services.tracker_addrs.contains_key(&key) {
             continue;
         }
         match (url.host.as_str(), url.port).to_socket_addrs().map(|mut a| a.next()) {

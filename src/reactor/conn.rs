@@ -69,10 +69,14 @@ impl Services {
             match action {
                 Action::Connect(addr) => ctl.connect(addr, Conn::Peer(PeerConn { addr, outbound: true })),
                 Action::Close(key, generation) => ctl.close(ConnId { key, generation }),
-                Action::Announce { url, request, timeout } => {
-                    match self.tracker_addrs.get(&(url.host.clone(), url.port)) {
-                        Some(&addr) => ctl.connect(addr, Conn::Announce(Exchange::new(request, now + timeout))),
-                        None => t.announce_done(now, Err(format!("tracker host {} was not resolved", url.host))),
+                Action::Announce { url, params, timeout } => {
+                    let addr = self.tracker_addrs.get(&(url.host.clone(), url.port)).copied();
+                    match (Exchange::new(now, &url, &params, timeout), addr) {
+                        (Ok(x), Some(addr)) => ctl.connect(addr, Conn::Announce(x)),
+                        (Ok(_), None) => {
+                            t.announce_done(now, Err(format!("tracker host {} was not resolved", url.host)))
+                        }
+                        (Err(e), _) => t.announce_done(now, Err(e)),
                     }
                 }
             }
@@ -186,7 +190,7 @@ impl Conn {
                 svc.carry_out(now, ctl);
                 used
             }
-            Conn::Announce(x) => Ok(x.handle_bytes(input)),
+            Conn::Announce(x) => Ok(x.handle_bytes(now, input)),
             #[cfg(test)]
             Conn::Probe(p) => Ok(p.handle_bytes(input, ctl)),
         }
@@ -203,13 +207,7 @@ impl Conn {
         match self {
             Conn::TrackerClient(c) => c.handle_timeout(now).map_err(|_| Close::TimedOut),
             Conn::Peer(_) => Ok(()),
-            Conn::Announce(x) => {
-                if x.timed_out(now) {
-                    Err(Close::TimedOut)
-                } else {
-                    Ok(())
-                }
-            }
+            Conn::Announce(x) => x.handle_timeout(now).map_err(|_| Close::TimedOut),
             #[cfg(test)]
             Conn::Probe(_) => Ok(()),
         }
@@ -224,7 +222,7 @@ impl Conn {
                     t.peer_transmit(id.key, out, now);
                 }
             }
-            Conn::Announce(x) => x.poll_transmit(out),
+            Conn::Announce(x) => x.poll_transmit(now, out),
             #[cfg(test)]
             Conn::Probe(p) => p.poll_transmit(out),
         }
@@ -246,7 +244,7 @@ impl Conn {
         match self {
             Conn::TrackerClient(c) => c.wants_close(),
             Conn::Peer(_) => false,
-            Conn::Announce(x) => x.is_done(),
+            Conn::Announce(x) => x.wants_close(),
             #[cfg(test)]
             Conn::Probe(_) => false,
         }

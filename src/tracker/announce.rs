@@ -1,11 +1,13 @@
-//! The announce client, without IO: the HTTP request bytes, the parse of a tracker's reply, and the schedule that
-//! decides when to announce next (interval, min interval, events, BEP 12 tiers, exponential backoff with jitter).
+//! The announce client, without IO: the announce parameters, the HTTP transport ([`Exchange`]: it encodes the
+//! request and parses the tracker's reply), and the schedule that decides when to announce next (interval, min
+//! interval, events, BEP 12 tiers, exponential backoff with jitter).
 //!
 //! The reactor owns the TCP connection; this module only sees the bytes and the time it is given.
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::time::{Duration, Instant};
 
+use super::TimedOut;
 use crate::bencode::{self, Value};
 
 /// A tracker reply larger than this is refused: a full compact list of 200 peers is about 1.2 KiB.
@@ -21,8 +23,17 @@ const MIN_INTERVAL_FLOOR: Duration = Duration::from_secs(10);
 const MAX_INTERVAL: Duration = Duration::from_secs(2 * 60 * 60);
 const DEFAULT_INTERVAL: Duration = Duration::from_secs(30 * 60);
 
+/// How an announce travels: the scheme of the tracker's URL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    Http,
+    /// BEP 15. Parsed so a torrent's udp trackers keep their place in its tiers; no transport speaks it yet.
+    Udp,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TrackerUrl {
+    pub scheme: Scheme,
     pub host: String,
     pub port: u16,
     /// Path plus any query the torrent's URL already carries (private trackers put a passkey there).
@@ -30,11 +41,15 @@ pub struct TrackerUrl {
 }
 
 impl TrackerUrl {
-    /// Parses an `http://` announce URL; other schemes (udp, https) are refused with a reason.
+    /// Parses an `http://` or `udp://` announce URL; other schemes (https) are refused with a reason.
     pub fn parse(url: &str) -> Result<TrackerUrl, String> {
-        let rest = url
-            .strip_prefix("http://")
-            .ok_or_else(|| format!("tracker URL {url:?} is not http:// (udp and https trackers are not supported)"))?;
+        let (scheme, rest) = if let Some(rest) = url.strip_prefix("http://") {
+            (Scheme::Http, rest)
+        } else if let Some(rest) = url.strip_prefix("udp://") {
+            (Scheme::Udp, rest)
+        } else {
+            return Err(format!("tracker URL {url:?} is not http:// or udp:// (https trackers are not supported)"));
+        };
         let (authority, path) = match rest.find(['/', '?']) {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, "/"),
@@ -55,14 +70,16 @@ impl TrackerUrl {
                 None => (authority, None),
             },
         };
-        let port = match port_text {
-            Some(p) => p.parse::<u16>().map_err(|_| bad_port())?,
-            None => 80,
+        let port = match (port_text, scheme) {
+            (Some(p), _) => p.parse::<u16>().map_err(|_| bad_port())?,
+            (None, Scheme::Http) => 80,
+            // UDP has no well-known tracker port to fall back on.
+            (None, Scheme::Udp) => return Err(format!("tracker URL {url:?} has no port")),
         };
         if host.is_empty() || port == 0 || path.contains(['\r', '\n', ' ']) {
             return Err(format!("tracker URL {url:?} is malformed"));
         }
-        Ok(TrackerUrl { host: host.to_string(), port, path })
+        Ok(TrackerUrl { scheme, host: host.to_string(), port, path })
     }
 }
 
@@ -111,7 +128,7 @@ pub fn percent_encode(bytes: &[u8], out: &mut String) {
 }
 
 /// The whole HTTP/1.1 request for one announce. `Connection: close` because we announce once per interval.
-pub fn request_bytes(url: &TrackerUrl, p: &AnnounceParams) -> Vec<u8> {
+fn request_bytes(url: &TrackerUrl, p: &AnnounceParams) -> Vec<u8> {
     let mut target = url.path.clone();
     target.push(if target.contains('?') { '&' } else { '?' });
     target.push_str("info_hash=");
@@ -274,17 +291,19 @@ pub struct Exchange {
 }
 
 impl Exchange {
-    pub fn new(request: Vec<u8>, deadline: Instant) -> Exchange {
-        Exchange { request, reply: Vec::new(), deadline, result: None }
+    /// The exchange for one announce to `url`, failing at `now + timeout`. Refused (with the sentence the session
+    /// logs) when the URL's scheme is not HTTP, so the caller reports it as a failed announce and moves on.
+    pub fn new(now: Instant, url: &TrackerUrl, params: &AnnounceParams, timeout: Duration) -> Result<Exchange, String> {
+        match url.scheme {
+            Scheme::Http => {}
+            Scheme::Udp => return Err(format!("udp trackers are not supported yet ({}:{})", url.host, url.port)),
+        }
+        let request = request_bytes(url, params);
+        Ok(Exchange { request, reply: Vec::new(), deadline: now + timeout, result: None })
     }
 
-    /// The request, once.
-    pub fn poll_transmit(&mut self, out: &mut Vec<u8>) {
-        out.append(&mut self.request);
-    }
-
-    /// Reply bytes; everything is taken. Once the reply is whole (or hopeless) the exchange is done.
-    pub fn handle_bytes(&mut self, input: &[u8]) -> usize {
+    /// Reply bytes; everything is taken. Once the reply is whole (or hopeless) the exchange wants to close.
+    pub fn handle_bytes(&mut self, _now: Instant, input: &[u8]) -> usize {
         if self.result.is_none() {
             self.reply.extend_from_slice(input);
             match parse_response(&self.reply, false) {
@@ -296,17 +315,23 @@ impl Exchange {
         input.len()
     }
 
-    pub fn is_done(&self) -> bool {
-        self.result.is_some()
+    /// Fails once the deadline has passed without a whole reply (an early call does nothing).
+    pub fn handle_timeout(&mut self, now: Instant) -> Result<(), TimedOut> {
+        if self.result.is_none() && now >= self.deadline { Err(TimedOut) } else { Ok(()) }
+    }
+
+    /// The request, once.
+    pub fn poll_transmit(&mut self, _now: Instant, out: &mut Vec<u8>) {
+        out.append(&mut self.request);
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
         Some(self.deadline)
     }
 
-    /// Whether the deadline has passed (an early call says no).
-    pub fn timed_out(&self, now: Instant) -> bool {
-        self.result.is_none() && now >= self.deadline
+    /// True once the reply is whole or hopeless: the caller closes and then calls [`Exchange::finish`].
+    pub fn wants_close(&self) -> bool {
+        self.result.is_some()
     }
 
     /// The connection closed: the outcome, with `closed_cleanly` saying the tracker ended it (which may end a reply
@@ -484,13 +509,18 @@ mod tests {
     fn parses_urls() {
         assert_eq!(
             url("http://t.example:6969/announce"),
-            TrackerUrl { host: "t.example".into(), port: 6969, path: "/announce".into() }
+            TrackerUrl { scheme: Scheme::Http, host: "t.example".into(), port: 6969, path: "/announce".into() }
         );
+        assert_eq!(
+            url("udp://t.example:6969/announce"),
+            TrackerUrl { scheme: Scheme::Udp, host: "t.example".into(), port: 6969, path: "/announce".into() }
+        );
+        assert_eq!(url("udp://[::1]:80").path, "/");
         assert_eq!(url("http://127.0.0.1/a?passkey=x").path, "/a?passkey=x");
         assert_eq!(url("http://h").path, "/");
         assert_eq!(url("http://[::1]:8080/announce").host, "::1");
         assert_eq!(url("http://[::1]/announce").port, 80);
-        for bad in ["udp://t:1/announce", "https://t/announce", "http://:80/", "http://h:99999/", "http://h/a b"] {
+        for bad in ["udp://t/announce", "https://t/announce", "http://:80/", "http://h:99999/", "http://h/a b"] {
             assert!(TrackerUrl::parse(bad).is_err(), "{bad}");
         }
     }
@@ -576,24 +606,45 @@ mod tests {
         }
     }
 
+    fn params() -> AnnounceParams {
+        AnnounceParams {
+            info_hash: [0xff; 20],
+            peer_id: *b"-TB0100-abcdefghijkl",
+            port: 6881,
+            uploaded: 1,
+            downloaded: 2,
+            left: 3,
+            event: None,
+            numwant: 50,
+            key: 1,
+        }
+    }
+
     #[test]
     fn exchange_reports_reply_close_or_failure() {
         let t0 = Instant::now();
-        let mut x = Exchange::new(b"GET / HTTP/1.1\r\n\r\n".to_vec(), t0 + REQUEST_TIMEOUT);
+        let url = url("http://h:1/ann");
+        let mut x = Exchange::new(t0, &url, &params(), REQUEST_TIMEOUT).unwrap();
         let mut out = Vec::new();
-        x.poll_transmit(&mut out);
-        x.poll_transmit(&mut out);
-        assert_eq!(out, b"GET / HTTP/1.1\r\n\r\n", "the request goes out once");
+        x.poll_transmit(t0, &mut out);
+        x.poll_transmit(t0, &mut out);
+        assert_eq!(out, request_bytes(&url, &params()), "the request goes out once");
         let reply = b"HTTP/1.0 200 OK\r\n\r\nd8:intervali60ee";
-        assert_eq!(x.handle_bytes(&reply[..10]), 10);
-        x.handle_bytes(&reply[10..]);
-        assert!(!x.is_done(), "no length: the reply ends when the tracker closes");
+        assert_eq!(x.handle_bytes(t0, &reply[..10]), 10);
+        x.handle_bytes(t0, &reply[10..]);
+        assert!(!x.wants_close(), "no length: the reply ends when the tracker closes");
         assert_eq!(x.finish(true, "closed").unwrap().interval, Some(Duration::from_secs(60)));
 
-        let x = Exchange::new(Vec::new(), t0 + REQUEST_TIMEOUT);
-        assert!(!x.timed_out(t0));
-        assert!(x.timed_out(t0 + REQUEST_TIMEOUT));
+        let mut x = Exchange::new(t0, &url, &params(), REQUEST_TIMEOUT).unwrap();
+        assert_eq!(x.handle_timeout(t0), Ok(()));
+        assert_eq!(x.handle_timeout(t0 + REQUEST_TIMEOUT), Err(TimedOut));
         assert!(x.finish(false, "timed out").unwrap_err().contains("timed out"));
+    }
+
+    #[test]
+    fn udp_trackers_are_refused_by_the_http_transport() {
+        let e = Exchange::new(Instant::now(), &url("udp://t:6969/announce"), &params(), REQUEST_TIMEOUT).unwrap_err();
+        assert!(e.contains("udp trackers are not supported yet"), "{e}");
     }
 
     #[test]
