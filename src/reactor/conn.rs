@@ -21,7 +21,7 @@ use crate::wire::Limits;
 /// Every service one loop can host, each a sans-IO machine driven with `now`; `None` when not running here.
 #[derive(Default)]
 pub struct Services {
-    pub tracker: Option<tracker::Tracker>,
+    pub tracker: Option<tracker::Registry>,
     /// The torrent session of `seed` or `leech`.
     pub torrent: Option<Torrent>,
     /// Tracker host names resolved at start-up (the loop itself never waits on DNS), by (host, port).

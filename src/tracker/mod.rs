@@ -1,20 +1,74 @@
-//! Both sides of HTTP tracking, as state machines the reactor drives: no sockets and no clock in here.
+//! Both sides of tracking, as state machines the reactor drives: no sockets and no clock in here.
 //!
-//! - [`announce`]: the announce client of a torrent session (request bytes, reply parse, schedule).
-//! - [`http`]: the embedded tracker's request framing and query decoding (a codec).
-//! - [`server`]: the swarm registry, [`Tracker`], shared by every connection of one loop (a service).
-//! - [`Client`]: one HTTP connection to the tracker: bytes in, responses out, with its own deadline.
+//! - [`announce`]: the announce client of a torrent session (parameters, HTTP transport, schedule).
+//! - [`registry`]: the swarm registry, [`Registry`], shared by every connection of one loop (a service): plain data
+//!   in and out, for any front end.
+//! - The HTTP front end: [`http`] frames requests, [`query`] decodes their query strings, [`response`] bencodes the
+//!   registry's answers, and [`Client`] is one HTTP connection to the tracker, with its own deadline.
 
 pub mod announce;
 pub mod http;
-pub mod server;
+pub mod query;
+pub mod registry;
+pub mod response;
 
-pub use server::{Config, Tracker};
+pub use registry::Registry;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use http::{HttpError, Request, Status};
+use query::AnnounceQuery;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// The `interval` clients are told; peers expire after two of them.
+    pub interval: Duration,
+    /// Serve any info hash, not only the registered ones.
+    pub open: bool,
+    pub max_peers_per_swarm: usize,
+    pub max_peers_total: usize,
+    /// With `open`, how many swarms may exist at once (registered ones always exist).
+    pub max_swarms: usize,
+    /// A keep-alive connection may stay silent this long between requests.
+    pub idle_timeout: Duration,
+    /// Once a request has begun, its head must be complete within this time (slowloris).
+    pub head_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            interval: Duration::from_secs(1800),
+            open: false,
+            max_peers_per_swarm: 50_000,
+            max_peers_total: 500_000,
+            max_swarms: 10_000,
+            idle_timeout: Duration::from_secs(30),
+            head_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Answers an announce query from `ip`, appending to `body`: a peer list, or a `failure reason`.
+pub fn announce_query(registry: &mut Registry, now: Instant, query: &[u8], ip: IpAddr, body: &mut Vec<u8>) {
+    let q = match AnnounceQuery::from_query(query) {
+        Ok(q) => q,
+        Err(reason) => return response::write_failure(body, &reason),
+    };
+    match registry.announce(now, &q.announce, ip) {
+        Ok(answer) => response::write_announce(body, &answer, q.compact, q.no_peer_id),
+        Err(refusal) => response::write_failure(body, refusal.reason()),
+    }
+}
+
+/// Answers a scrape query, appending to `body`.
+pub fn scrape_query(registry: &Registry, query: &[u8], body: &mut Vec<u8>) {
+    match query::scrape_hashes(query) {
+        Ok(hashes) => response::write_scrape(body, &registry.scrape(&hashes)),
+        Err(reason) => response::write_failure(body, &reason),
+    }
+}
 
 /// Room reserved for a response before it is built: an announce answer with the default 50 compact peers and its head.
 const RESPONSE_ROOM: usize = 512;
@@ -58,7 +112,7 @@ impl Client {
 
     /// Consumes at most one request from `input` and queues its response; returns the bytes used (0: need more).
     /// Once the connection is closing, input is discarded.
-    pub fn handle_bytes(&mut self, now: Instant, input: &[u8], tracker: &mut Tracker) -> usize {
+    pub fn handle_bytes(&mut self, now: Instant, input: &[u8], tracker: &mut Registry) -> usize {
         if self.closing {
             return input.len();
         }
@@ -84,7 +138,7 @@ impl Client {
         }
     }
 
-    fn respond(&mut self, now: Instant, req: &Request<'_>, tracker: &mut Tracker) {
+    fn respond(&mut self, now: Instant, req: &Request<'_>, tracker: &mut Registry) {
         if req.method != "GET" {
             let e = HttpError { status: Status::MethodNotAllowed, detail: "only GET is served" };
             return self.answer_error(e, req.keep_alive);
@@ -95,8 +149,8 @@ impl Client {
         let start = self.pending.len();
         self.pending.reserve(RESPONSE_ROOM);
         match req.path {
-            "/announce" => tracker.announce_query(now, req.query, self.from.ip(), &mut self.pending),
-            "/scrape" => tracker.scrape_query(req.query, &mut self.pending),
+            "/announce" => announce_query(tracker, now, req.query, self.from.ip(), &mut self.pending),
+            "/scrape" => scrape_query(tracker, req.query, &mut self.pending),
             _ => {
                 let e = HttpError { status: Status::NotFound, detail: "try /announce or /scrape" };
                 return self.answer_error(e, req.keep_alive);
@@ -148,15 +202,18 @@ impl Client {
 }
 
 #[cfg(test)]
-mod tests {
+mod tests;
+
+#[cfg(test)]
+mod client_tests {
     use super::*;
 
     const HASH: [u8; 20] = [0x42; 20];
 
-    fn setup() -> (Client, Tracker, Instant) {
+    fn setup() -> (Client, Registry, Instant) {
         let now = Instant::now();
         let cfg = Config { open: false, ..Config::default() };
-        let tracker = Tracker::new(cfg.clone(), [HASH], 3, now);
+        let tracker = Registry::new(cfg.clone(), [HASH], 3, now);
         (Client::new("10.1.2.3:5555".parse().unwrap(), now, &cfg), tracker, now)
     }
 
@@ -170,7 +227,7 @@ mod tests {
     }
 
     /// Feeds `input` like the reactor does (repeatedly, dropping what was consumed); returns the output.
-    fn feed(c: &mut Client, t: &mut Tracker, now: Instant, input: &[u8]) -> (Vec<u8>, usize) {
+    fn feed(c: &mut Client, t: &mut Registry, now: Instant, input: &[u8]) -> (Vec<u8>, usize) {
         let mut used = 0;
         while used < input.len() {
             let n = c.handle_bytes(now, &input[used..], t);
