@@ -89,7 +89,7 @@ fn http_turn(c: &mut Criterion) {
         b.iter(|| {
             let used = client.handle_bytes(now, &requests[next], &mut t);
             out.clear();
-            client.poll_transmit(&mut out);
+            client.poll_transmit(now, &mut out);
             next = (next + 1) % PEERS;
             black_box((used, out.len()))
         })

@@ -138,9 +138,7 @@ impl Conn {
     pub(super) fn limits(&self, svc: &Services) -> BufLimits {
         match self {
             // Thousands may be open and mostly idle: each keeps at most a small buffer between requests.
-            Conn::TrackerClient(_) => {
-                BufLimits { max_in: 2 * tracker::http::MAX_HEAD, out_high: 64 * 1024, keep: 4096 }
-            }
+            Conn::TrackerClient(_) => BufLimits { max_in: 2 * crate::http::MAX_HEAD, out_high: 64 * 1024, keep: 4096 },
             Conn::Peer(_) => {
                 let pieces = svc.torrent.as_ref().map_or(0, |t| t.meta().piece_count());
                 // Room for the largest message plus a few blocks, so one read brings several messages. A peer that
@@ -216,7 +214,7 @@ impl Conn {
     /// Appends whatever the machine wants written.
     pub(super) fn poll_transmit(&mut self, id: ConnId, now: Instant, out: &mut Vec<u8>, svc: &mut Services) {
         match self {
-            Conn::TrackerClient(c) => c.poll_transmit(out),
+            Conn::TrackerClient(c) => c.poll_transmit(now, out),
             Conn::Peer(_) => {
                 if let Some(t) = &mut svc.torrent {
                     t.peer_transmit(id.key, out, now);

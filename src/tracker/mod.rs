@@ -3,11 +3,11 @@
 //! - [`announce`]: the announce client of a torrent session (parameters, HTTP transport, schedule).
 //! - [`registry`]: the swarm registry, [`Registry`], shared by every connection of one loop (a service): plain data
 //!   in and out, for any front end.
-//! - The HTTP front end: [`http`] frames requests, [`query`] decodes their query strings, [`response`] bencodes the
-//!   registry's answers, and [`Client`] is one HTTP connection to the tracker, with its own deadline.
+//! - The HTTP front end: [`query`] decodes query strings, [`response`] bencodes the registry's answers, [`route`]
+//!   answers one request, and [`Client`] is one HTTP connection to the tracker ([`crate::http::Conn`] with the
+//!   tracker as its handler).
 
 pub mod announce;
-pub mod http;
 pub mod query;
 pub mod registry;
 pub mod response;
@@ -17,8 +17,10 @@ pub use registry::Registry;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use http::{HttpError, Request, Status};
+use crate::http::{self, Request, Response, Status};
 use query::AnnounceQuery;
+
+pub use crate::http::TimedOut;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -70,133 +72,68 @@ pub fn scrape_query(registry: &Registry, query: &[u8], body: &mut Vec<u8>) {
     }
 }
 
-/// Room reserved for a response before it is built: an announce answer with the default 50 compact peers and its head.
-const RESPONSE_ROOM: usize = 512;
-
-/// The connection's deadline passed; close it without an answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TimedOut;
-
-/// One client connection to the tracker.
-///
-/// The reactor hands it the buffered input; it answers at most one request per call (so the reactor can stop feeding
-/// it while its output is backed up) and says how many bytes that request used.
+/// One client connection to the tracker: an HTTP connection whose handler is [`route`].
 #[derive(Debug)]
 pub struct Client {
-    from: SocketAddr,
-    /// Responses not yet taken by [`Client::poll_transmit`].
-    pending: Vec<u8>,
-    last_request: Instant,
-    /// When the first bytes of a still-incomplete request were seen.
-    partial_since: Option<Instant>,
-    /// No more requests: close once the output is written.
-    closing: bool,
-    requests: u64,
-    idle_timeout: Duration,
-    head_timeout: Duration,
+    http: http::Conn,
 }
 
 impl Client {
     pub fn new(from: SocketAddr, now: Instant, cfg: &Config) -> Client {
-        Client {
-            from,
-            pending: Vec::new(),
-            last_request: now,
-            partial_since: None,
-            closing: false,
-            requests: 0,
-            idle_timeout: cfg.idle_timeout,
-            head_timeout: cfg.head_timeout,
-        }
+        // Tracker requests carry everything in the target: no body.
+        let limits = http::Limits { idle_timeout: cfg.idle_timeout, head_timeout: cfg.head_timeout, max_body: 0 };
+        Client { http: http::Conn::new(from, now, limits) }
     }
 
     /// Consumes at most one request from `input` and queues its response; returns the bytes used (0: need more).
     /// Once the connection is closing, input is discarded.
-    pub fn handle_bytes(&mut self, now: Instant, input: &[u8], tracker: &mut Registry) -> usize {
-        if self.closing {
-            return input.len();
-        }
-        match http::parse_request(input) {
-            Ok(None) => {
-                if !input.is_empty() && self.partial_since.is_none() {
-                    self.partial_since = Some(now);
-                }
-                0
-            }
-            Ok(Some(req)) => {
-                self.partial_since = None;
-                self.last_request = now;
-                self.requests += 1;
-                self.respond(now, &req, tracker);
-                req.len
-            }
-            Err(e) => {
-                log::debug!("tracker: {} from {}: {}", e.status.code(), self.from, e.detail);
-                self.answer_error(e, false);
-                input.len()
-            }
-        }
-    }
-
-    fn respond(&mut self, now: Instant, req: &Request<'_>, tracker: &mut Registry) {
-        if req.method != "GET" {
-            let e = HttpError { status: Status::MethodNotAllowed, detail: "only GET is served" };
-            return self.answer_error(e, req.keep_alive);
-        }
-        // The body is written where the response goes and the head put in front of it: no buffer per request.
-        // `pending` is usually the connection's emptied output buffer, swapped in by `poll_transmit`, so it seldom
-        // has to grow.
-        let start = self.pending.len();
-        self.pending.reserve(RESPONSE_ROOM);
-        match req.path {
-            "/announce" => announce_query(tracker, now, req.query, self.from.ip(), &mut self.pending),
-            "/scrape" => scrape_query(tracker, req.query, &mut self.pending),
-            _ => {
-                let e = HttpError { status: Status::NotFound, detail: "try /announce or /scrape" };
-                return self.answer_error(e, req.keep_alive);
-            }
-        }
-        http::frame_response(&mut self.pending, start, Status::Ok, req.keep_alive);
-        self.closing = !req.keep_alive;
-    }
-
-    fn answer_error(&mut self, e: HttpError, keep_alive: bool) {
-        let body = format!("{}\n", e.detail);
-        http::write_response(&mut self.pending, e.status, body.as_bytes(), keep_alive);
-        self.closing = !keep_alive;
+    pub fn handle_bytes(&mut self, now: Instant, input: &[u8], registry: &mut Registry) -> usize {
+        let from = self.http.from();
+        self.http.handle_bytes(now, input, |req, resp| route(now, from, req, resp, registry))
     }
 
     /// Fails once the connection has been idle, or stuck in one request head, for too long.
     pub fn handle_timeout(&mut self, now: Instant) -> Result<(), TimedOut> {
-        if now >= self.deadline() { Err(TimedOut) } else { Ok(()) }
+        self.http.handle_timeout(now)
     }
 
     /// Moves queued response bytes to `out`.
-    pub fn poll_transmit(&mut self, out: &mut Vec<u8>) {
-        if out.is_empty() {
-            std::mem::swap(out, &mut self.pending);
-        } else {
-            out.append(&mut self.pending);
-        }
+    pub fn poll_transmit(&mut self, now: Instant, out: &mut Vec<u8>) {
+        self.http.poll_transmit(now, out)
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        Some(self.deadline())
+        self.http.poll_timeout()
     }
 
     /// True once the last response has been queued: the reactor closes after writing it.
     pub fn wants_close(&self) -> bool {
-        self.closing
+        self.http.wants_close()
     }
 
     pub fn requests(&self) -> u64 {
-        self.requests
+        self.http.requests()
     }
+}
 
-    fn deadline(&self) -> Instant {
-        match self.partial_since {
-            Some(t) => t + self.head_timeout,
-            None => self.last_request + self.idle_timeout,
+/// The tracker's routes: `GET /announce` and `GET /scrape` from the client at `from`.
+pub fn route(now: Instant, from: SocketAddr, req: &Request<'_>, resp: &mut Response<'_>, registry: &mut Registry) {
+    // Clients show the body as it is: plain text, bencoded or not.
+    resp.content_type = "text/plain";
+    if req.method != "GET" {
+        resp.status = Status::MethodNotAllowed;
+        // RFC 9110 asks a 405 to say which methods are allowed.
+        resp.header("Allow", "GET");
+        resp.body().extend_from_slice(b"only GET is served\n");
+        return;
+    }
+    // The body is written where the response goes and the head put in front of it: no buffer per request.
+    match req.path {
+        "/announce" => announce_query(registry, now, req.query, from.ip(), resp.body()),
+        "/scrape" => scrape_query(registry, req.query, resp.body()),
+        _ => {
+            resp.status = Status::NotFound;
+            resp.body().extend_from_slice(b"try /announce or /scrape\n");
         }
     }
 }
@@ -237,7 +174,7 @@ mod client_tests {
             used += n;
         }
         let mut out = Vec::new();
-        c.poll_transmit(&mut out);
+        c.poll_transmit(now, &mut out);
         (out, used)
     }
 

@@ -1,8 +1,8 @@
 //! Decodes the query strings of HTTP announce and scrape requests into the registry's plain data. The errors are
 //! `failure reason` sentences. Values are decoded into fixed buffers, so a hostile query never makes us allocate.
 
-use super::http::{PercentError, percent_decode_into, query_pairs};
 use super::registry::{Announce, Event, NUMWANT_DEFAULT, NUMWANT_MAX};
+use crate::http::{PercentError, percent_decode_into, query_pairs};
 
 /// One decoded announce query: the announce itself, and how the answer is to be written.
 #[derive(Debug, Clone, PartialEq, Eq)]
