@@ -90,21 +90,35 @@ impl<'a> Answer<'a> {
     /// The sampled peers with IPv4 addresses.
     pub fn v4(&self) -> impl ExactSizeIterator<Item = &'a Listed> + 'a {
         let swarm = self.swarm;
-        self.picked.v4.iter().map(move |&pos| swarm.listed(pos))
+        self.picked.v4().iter().map(move |&pos| swarm.listed(pos))
     }
 
     /// The sampled peers with IPv6 addresses (never a v4-mapped one: those are stored as IPv4).
     pub fn v6(&self) -> impl ExactSizeIterator<Item = &'a Listed> + 'a {
         let swarm = self.swarm;
-        self.picked.v6.iter().map(move |&pos| swarm.listed(pos))
+        self.picked.v6().iter().map(move |&pos| swarm.listed(pos))
     }
 }
 
-/// A sample of one swarm's peers by position (leechers first, then seeds), split by address family.
-#[derive(Debug, Default)]
+/// A sample of one swarm's peers by position (leechers first, then seeds): IPv4 ones from the front of `pos`, IPv6
+/// ones from the back. A fixed array, so picking is plain stores with no capacity checks and no heap.
+#[derive(Debug)]
 struct Picked {
-    v4: Vec<u32>,
-    v6: Vec<u32>,
+    pos: [u32; NUMWANT_MAX],
+    v4: usize,
+    v6: usize,
+}
+
+impl Picked {
+    const EMPTY: Picked = Picked { pos: [0; NUMWANT_MAX], v4: 0, v6: 0 };
+
+    fn v4(&self) -> &[u32] {
+        &self.pos[..self.v4]
+    }
+
+    fn v6(&self) -> &[u32] {
+        &self.pos[NUMWANT_MAX - self.v6..]
+    }
 }
 
 /// Scrape figures for one torrent.
@@ -229,14 +243,15 @@ impl Swarm {
         if pos < n_leech { &self.leeches[pos].listed } else { &self.seeds[pos - n_leech].listed }
     }
 
-    /// Up to `want` peers at random into `picked`, never `me` (by key or by address), and no seeds when `to_seed`.
+    /// Up to `want` (at most [`NUMWANT_MAX`]) peers at random into `picked`, never `me` (by key or by address), and no
+    /// seeds when `to_seed`.
     ///
     /// The candidates (leechers, then seeds unless `to_seed`) are walked from a random start with a random step
-    /// coprime to their count, which visits each once: a different sample every time, O(want), and no allocation once
-    /// the sample's lists have grown.
+    /// coprime to their count, which visits each once: a different sample every time, O(want), no allocation.
     fn pick(&self, me: &PeerKey, me_addr: SocketAddr, to_seed: bool, want: usize, rng: &mut Rng, picked: &mut Picked) {
         let n_leech = self.leeches.len();
         let n = if to_seed { n_leech } else { n_leech + self.seeds.len() };
+        let want = want.min(NUMWANT_MAX);
         if n == 0 || want == 0 {
             return;
         }
@@ -249,8 +264,13 @@ impl Swarm {
             let is_me = p.addr == me_addr || (p.addr.ip() == me.ip && p.id == me.id);
             if !is_me {
                 // Positions fit: a swarm is bounded by `max_peers_per_swarm`, far below 2^32.
-                let list = if p.addr.is_ipv4() { &mut picked.v4 } else { &mut picked.v6 };
-                list.push(pos as u32);
+                if p.addr.is_ipv4() {
+                    picked.pos[picked.v4] = pos as u32;
+                    picked.v4 += 1;
+                } else {
+                    picked.v6 += 1;
+                    picked.pos[NUMWANT_MAX - picked.v6] = pos as u32;
+                }
                 count += 1;
                 if count == want {
                     break;
@@ -319,7 +339,7 @@ pub struct Registry {
     peers: usize,
     rng: Rng,
     next_sweep: Instant,
-    /// The last announce's sample, reused so that answering allocates nothing once its lists have grown.
+    /// The last announce's sample, which its [`Answer`] lends out.
     picked: Picked,
 }
 
@@ -328,7 +348,7 @@ impl Registry {
     pub fn new(cfg: Config, torrents: impl IntoIterator<Item = [u8; 20]>, seed: u64, now: Instant) -> Registry {
         let swarms = torrents.into_iter().map(|h| (h, Swarm { registered: true, ..Swarm::default() })).collect();
         let next_sweep = now + sweep_period(cfg.interval);
-        Registry { cfg, swarms, peers: 0, rng: Rng(seed | 1), next_sweep, picked: Picked::default() }
+        Registry { cfg, swarms, peers: 0, rng: Rng(seed | 1), next_sweep, picked: Picked::EMPTY }
     }
 
     pub fn config(&self) -> &Config {
@@ -363,8 +383,8 @@ impl Registry {
             Entry::Vacant(_) if swarm_count >= self.cfg.max_swarms => return Err(Refusal::Full),
             Entry::Vacant(v) => v.insert(Swarm::default()),
         };
-        self.picked.v4.clear();
-        self.picked.v6.clear();
+        self.picked.v4 = 0;
+        self.picked.v6 = 0;
         let me = PeerKey { id: a.peer_id, ip };
         let me_addr = SocketAddr::new(ip, a.port);
         let seed = a.left == Some(0);
