@@ -1,4 +1,4 @@
-//! The tracker's announce handling without sockets: the swarm registry alone (`announce_query`: decode the query,
+//! The tracker's announce handling without sockets: the query, the registry and the answer (`announce_query`: decode,
 //! store the peer, pick and encode peers) and one HTTP connection's whole turn (`Client`: parse the request, answer,
 //! frame the response). Same shape as benches/tracker_load.sh: 10,000 peers in 100 swarms, half of each swarm seeds,
 //! every peer re-announcing in turn. Run: `cargo bench --bench tracker`.
@@ -8,7 +8,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Instant;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use toybt::tracker::{Client, Config, Tracker};
+use toybt::tracker::{self, Client, Config, Registry};
 
 const SWARMS: usize = 100;
 const PEERS: usize = 10_000;
@@ -34,13 +34,13 @@ fn query(p: usize, extra: &str) -> String {
 }
 
 /// A tracker in which every peer has announced once, so swarms are full.
-fn full_tracker(queries: &[String]) -> (Tracker, Instant) {
+fn full_tracker(queries: &[String]) -> (Registry, Instant) {
     let now = Instant::now();
-    let mut t = Tracker::new(Config::default(), (0..SWARMS).map(hash), 1, now);
+    let mut t = Registry::new(Config::default(), (0..SWARMS).map(hash), 1, now);
     let mut body = Vec::new();
     for q in queries {
         body.clear();
-        t.announce_query(now, q.as_bytes(), IpAddr::V4(Ipv4Addr::LOCALHOST), &mut body);
+        tracker::announce_query(&mut t, now, q.as_bytes(), IpAddr::V4(Ipv4Addr::LOCALHOST), &mut body);
     }
     assert_eq!(t.peer_count(), PEERS);
     (t, now)
@@ -57,7 +57,13 @@ fn announce_query(c: &mut Criterion) {
         g.bench_function(name, |b| {
             b.iter(|| {
                 body.clear();
-                t.announce_query(now, queries[next].as_bytes(), IpAddr::V4(Ipv4Addr::LOCALHOST), &mut body);
+                tracker::announce_query(
+                    &mut t,
+                    now,
+                    queries[next].as_bytes(),
+                    IpAddr::V4(Ipv4Addr::LOCALHOST),
+                    &mut body,
+                );
                 next = (next + 1) % PEERS;
                 black_box(body.len())
             })
@@ -83,7 +89,7 @@ fn http_turn(c: &mut Criterion) {
         b.iter(|| {
             let used = client.handle_bytes(now, &requests[next], &mut t);
             out.clear();
-            client.poll_transmit(&mut out);
+            client.poll_transmit(now, &mut out);
             next = (next + 1) % PEERS;
             black_box((used, out.len()))
         })

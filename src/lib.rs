@@ -1,6 +1,6 @@
 //! toybt: a BitTorrent client and tracker driven by one single-threaded mio readiness loop.
 //!
-//! Codecs (`bencode`, `wire`, `tracker::http`, `metainfo`) know nothing of the rest; state machines use codecs;
+//! Codecs (`bencode`, `wire`, `http`, `metainfo`) know nothing of the rest; state machines use codecs;
 //! `reactor` owns every socket and the clock and drives the state machines. See ARCHITECTURE.md.
 
 pub mod bencode;
@@ -9,6 +9,7 @@ pub mod choker;
 pub mod cli;
 pub mod create;
 pub mod error;
+pub mod http;
 pub mod json;
 pub mod metainfo;
 pub mod peer;

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crate::error::{Error, Result};
 use crate::metainfo::Metainfo;
 use crate::reactor::{self, ListenKind, Reactor, Services};
-use crate::tracker::{Config, Tracker};
+use crate::tracker::{Config, Registry};
 
 const HELP: &str = "\
 toybt tracker - serve an HTTP BitTorrent tracker (BEP 3, 7, 23, 48)
@@ -91,7 +91,8 @@ pub fn start(
     let local = listener.local_addr().map_err(|e| Error::io(format!("cannot listen on {addr}"), &e))?;
     reactor::defer_accept(&listener, DEFER_ACCEPT)
         .map_err(|e| Error::io(format!("cannot set up listening on {local}"), &e))?;
-    reactor.services.tracker = Some(Tracker::new(cfg, torrents.iter().map(|(h, _)| *h), random_seed(), Instant::now()));
+    reactor.services.tracker =
+        Some(Registry::new(cfg, torrents.iter().map(|(h, _)| *h), random_seed(), Instant::now()));
     reactor
         .listen(listener, ListenKind::Tracker, max_conns)
         .map_err(|e| Error::io(format!("cannot listen on {local}"), &e))?;

@@ -39,7 +39,7 @@ use crate::wire::{Handshake, Limits};
 /// Every service one loop can host, each a sans-IO machine driven with `now`; empty or `None` when not running here.
 #[derive(Default)]
 pub struct Services {
-    pub tracker: Option<tracker::Tracker>,
+    pub tracker: Option<tracker::Registry>,
     /// Torrent sessions by info hash: `seed` and `leech` run one, a daemon many. Incoming peers are routed to one by
     /// the info hash in their handshake.
     pub torrents: HashMap<[u8; 20], Torrent>,
@@ -217,9 +217,7 @@ impl Conn {
     pub(super) fn limits(&self, svc: &Services) -> BufLimits {
         match self {
             // Thousands may be open and mostly idle: each keeps at most a small buffer between requests.
-            Conn::TrackerClient(_) => {
-                BufLimits { max_in: 2 * tracker::http::MAX_HEAD, out_high: 64 * 1024, keep: 4096 }
-            }
+            Conn::TrackerClient(_) => BufLimits { max_in: 2 * crate::http::MAX_HEAD, out_high: 64 * 1024, keep: 4096 },
             Conn::Peer(_) => {
                 // An incoming connection may join any session: room for the largest message of any of them.
                 let pieces = svc.torrents.values().map(|t| t.meta().piece_count()).max().unwrap_or(0);
@@ -305,7 +303,7 @@ impl Conn {
     /// Appends whatever the machine wants written.
     pub(super) fn poll_transmit(&mut self, id: ConnId, now: Instant, out: &mut Vec<u8>, svc: &mut Services) {
         match self {
-            Conn::TrackerClient(c) => c.poll_transmit(out),
+            Conn::TrackerClient(c) => c.poll_transmit(now, out),
             Conn::Peer(p) => {
                 if let Some(t) = p.info_hash.and_then(|h| svc.torrents.get_mut(&h)) {
                     t.peer_transmit(now, id.key, out);

@@ -3,13 +3,13 @@
 use super::conn::probe::Probe;
 use super::datagram::echo::Echo;
 use super::*;
-use crate::tracker::{Config, Tracker};
+use crate::tracker::{Config, Registry};
 use std::io::{Read, Write};
 
 const HASH: [u8; 20] = [0x5A; 20];
 
 fn tracker_loop(cfg: Config, hashes: &[[u8; 20]], max_conns: usize) -> (Reactor, SocketAddr) {
-    let tracker = Tracker::new(cfg, hashes.iter().copied(), 1, Instant::now());
+    let tracker = Registry::new(cfg, hashes.iter().copied(), 1, Instant::now());
     let mut r = Reactor::new(Services { tracker: Some(tracker), ..Services::default() }).unwrap();
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();
@@ -136,7 +136,7 @@ fn a_client_that_does_not_read_stops_being_read_and_gets_everything_later() {
     let mut got = Vec::new();
     let one = {
         let mut body = Vec::new();
-        r.services.tracker.as_ref().unwrap().scrape(&[], &mut body);
+        crate::tracker::scrape_query(r.services.tracker.as_ref().unwrap(), b"", &mut body);
         body.len()
     };
     spin_until(&mut r, Duration::from_secs(20), |_| {

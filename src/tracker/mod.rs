@@ -1,162 +1,156 @@
-//! Both sides of HTTP tracking, as state machines the reactor drives: no sockets and no clock in here.
+//! Both sides of tracking, as state machines the reactor drives: no sockets and no clock in here.
 //!
-//! - [`announce`]: the announce client of a torrent session (request bytes, reply parse, schedule).
-//! - [`http`]: the embedded tracker's request framing and query decoding (a codec).
-//! - [`server`]: the swarm registry, [`Tracker`], shared by every connection of one loop (a service).
-//! - [`Client`]: one HTTP connection to the tracker: bytes in, responses out, with its own deadline.
+//! - [`announce`]: the announce client of a torrent session (parameters, HTTP transport, schedule).
+//! - [`registry`]: the swarm registry, [`Registry`], shared by every connection of one loop (a service): plain data
+//!   in and out, for any front end.
+//! - The HTTP front end: [`query`] decodes query strings, [`response`] bencodes the registry's answers, [`route`]
+//!   answers one request, and [`Client`] is one HTTP connection to the tracker ([`crate::http::Conn`] with the
+//!   tracker as its handler).
 
 pub mod announce;
-pub mod http;
-pub mod server;
+pub mod query;
+pub mod registry;
+pub mod response;
 
-pub use server::{Config, Tracker};
+pub use registry::Registry;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use http::{HttpError, Request, Status};
+use crate::http::{self, Request, Response, Status};
+use query::AnnounceQuery;
 
-/// Room reserved for a response before it is built: an announce answer with the default 50 compact peers and its head.
-const RESPONSE_ROOM: usize = 512;
+pub use crate::http::TimedOut;
 
-/// The connection's deadline passed; close it without an answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TimedOut;
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// The `interval` clients are told; peers expire after two of them.
+    pub interval: Duration,
+    /// Serve any info hash, not only the registered ones.
+    pub open: bool,
+    pub max_peers_per_swarm: usize,
+    pub max_peers_total: usize,
+    /// With `open`, how many swarms may exist at once (registered ones always exist).
+    pub max_swarms: usize,
+    /// A keep-alive connection may stay silent this long between requests.
+    pub idle_timeout: Duration,
+    /// Once a request has begun, its head must be complete within this time (slowloris).
+    pub head_timeout: Duration,
+}
 
-/// One client connection to the tracker.
-///
-/// The reactor hands it the buffered input; it answers at most one request per call (so the reactor can stop feeding
-/// it while its output is backed up) and says how many bytes that request used.
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            interval: Duration::from_secs(1800),
+            open: false,
+            max_peers_per_swarm: 50_000,
+            max_peers_total: 500_000,
+            max_swarms: 10_000,
+            idle_timeout: Duration::from_secs(30),
+            head_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Answers an announce query from `ip`, appending to `body`: a peer list, or a `failure reason`.
+pub fn announce_query(registry: &mut Registry, now: Instant, query: &[u8], ip: IpAddr, body: &mut Vec<u8>) {
+    let q = match AnnounceQuery::from_query(query) {
+        Ok(q) => q,
+        Err(reason) => return response::write_failure(body, &reason),
+    };
+    match registry.announce(now, &q.announce, ip) {
+        Ok(answer) => response::write_announce(body, &answer, q.compact, q.no_peer_id),
+        Err(refusal) => response::write_failure(body, refusal.reason()),
+    }
+}
+
+/// Answers a scrape query, appending to `body`.
+pub fn scrape_query(registry: &Registry, query: &[u8], body: &mut Vec<u8>) {
+    match query::scrape_hashes(query) {
+        Ok(hashes) => response::write_scrape(body, &registry.scrape(&hashes)),
+        Err(reason) => response::write_failure(body, &reason),
+    }
+}
+
+/// One client connection to the tracker: an HTTP connection whose handler is [`route`].
 #[derive(Debug)]
 pub struct Client {
-    from: SocketAddr,
-    /// Responses not yet taken by [`Client::poll_transmit`].
-    pending: Vec<u8>,
-    last_request: Instant,
-    /// When the first bytes of a still-incomplete request were seen.
-    partial_since: Option<Instant>,
-    /// No more requests: close once the output is written.
-    closing: bool,
-    requests: u64,
-    idle_timeout: Duration,
-    head_timeout: Duration,
+    http: http::Conn,
 }
 
 impl Client {
     pub fn new(from: SocketAddr, now: Instant, cfg: &Config) -> Client {
-        Client {
-            from,
-            pending: Vec::new(),
-            last_request: now,
-            partial_since: None,
-            closing: false,
-            requests: 0,
-            idle_timeout: cfg.idle_timeout,
-            head_timeout: cfg.head_timeout,
-        }
+        // Tracker requests carry everything in the target: no body.
+        let limits = http::Limits { idle_timeout: cfg.idle_timeout, head_timeout: cfg.head_timeout, max_body: 0 };
+        Client { http: http::Conn::new(from, now, limits) }
     }
 
     /// Consumes at most one request from `input` and queues its response; returns the bytes used (0: need more).
     /// Once the connection is closing, input is discarded.
-    pub fn handle_bytes(&mut self, now: Instant, input: &[u8], tracker: &mut Tracker) -> usize {
-        if self.closing {
-            return input.len();
-        }
-        match http::parse_request(input) {
-            Ok(None) => {
-                if !input.is_empty() && self.partial_since.is_none() {
-                    self.partial_since = Some(now);
-                }
-                0
-            }
-            Ok(Some(req)) => {
-                self.partial_since = None;
-                self.last_request = now;
-                self.requests += 1;
-                self.respond(now, &req, tracker);
-                req.len
-            }
-            Err(e) => {
-                log::debug!("tracker: {} from {}: {}", e.status.code(), self.from, e.detail);
-                self.answer_error(e, false);
-                input.len()
-            }
-        }
-    }
-
-    fn respond(&mut self, now: Instant, req: &Request<'_>, tracker: &mut Tracker) {
-        if req.method != "GET" {
-            let e = HttpError { status: Status::MethodNotAllowed, detail: "only GET is served" };
-            return self.answer_error(e, req.keep_alive);
-        }
-        // The body is written where the response goes and the head put in front of it: no buffer per request.
-        // `pending` is usually the connection's emptied output buffer, swapped in by `poll_transmit`, so it seldom
-        // has to grow.
-        let start = self.pending.len();
-        self.pending.reserve(RESPONSE_ROOM);
-        match req.path {
-            "/announce" => tracker.announce_query(now, req.query, self.from.ip(), &mut self.pending),
-            "/scrape" => tracker.scrape_query(req.query, &mut self.pending),
-            _ => {
-                let e = HttpError { status: Status::NotFound, detail: "try /announce or /scrape" };
-                return self.answer_error(e, req.keep_alive);
-            }
-        }
-        http::frame_response(&mut self.pending, start, Status::Ok, req.keep_alive);
-        self.closing = !req.keep_alive;
-    }
-
-    fn answer_error(&mut self, e: HttpError, keep_alive: bool) {
-        let body = format!("{}\n", e.detail);
-        http::write_response(&mut self.pending, e.status, body.as_bytes(), keep_alive);
-        self.closing = !keep_alive;
+    pub fn handle_bytes(&mut self, now: Instant, input: &[u8], registry: &mut Registry) -> usize {
+        let from = self.http.from();
+        self.http.handle_bytes(now, input, |req, resp| route(now, from, req, resp, registry))
     }
 
     /// Fails once the connection has been idle, or stuck in one request head, for too long.
     pub fn handle_timeout(&mut self, now: Instant) -> Result<(), TimedOut> {
-        if now >= self.deadline() { Err(TimedOut) } else { Ok(()) }
+        self.http.handle_timeout(now)
     }
 
     /// Moves queued response bytes to `out`.
-    pub fn poll_transmit(&mut self, out: &mut Vec<u8>) {
-        if out.is_empty() {
-            std::mem::swap(out, &mut self.pending);
-        } else {
-            out.append(&mut self.pending);
-        }
+    pub fn poll_transmit(&mut self, now: Instant, out: &mut Vec<u8>) {
+        self.http.poll_transmit(now, out)
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        Some(self.deadline())
+        self.http.poll_timeout()
     }
 
     /// True once the last response has been queued: the reactor closes after writing it.
     pub fn wants_close(&self) -> bool {
-        self.closing
+        self.http.wants_close()
     }
 
     pub fn requests(&self) -> u64 {
-        self.requests
+        self.http.requests()
     }
+}
 
-    fn deadline(&self) -> Instant {
-        match self.partial_since {
-            Some(t) => t + self.head_timeout,
-            None => self.last_request + self.idle_timeout,
+/// The tracker's routes: `GET /announce` and `GET /scrape` from the client at `from`.
+pub fn route(now: Instant, from: SocketAddr, req: &Request<'_>, resp: &mut Response<'_>, registry: &mut Registry) {
+    // Clients show the body as it is: plain text, bencoded or not.
+    resp.content_type = "text/plain";
+    if req.method != "GET" {
+        resp.status = Status::MethodNotAllowed;
+        // RFC 9110 asks a 405 to say which methods are allowed.
+        resp.header("Allow", "GET");
+        resp.body().extend_from_slice(b"only GET is served\n");
+        return;
+    }
+    // The body is written where the response goes and the head put in front of it: no buffer per request.
+    match req.path {
+        "/announce" => announce_query(registry, now, req.query, from.ip(), resp.body()),
+        "/scrape" => scrape_query(registry, req.query, resp.body()),
+        _ => {
+            resp.status = Status::NotFound;
+            resp.body().extend_from_slice(b"try /announce or /scrape\n");
         }
     }
 }
 
 #[cfg(test)]
-mod tests {
+mod tests;
+
+#[cfg(test)]
+mod client_tests {
     use super::*;
 
     const HASH: [u8; 20] = [0x42; 20];
 
-    fn setup() -> (Client, Tracker, Instant) {
+    fn setup() -> (Client, Registry, Instant) {
         let now = Instant::now();
         let cfg = Config { open: false, ..Config::default() };
-        let tracker = Tracker::new(cfg.clone(), [HASH], 3, now);
+        let tracker = Registry::new(cfg.clone(), [HASH], 3, now);
         (Client::new("10.1.2.3:5555".parse().unwrap(), now, &cfg), tracker, now)
     }
 
@@ -170,7 +164,7 @@ mod tests {
     }
 
     /// Feeds `input` like the reactor does (repeatedly, dropping what was consumed); returns the output.
-    fn feed(c: &mut Client, t: &mut Tracker, now: Instant, input: &[u8]) -> (Vec<u8>, usize) {
+    fn feed(c: &mut Client, t: &mut Registry, now: Instant, input: &[u8]) -> (Vec<u8>, usize) {
         let mut used = 0;
         while used < input.len() {
             let n = c.handle_bytes(now, &input[used..], t);
@@ -180,7 +174,7 @@ mod tests {
             used += n;
         }
         let mut out = Vec::new();
-        c.poll_transmit(&mut out);
+        c.poll_transmit(now, &mut out);
         (out, used)
     }
 

@@ -1,50 +1,20 @@
-//! HTTP/1.1 request framing for the tracker, with no IO: bytes in, one request (or "need more", or an error) out.
+//! HTTP/1.1 request framing, with no IO: bytes in, one whole request (head and body), "need more", or an error
+//! carrying the status to answer with.
 //!
-//! A tracker request is a `GET` with everything in the query string and no body, so the framing is the request head
-//! alone, bounded to [`MAX_HEAD`] bytes. Errors carry the status the client is answered with; after one, the
-//! connection closes, because we no longer know where the next request would start.
+//! The head is bounded to [`MAX_HEAD`] bytes and the body to the caller's limit, so a request never needs more than
+//! `MAX_HEAD + max_body` bytes of buffer. A body must come with `Content-Length`: chunked bodies are refused, which
+//! costs nothing with the clients we serve and keeps the framing one length check. After an error the connection
+//! closes, because we no longer know where the next request would start.
 //!
-//! Query values are percent-decoded into caller buffers: `info_hash` and `peer_id` are 20 raw bytes, and a fixed
-//! destination means a hostile value can never make us allocate.
+//! Query values are percent-decoded into caller buffers: a fixed destination means a hostile value can never make us
+//! allocate.
+
+use super::Status;
 
 /// Longest request head (request line and headers) we buffer.
 pub const MAX_HEAD: usize = 8 * 1024;
 /// Most header lines in one request; real clients send fewer than 10.
 pub const MAX_HEADERS: usize = 32;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Status {
-    Ok,
-    BadRequest,
-    NotFound,
-    MethodNotAllowed,
-    PayloadTooLarge,
-    HeaderFieldsTooLarge,
-}
-
-impl Status {
-    pub fn code(self) -> u16 {
-        match self {
-            Status::Ok => 200,
-            Status::BadRequest => 400,
-            Status::NotFound => 404,
-            Status::MethodNotAllowed => 405,
-            Status::PayloadTooLarge => 413,
-            Status::HeaderFieldsTooLarge => 431,
-        }
-    }
-
-    pub fn reason(self) -> &'static str {
-        match self {
-            Status::Ok => "OK",
-            Status::BadRequest => "Bad Request",
-            Status::NotFound => "Not Found",
-            Status::MethodNotAllowed => "Method Not Allowed",
-            Status::PayloadTooLarge => "Payload Too Large",
-            Status::HeaderFieldsTooLarge => "Request Header Fields Too Large",
-        }
-    }
-}
 
 /// A request that is answered with an HTTP error status, after which the connection is closed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,7 +30,7 @@ impl HttpError {
     }
 }
 
-/// One parsed request head, borrowing from the input.
+/// One parsed request, borrowing from the input.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Request<'a> {
     pub method: &'a str,
@@ -68,17 +38,22 @@ pub struct Request<'a> {
     pub path: &'a str,
     /// Everything after the first `?`, still percent-encoded; empty when there is none.
     pub query: &'a [u8],
+    /// The `Host` header, if any.
+    pub host: Option<&'a [u8]>,
     /// Whether the connection stays open after the response (HTTP/1.1 default, HTTP/1.0 opt-in).
     pub keep_alive: bool,
-    /// Bytes of input this request used.
+    /// The whole body (empty without `Content-Length`).
+    pub body: &'a [u8],
+    /// Bytes of input this request used, head and body.
     pub len: usize,
 }
 
-/// Parses the request at the start of `buf`. `Ok(None)` means the head is not complete yet.
-pub fn parse_request(buf: &[u8]) -> Result<Option<Request<'_>>, HttpError> {
+/// Parses the request at the start of `buf`, accepting a body of up to `max_body` bytes. `Ok(None)` means the
+/// request is not complete yet.
+pub fn parse_request(buf: &[u8], max_body: usize) -> Result<Option<Request<'_>>, HttpError> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
-    let len = match req.parse(buf) {
+    let head_len = match req.parse(buf) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => {
             return Err(HttpError::new(Status::HeaderFieldsTooLarge, "request head longer than 8 KiB"));
@@ -89,24 +64,38 @@ pub fn parse_request(buf: &[u8]) -> Result<Option<Request<'_>>, HttpError> {
         }
         Err(_) => return Err(HttpError::new(Status::BadRequest, "malformed HTTP request")),
     };
-    if len > MAX_HEAD {
+    if head_len > MAX_HEAD {
         return Err(HttpError::new(Status::HeaderFieldsTooLarge, "request head longer than 8 KiB"));
     }
     // httparse returns Complete only with all three request-line parts present.
     let (Some(method), Some(target), Some(minor)) = (req.method, req.path, req.version) else {
         return Err(HttpError::new(Status::BadRequest, "malformed HTTP request"));
     };
+    let too_large = || {
+        let detail = if max_body == 0 { "requests here have no body" } else { "request body too large" };
+        HttpError::new(Status::PayloadTooLarge, detail)
+    };
     let mut keep_alive = minor >= 1;
+    let mut host = None;
+    let mut content_length: Option<u64> = None;
     for h in req.headers.iter() {
         if h.name.eq_ignore_ascii_case("content-length") {
             let n = std::str::from_utf8(h.value).ok().and_then(|s| s.trim().parse::<u64>().ok());
-            match n {
-                Some(0) => {}
-                Some(_) => return Err(HttpError::new(Status::PayloadTooLarge, "tracker requests have no body")),
-                None => return Err(HttpError::new(Status::BadRequest, "invalid Content-Length")),
+            match (n, content_length) {
+                (None, _) => return Err(HttpError::new(Status::BadRequest, "invalid Content-Length")),
+                // Two different lengths: whichever we picked, a proxy in front may have picked the other.
+                (Some(n), Some(seen)) if n != seen => {
+                    return Err(HttpError::new(Status::BadRequest, "conflicting Content-Length"));
+                }
+                (Some(n), _) => content_length = Some(n),
             }
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-            return Err(HttpError::new(Status::PayloadTooLarge, "tracker requests have no body"));
+            // With no room for a body, any body is too large; otherwise ask for a length we can bound up front.
+            return Err(if max_body == 0 {
+                too_large()
+            } else {
+                HttpError::new(Status::LengthRequired, "chunked bodies are not accepted: send Content-Length")
+            });
         } else if h.name.eq_ignore_ascii_case("connection") {
             for token in h.value.split(|&b| b == b',') {
                 let token = token.trim_ascii();
@@ -116,13 +105,21 @@ pub fn parse_request(buf: &[u8]) -> Result<Option<Request<'_>>, HttpError> {
                     keep_alive = true;
                 }
             }
+        } else if h.name.eq_ignore_ascii_case("host") {
+            host = Some(h.value);
         }
     }
+    let body_len = match content_length {
+        Some(n) if n > max_body as u64 => return Err(too_large()),
+        Some(n) => n as usize,
+        None => 0,
+    };
+    let Some(body) = buf.get(head_len..head_len + body_len) else { return Ok(None) };
     let (path, query) = match target.split_once('?') {
         Some((p, q)) => (p, q.as_bytes()),
         None => (target, &b""[..]),
     };
-    Ok(Some(Request { method, path, query, keep_alive, len }))
+    Ok(Some(Request { method, path, query, host, keep_alive, body, len: head_len + body_len }))
 }
 
 /// The `key=value` pairs of a query string, raw (still percent-encoded). A pair without `=` has an empty value.
@@ -171,62 +168,13 @@ fn hex(b: &u8) -> Option<u8> {
     }
 }
 
-/// Appends a complete response with `body` to `out`.
-pub fn write_response(out: &mut Vec<u8>, status: Status, body: &[u8], keep_alive: bool) {
-    let start = out.len();
-    out.extend_from_slice(body);
-    frame_response(out, start, status, keep_alive);
-}
-
-/// Makes the body already at `out[body_start..]` a complete response by putting the head in front of it, so a body
-/// can be written where the response goes, with no buffer of its own and no copy but the move of the head's length.
-pub fn frame_response(out: &mut Vec<u8>, body_start: usize, status: Status, keep_alive: bool) {
-    let mut head = Head { buf: [0; HEAD_ROOM], len: 0 };
-    head.push(b"HTTP/1.1 ");
-    head.push_decimal(u64::from(status.code()));
-    head.push(b" ");
-    head.push(status.reason().as_bytes());
-    head.push(b"\r\nContent-Type: text/plain\r\nContent-Length: ");
-    head.push_decimal((out.len() - body_start) as u64);
-    head.push(b"\r\n");
-    if status == Status::MethodNotAllowed {
-        // RFC 9110 asks a 405 to say which methods are allowed.
-        head.push(b"Allow: GET\r\n");
-    }
-    if !keep_alive {
-        head.push(b"Connection: close\r\n");
-    }
-    head.push(b"\r\n");
-    out.splice(body_start..body_start, head.buf[..head.len].iter().copied());
-}
-
-/// Room for the longest head `frame_response` writes: the longest status line (46 bytes), the two length headers
-/// with a 20-digit length (62), `Allow` (12), `Connection` (19) and the blank line.
-const HEAD_ROOM: usize = 160;
-
-/// A response head built on the stack.
-struct Head {
-    buf: [u8; HEAD_ROOM],
-    len: usize,
-}
-
-impl Head {
-    fn push(&mut self, bytes: &[u8]) {
-        self.buf[self.len..self.len + bytes.len()].copy_from_slice(bytes);
-        self.len += bytes.len();
-    }
-
-    fn push_decimal(&mut self, n: u64) {
-        self.push(crate::bencode::decimal(n, &mut [0; 20]));
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// A request to a service that takes no body, as the tracker is.
     fn parse(s: &[u8]) -> Result<Option<Request<'_>>, HttpError> {
-        parse_request(s)
+        parse_request(s, 0)
     }
 
     #[test]
@@ -307,32 +255,41 @@ mod tests {
     }
 
     #[test]
-    fn response_has_length_and_close_header_when_closing() {
-        let mut out = Vec::new();
-        write_response(&mut out, Status::Ok, b"d1:ai1ee", true);
-        assert_eq!(out, b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 8\r\n\r\nd1:ai1ee");
-        out.clear();
-        write_response(&mut out, Status::MethodNotAllowed, b"x", false);
-        let text = String::from_utf8(out).unwrap();
-        assert!(text.starts_with("HTTP/1.1 405 Method Not Allowed\r\n"));
-        assert!(text.ends_with("Allow: GET\r\nConnection: close\r\n\r\nx"), "{text}");
+    fn a_body_within_the_limit_is_delivered_whole() {
+        let raw = b"POST /rpc HTTP/1.1\r\nHost: h\r\nContent-Length: 11\r\n\r\nhello worldGET /next";
+        let r = parse_request(raw, 64).unwrap().unwrap();
+        assert_eq!((r.method, r.path, r.body, r.host), ("POST", "/rpc", &b"hello world"[..], Some(&b"h"[..])));
+        assert_eq!(&raw[r.len..], b"GET /next");
+        let exact = parse_request(&raw[..raw.len() - 9], 11).unwrap().unwrap();
+        assert_eq!(exact.body, b"hello world", "a body of exactly the limit is accepted");
     }
 
     #[test]
-    fn a_body_built_in_place_is_framed_behind_earlier_responses() {
-        let mut out = Vec::new();
-        write_response(&mut out, Status::Ok, b"first", true);
-        let first = out.clone();
-        let start = out.len();
-        out.extend_from_slice(b"second body");
-        frame_response(&mut out, start, Status::HeaderFieldsTooLarge, false);
-        assert_eq!(&out[..start], &first[..]);
-        let text = String::from_utf8(out[start..].to_vec()).unwrap();
-        assert_eq!(
-            text,
-            "HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Type: text/plain\r\nContent-Length: 11\r\n\
-             Connection: close\r\n\r\nsecond body"
-        );
+    fn a_body_over_the_limit_is_refused_before_it_arrives() {
+        let head = b"POST /rpc HTTP/1.1\r\nContent-Length: 65\r\n\r\n";
+        let e = parse_request(head, 64).unwrap_err();
+        assert_eq!((e.status, e.detail), (Status::PayloadTooLarge, "request body too large"));
+        let huge = b"POST /rpc HTTP/1.1\r\nContent-Length: 99999999999999999999\r\n\r\n";
+        assert_eq!(parse_request(huge, 64).unwrap_err().status, Status::BadRequest, "not a u64");
+        let two = b"POST /rpc HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab";
+        assert_eq!(parse_request(two, 64).unwrap_err().status, Status::BadRequest);
+    }
+
+    #[test]
+    fn chunked_bodies_are_refused() {
+        let raw = b"POST /rpc HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
+        assert_eq!(parse_request(raw, 64).unwrap_err().status, Status::LengthRequired);
+        assert_eq!(parse_request(raw, 0).unwrap_err().status, Status::PayloadTooLarge, "no body at all here");
+    }
+
+    #[test]
+    fn a_request_with_a_body_needs_more_at_every_split() {
+        let raw = b"POST /rpc?x=1 HTTP/1.1\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello";
+        for cut in 0..raw.len() {
+            assert_eq!(parse_request(&raw[..cut], 16), Ok(None), "cut at {cut}");
+        }
+        let r = parse_request(raw, 16).unwrap().unwrap();
+        assert_eq!((r.query, r.body, r.keep_alive, r.len), (&b"x=1"[..], &b"hello"[..], false, raw.len()));
     }
 
     /// Never-panic property: any bytes, and any prefix of them, give a request, "need more", or an error, and a
@@ -373,7 +330,7 @@ mod tests {
             }
             let cut = next() as usize % (input.len() + 1);
             for part in [&input[..cut], &input[..]] {
-                if let Ok(Some(r)) = parse_request(part) {
+                if let Ok(Some(r)) = parse_request(part, 16) {
                     assert!(r.len <= part.len());
                     for (k, v) in query_pairs(r.query) {
                         let _ = percent_decode_into(k, &mut dst);
