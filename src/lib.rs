@@ -10,6 +10,7 @@ pub mod cli;
 pub mod create;
 pub mod error;
 pub mod json;
+pub mod magnet;
 pub mod metainfo;
 pub mod peer;
 pub mod picker;
