@@ -12,6 +12,7 @@
 //! handed to `handle_bytes`, so the session copies it once, into its piece.
 
 mod client;
+pub mod extension;
 #[cfg(test)]
 mod tests;
 
