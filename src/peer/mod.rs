@@ -13,6 +13,7 @@
 
 mod client;
 pub mod extension;
+pub mod metadata;
 #[cfg(test)]
 mod tests;
 
