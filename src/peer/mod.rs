@@ -14,6 +14,7 @@
 mod client;
 pub mod extension;
 pub mod metadata;
+pub mod pex;
 #[cfg(test)]
 mod tests;
 
