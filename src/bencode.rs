@@ -91,6 +91,14 @@ pub fn decode(buf: &[u8]) -> Result<Value<'_>, DecodeError> {
     Ok(v)
 }
 
+/// Decodes one value at the start of `buf` and says how many bytes it took; what follows is left to the caller (a
+/// BEP 9 `data` message is a dictionary followed by raw bytes).
+pub fn decode_prefix(buf: &[u8]) -> Result<(Value<'_>, usize), DecodeError> {
+    let mut d = Decoder { buf, pos: 0, values: 0 };
+    let v = d.value(0)?;
+    Ok((v, d.pos))
+}
+
 struct Decoder<'a> {
     buf: &'a [u8],
     pos: usize,
@@ -261,6 +269,15 @@ mod tests {
         let inner = &v.get("l").unwrap().as_list().unwrap()[0];
         assert_eq!(inner.raw_dict(), Some(&b"d1:xi-3ee"[..]));
         assert_eq!(v.raw_dict(), Some(&input[..]));
+    }
+
+    #[test]
+    fn decodes_a_prefix_and_says_where_it_ends() {
+        let (v, used) = decode_prefix(b"d1:ai1eeRAW BYTES").unwrap();
+        assert_eq!((v.get("a").unwrap().as_int(), used), (Some(1), 8));
+        assert_eq!(decode_prefix(b"i7e").unwrap().1, 3);
+        assert!(decode_prefix(b"d1:ai1e").is_err(), "an unfinished value is still an error");
+        assert!(decode_prefix(b"").is_err());
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod create;
 pub mod error;
 pub mod http;
 pub mod json;
+pub mod magnet;
 pub mod metainfo;
 pub mod peer;
 pub mod picker;

@@ -7,7 +7,7 @@ const USAGE: &str = "\
 toybt - a small BitTorrent client and tracker
 
 Usage:
-  toybt info FILE.torrent [--json]
+  toybt info FILE.torrent [--json | --magnet]
   toybt create PATH -t URL [-t URL]... [-l BYTES] [-o OUT.torrent] [--private] [-c COMMENT]
   toybt tracker FILE.torrent... [--bind ADDR] [--port N] [--interval SECS] [--open]
   toybt seed FILE.torrent PATH [options]

@@ -408,3 +408,33 @@ fn create_without_tracker_warns_and_makes_a_trackerless_torrent() {
     assert!(m.tracker_tiers().is_empty());
     assert!(m.warnings.iter().any(|w| w.contains("no tracker")));
 }
+
+#[test]
+fn info_magnet_prints_a_link_that_reads_back_to_the_torrent() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("a name & more é.bin"), pseudo_random_bytes(40_000, 3)).unwrap();
+    let second = "udp://127.0.0.1:6970/announce?key=a b";
+    let (code, _, err) =
+        create_in(dir.path(), &["a name & more é.bin", "-t", TRACKER, "-t", second, "-o", "t.torrent"]);
+    assert_eq!(code, 0, "{err}");
+    let path = dir.path().join("t.torrent");
+    let m = load(&path);
+    let (code, out, err) = run_toybt(&["info", "--magnet", path.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.lines().count(), 1, "just the link: {out}");
+    let link = toybt::magnet::Magnet::parse(out.trim_end()).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(link.info_hash, m.info_hash);
+    assert_eq!(link.name.as_deref(), Some("a name & more é.bin"));
+    assert_eq!(link.trackers, m.tracker_tiers().concat());
+    assert_eq!(link.trackers, [TRACKER, second]);
+
+    // A bad torrent gives the same error as plain `info`; --json and --magnet together are a usage error.
+    for (name, _) in manifest(&fixtures().join("malformed").join("MANIFEST")).iter().take(3) {
+        let bad = fixtures().join("malformed").join(name);
+        let plain = run_toybt(&["info", bad.to_str().unwrap()]);
+        let (code, out, err) = run_toybt(&["info", "--magnet", bad.to_str().unwrap()]);
+        assert_eq!((code, out.as_str(), err.as_str()), (plain.0, "", plain.2.as_str()), "{name}");
+    }
+    let (code, _, err) = run_toybt(&["info", "--json", "--magnet", path.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+}

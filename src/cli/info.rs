@@ -1,18 +1,21 @@
-//! `toybt info FILE.torrent [--json]`: what a torrent holds, laid out like `transmission-show`, or as one JSON object.
+//! `toybt info FILE.torrent [--json | --magnet]`: what a torrent holds, laid out like `transmission-show`, as one JSON
+//! object, or as its magnet link.
 
 use std::path::PathBuf;
 
 use crate::error::{Error, Result};
 use crate::json::Json;
+use crate::magnet::Magnet;
 use crate::metainfo::Metainfo;
 
 const HELP: &str = "\
 Show what a .torrent holds: name, info hash, pieces, size, trackers, files.
 
-Usage: toybt info FILE.torrent [--json]
+Usage: toybt info FILE.torrent [--json | --magnet]
 
 Options:
   --json      print one JSON object instead of text
+  --magnet    print only the torrent's magnet link
   -h, --help  print this help
 ";
 
@@ -22,15 +25,21 @@ pub fn run(mut args: pico_args::Arguments) -> Result<()> {
         return Ok(());
     }
     let json = args.contains("--json");
+    let magnet = args.contains("--magnet");
     let path: Option<PathBuf> = args.opt_free_from_os_str(|s| Ok::<_, std::convert::Infallible>(PathBuf::from(s)))?;
     let Some(path) = path else { return Err(Error::usage("info: which torrent? (toybt info FILE.torrent)")) };
     if path.to_string_lossy().starts_with('-') {
         return Err(Error::usage(format!("info: unknown option {}", path.display())));
     }
     super::finish(args)?;
+    if json && magnet {
+        return Err(Error::usage("info: --json and --magnet are alternatives; give one"));
+    }
     let m = Metainfo::load(&path)?;
     let shown = path.display().to_string();
-    if json {
+    if magnet {
+        println!("{}", Magnet::from_meta(&m).to_uri());
+    } else if json {
         println!("{}", to_json(&m, &shown));
     } else {
         print!("{}", to_text(&m, &shown));

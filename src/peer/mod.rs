@@ -12,6 +12,9 @@
 //! handed to `handle_bytes`, so the session copies it once, into its piece.
 
 mod client;
+pub mod extension;
+pub mod metadata;
+pub mod pex;
 #[cfg(test)]
 mod tests;
 
