@@ -359,8 +359,8 @@ mod tests {
     fn unframe(framed: &[u8], ext_id: u8) -> &[u8] {
         let (msg, used) = wire::decode(framed, &Limits::new(1)).unwrap().unwrap();
         assert_eq!(used, framed.len());
-        let Message::Unknown { id: wire::id::EXTENDED, payload } = msg else { panic!("{msg:?}") };
-        assert_eq!(payload[0], ext_id);
+        let Message::Extended { ext_id: got, .. } = msg else { panic!("{msg:?}") };
+        assert_eq!(got, ext_id);
         &framed[6..]
     }
 

@@ -13,12 +13,14 @@
 
 mod client;
 pub mod extension;
+mod fast;
 pub mod metadata;
 pub mod pex;
 #[cfg(test)]
 mod tests;
 
 pub use client::client_name;
+pub use fast::{ALLOWED_FAST_COUNT, allowed_fast_set};
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -59,8 +61,11 @@ pub enum Event {
     Handshake {
         peer_id: [u8; 20],
     },
-    /// The peer choked us: every request we had at it is void.
-    Choked,
+    /// The peer choked us. `void_requests`: every request we had at it is void (BEP 3); with the Fast extension
+    /// they stand, and each will be answered with its block or a reject.
+    Choked {
+        void_requests: bool,
+    },
     Unchoked,
     Interested,
     /// `held_slot`: it was unchoked and interested, so an upload slot just came free.
@@ -82,6 +87,8 @@ pub enum Event {
         data: Range<usize>,
         requested_at: Instant,
     },
+    /// The peer will not serve our request for this block (BEP 6): ask someone else.
+    Rejected(Block),
 }
 
 /// Where the connection is in its life.
@@ -109,6 +116,12 @@ pub struct Peer {
     handshake_sent: bool,
     /// The peer set the BEP 10 bit: it hears our extended handshake.
     extensions: bool,
+    /// Both sides set the BEP 6 bit: have-all/none, rejects, allowed-fast, and a choke that keeps requests.
+    fast: bool,
+    /// Pieces this peer may fetch from us while we choke it (BEP 6), as we told it.
+    allowed_fast: Vec<u32>,
+    /// Rejects since the peer last delivered a block: a peer that only rejects gets one request at a time.
+    rejects: u32,
     am_choking: bool,
     am_interested: bool,
     peer_choking: bool,
@@ -161,6 +174,9 @@ impl Peer {
             peer_id: None,
             handshake_sent: false,
             extensions: false,
+            fast: false,
+            allowed_fast: Vec::new(),
+            rejects: 0,
             am_choking: true,
             am_interested: false,
             peer_choking: true,
@@ -206,6 +222,8 @@ impl Peer {
                     }
                     self.send_handshake();
                     self.extensions = h.supports_extensions();
+                    // We always offer it, so it is on when the peer offers it too.
+                    self.fast = h.supports_fast();
                     self.stage = Stage::Greeted;
                     self.peer_id = Some(h.peer_id);
                     self.events.push_back(Event::Handshake { peer_id: h.peer_id });
@@ -229,14 +247,19 @@ impl Peer {
         }
     }
 
-    /// The session keeps this peer: send what we have (the bitfield only if we have anything, some clients accept it
-    /// only as the first message) and, to a peer that speaks BEP 10, our extended handshake after it.
+    /// The session keeps this peer: say what we have — have-all or have-none to a Fast peer when they fit, else the
+    /// bitfield, and to a peer without Fast nothing at all when we have nothing (some clients accept a bitfield only
+    /// as the first message) — and, to a peer that speaks BEP 10, our extended handshake after it.
     pub fn accept(&mut self, now: Instant, have: &Bitfield) {
         if self.stage != Stage::Greeted {
             return;
         }
         self.stage = Stage::Active;
-        if !have.none() {
+        if self.fast && have.all() {
+            wire::encode_bare(&mut self.out, wire::id::HAVE_ALL);
+        } else if self.fast && have.none() {
+            wire::encode_bare(&mut self.out, wire::id::HAVE_NONE);
+        } else if !have.none() {
             wire::encode_bitfield(&mut self.out, have.as_wire());
         }
         if self.extensions {
@@ -246,16 +269,43 @@ impl Peer {
     }
 
     fn on_message(&mut self, now: Instant, msg: Message<'_>, data_at: usize) -> Result<(), String> {
+        let fast_only = matches!(
+            msg,
+            Message::Suggest(_)
+                | Message::HaveAll
+                | Message::HaveNone
+                | Message::Reject { .. }
+                | Message::AllowedFast(_)
+        );
+        if fast_only && !self.fast {
+            return Err(format!("{msg:?} without the fast extension"));
+        }
         // Keep-alives and messages we skip do not count: a bitfield is legal after them.
-        let counts = !matches!(msg, Message::KeepAlive | Message::Port(_) | Message::Unknown { .. });
+        let counts = !matches!(
+            msg,
+            Message::KeepAlive
+                | Message::Port(_)
+                | Message::Unknown { .. }
+                | Message::Extended { .. }
+                | Message::Suggest(_)
+                | Message::AllowedFast(_)
+        );
         let first = !self.said_anything;
         self.said_anything |= counts;
         let event = match msg {
-            Message::KeepAlive | Message::Port(_) | Message::Unknown { .. } => return Ok(()),
+            // Suggestions and allowed-fast offers are advice we do without: the picker's rarest-first decides.
+            Message::KeepAlive
+            | Message::Port(_)
+            | Message::Unknown { .. }
+            | Message::Extended { .. }
+            | Message::Suggest(_)
+            | Message::AllowedFast(_) => return Ok(()),
             Message::Choke => {
                 self.peer_choking = true;
-                self.requested.clear();
-                Event::Choked
+                if !self.fast {
+                    self.requested.clear();
+                }
+                Event::Choked { void_requests: !self.fast }
             }
             Message::Unchoke => {
                 self.peer_choking = false;
@@ -274,6 +324,25 @@ impl Peer {
             Message::Have(index) => {
                 self.has.set(index);
                 Event::Have(index)
+            }
+            Message::HaveAll | Message::HaveNone => {
+                if !first {
+                    return Err("have all/none after other messages".into());
+                }
+                if msg == Message::HaveAll {
+                    self.has = Bitfield::full(self.limits.num_pieces);
+                }
+                Event::Bitfield
+            }
+            Message::Reject { index, begin, length } => {
+                let block = Block { index, begin, length };
+                // A reject of a request we withdrew (BEP 6 answers a cancel with a block or a reject) is no news.
+                if self.request_done(block).is_none() {
+                    log::debug!("{}: reject of {index}+{begin} we no longer wait for", self.addr);
+                    return Ok(());
+                }
+                self.rejects += 1;
+                Event::Rejected(block)
             }
             Message::Bitfield(bits) => {
                 let has = Bitfield::from_wire(bits, self.limits.num_pieces).map_err(|e| e.to_string())?;
@@ -370,9 +439,19 @@ impl Peer {
     pub fn choke(&mut self) {
         if !self.am_choking {
             self.am_choking = true;
-            // BEP 3: a choke discards the peer's pending requests.
-            self.requests_in.clear();
             wire::encode_bare(&mut self.out, wire::id::CHOKE);
+            // BEP 3: a choke discards the peer's pending requests. BEP 6: each gets its reject, after the choke, so
+            // the peer does not ask again; allowed-fast pieces are still served.
+            if self.fast {
+                let (keep, drop): (VecDeque<Block>, VecDeque<Block>) =
+                    self.requests_in.drain(..).partition(|b| self.allowed_fast.contains(&b.index));
+                for b in drop {
+                    wire::encode_reject(&mut self.out, b.index, b.begin, b.length);
+                }
+                self.requests_in = keep;
+            } else {
+                self.requests_in.clear();
+            }
         }
     }
 
@@ -412,13 +491,36 @@ impl Peer {
         self.requested.clear();
     }
 
-    /// Queues a block the peer asked for; `false` if it was refused (choked, or too many queued).
+    /// Queues a block the peer asked for; `false` if it was refused (we choke it and the piece is not allowed-fast,
+    /// or too many are queued), which a Fast peer hears as a reject.
     pub fn queue_request(&mut self, block: Block) -> bool {
-        if self.am_choking || self.requests_in.len() >= MAX_QUEUED_REQUESTS {
+        let allowed = !self.am_choking || self.allowed_fast.contains(&block.index);
+        if !allowed || self.requests_in.len() >= MAX_QUEUED_REQUESTS {
+            self.reject_request(block);
             return false;
         }
         self.requests_in.push_back(block);
         true
+    }
+
+    /// We will not serve `block` (we lack its piece, say): a Fast peer is told, so it can ask elsewhere at once.
+    pub fn reject_request(&mut self, block: Block) {
+        if self.fast {
+            wire::encode_reject(&mut self.out, block.index, block.begin, block.length);
+        }
+    }
+
+    /// Offers `pieces` to a Fast peer to fetch while we choke it (BEP 6's allowed-fast set, those we have).
+    pub fn send_allowed_fast(&mut self, pieces: &[u32]) {
+        if !self.fast {
+            return;
+        }
+        for &index in pieces {
+            if !self.allowed_fast.contains(&index) {
+                self.allowed_fast.push(index);
+                wire::encode_index(&mut self.out, wire::id::ALLOWED_FAST, index);
+            }
+        }
     }
 
     /// The next block the peer is owed, if any.
@@ -426,17 +528,22 @@ impl Peer {
         self.requests_in.front().copied()
     }
 
-    /// The block `next_upload` named is on its way (or cannot be served): drop it from the queue and count it.
+    /// The block `next_upload` named is on its way (`sent`: its length) or cannot be served (`None`, and a Fast peer
+    /// hears a reject): drop it from the queue and count it.
     pub fn upload_done(&mut self, now: Instant, sent: Option<u32>) {
-        self.requests_in.pop_front();
-        if let Some(n) = sent {
-            self.up.add(u64::from(n));
-            self.last_send = now;
+        let Some(block) = self.requests_in.pop_front() else { return };
+        match sent {
+            Some(n) => {
+                self.up.add(u64::from(n));
+                self.last_send = now;
+            }
+            None => self.reject_request(block),
         }
     }
 
     /// A block from this peer was new to the picker: it counts toward the peer's rate and round trip.
     pub fn block_accepted(&mut self, now: Instant, len: u32, requested_at: Instant) {
+        self.rejects = 0;
         self.down.add(u64::from(len));
         self.last_block = now;
         let rtt = now.saturating_duration_since(requested_at);
@@ -468,6 +575,11 @@ impl Peer {
 
     pub fn is_active(&self) -> bool {
         self.stage == Stage::Active
+    }
+
+    /// Both sides speak BEP 6.
+    pub fn is_fast(&self) -> bool {
+        self.fast
     }
 
     pub fn pieces(&self) -> &Bitfield {
@@ -527,7 +639,7 @@ impl Peer {
     /// hold blocks that another peer could deliver sooner.
     pub fn request_depth(&self, now: Instant) -> usize {
         const BLOCK: u64 = 16 << 10;
-        if self.is_snubbing(now) {
+        if self.is_snubbing(now) || self.rejects >= 2 {
             return 1;
         }
         let rtt = self.srtt.unwrap_or(Duration::from_millis(100));

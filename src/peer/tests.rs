@@ -20,6 +20,16 @@ fn handshake(info_hash: [u8; 20], extensions: bool) -> Vec<u8> {
     if extensions {
         h.reserved[5] |= 0x10;
     }
+    encode_handshake(h)
+}
+
+fn fast_handshake() -> Vec<u8> {
+    let mut h = Handshake::new(HASH, THEM);
+    h.reserved[7] |= 0x04;
+    encode_handshake(h)
+}
+
+fn encode_handshake(h: Handshake) -> Vec<u8> {
     let mut out = Vec::new();
     h.encode(&mut out);
     out
@@ -87,7 +97,7 @@ fn an_outgoing_connection_sends_its_handshake_first_and_an_incoming_one_answers(
     let (first, n) = wire::decode(&after, &Limits::new(10)).unwrap().unwrap();
     assert_eq!(first, Message::Bitfield(have.as_wire()));
     let (second, _) = wire::decode(&after[n..], &Limits::new(10)).unwrap().unwrap();
-    assert!(matches!(second, Message::Unknown { id: wire::id::EXTENDED, .. }), "extended handshake after it");
+    assert!(matches!(second, Message::Extended { ext_id: 0, .. }), "extended handshake after it");
 }
 
 #[test]
@@ -129,7 +139,7 @@ fn each_message_changes_state_and_reports_what_the_session_needs() {
             vec![Event::Request(Block { index: 9, begin: 0, length: 10_000 })],
         ),
         (msg(|o| wire::encode_bare(o, wire::id::NOT_INTERESTED)), vec![Event::NotInterested { held_slot: false }]),
-        (msg(|o| wire::encode_bare(o, wire::id::CHOKE)), vec![Event::Choked]),
+        (msg(|o| wire::encode_bare(o, wire::id::CHOKE)), vec![Event::Choked { void_requests: true }]),
     ];
     for (input, want) in cases {
         assert_eq!(feed(&mut p, t0, &input).unwrap(), want, "{input:?}");
@@ -189,7 +199,10 @@ fn a_choke_with_requests_in_flight_voids_them_and_our_choke_drops_theirs() {
         p.send_request(t0, Block { index: 1, begin, length: 16384 });
     }
     output(&mut p, t0);
-    assert_eq!(feed(&mut p, t0, &msg(|o| wire::encode_bare(o, wire::id::CHOKE))).unwrap(), vec![Event::Choked]);
+    assert_eq!(
+        feed(&mut p, t0, &msg(|o| wire::encode_bare(o, wire::id::CHOKE))).unwrap(),
+        vec![Event::Choked { void_requests: true }]
+    );
     assert_eq!(p.requests_out(), 0, "BEP 3: a choke voids every request");
     let late = msg(|o| wire::encode_piece(o, 1, 0, &[1; 16384]));
     assert_eq!(feed(&mut p, t0, &late).unwrap(), vec![], "a block after the choke is no longer ours");
@@ -301,4 +314,130 @@ fn depth_grows_with_rate_and_a_snubbing_peer_gets_one_request() {
     let snub_from = t0 + Duration::from_millis(1);
     p.send_request(snub_from, Block { index: 0, begin: 0, length: 16384 });
     assert_eq!(p.request_depth(snub_from + SNUB_AFTER), 1, "a peer that stopped delivering gets one request at a time");
+}
+
+/// A Fast connection past its handshake, accepted with `have`, everything sent so far taken.
+fn fast_active(now: Instant, have: &Bitfield) -> Peer {
+    let mut p = Peer::new(now, &torrent(), addr(), false, 7);
+    feed(&mut p, now, &fast_handshake()).unwrap();
+    p.accept(now, have);
+    output(&mut p, now);
+    p
+}
+
+#[test]
+fn we_offer_fast_and_say_have_all_or_have_none_to_a_fast_peer() {
+    let t0 = Instant::now();
+    let ours = Handshake::decode(&output(&mut Peer::new(t0, &torrent(), addr(), true, 1), t0)).unwrap().unwrap();
+    assert!(ours.supports_fast() && ours.supports_extensions());
+    for (have, first) in [
+        (Bitfield::full(10), msg(|o| wire::encode_bare(o, wire::id::HAVE_ALL))),
+        (Bitfield::new(10), msg(|o| wire::encode_bare(o, wire::id::HAVE_NONE))),
+    ] {
+        let mut p = Peer::new(t0, &torrent(), addr(), false, 1);
+        feed(&mut p, t0, &fast_handshake()).unwrap();
+        p.accept(t0, &have);
+        assert!(p.is_fast());
+        assert_eq!(output(&mut p, t0)[wire::HANDSHAKE_LEN..], first[..]);
+    }
+}
+
+#[test]
+fn have_all_and_have_none_stand_for_the_bitfield_and_only_first() {
+    let t0 = Instant::now();
+    let mut p = fast_active(t0, &Bitfield::new(10));
+    assert_eq!(feed(&mut p, t0, &msg(|o| wire::encode_bare(o, wire::id::HAVE_ALL))).unwrap(), vec![Event::Bitfield]);
+    assert!(p.pieces().all());
+    let mut p = fast_active(t0, &Bitfield::new(10));
+    assert_eq!(feed(&mut p, t0, &msg(|o| wire::encode_bare(o, wire::id::HAVE_NONE))).unwrap(), vec![Event::Bitfield]);
+    assert!(p.pieces().none());
+    let mut p = fast_active(t0, &Bitfield::new(10));
+    feed(&mut p, t0, &msg(|o| wire::encode_bitfield(o, &[0x80, 0]))).unwrap();
+    let late = feed(&mut p, t0, &msg(|o| wire::encode_bare(o, wire::id::HAVE_ALL)));
+    assert!(late.unwrap_err().contains("after other messages"), "have all after a bitfield closes");
+}
+
+#[test]
+fn fast_messages_from_a_peer_that_did_not_negotiate_fast_close() {
+    let t0 = Instant::now();
+    let messages = [
+        msg(|o| wire::encode_bare(o, wire::id::HAVE_ALL)),
+        msg(|o| wire::encode_bare(o, wire::id::HAVE_NONE)),
+        msg(|o| wire::encode_reject(o, 0, 0, 16384)),
+        msg(|o| wire::encode_index(o, wire::id::ALLOWED_FAST, 1)),
+        msg(|o| wire::encode_index(o, wire::id::SUGGEST, 1)),
+    ];
+    for m in messages {
+        let mut p = active(t0);
+        assert!(feed(&mut p, t0, &m).unwrap_err().contains("without the fast extension"), "{m:?}");
+    }
+}
+
+#[test]
+fn a_fast_choke_keeps_our_requests_and_a_reject_frees_one() {
+    let t0 = Instant::now();
+    let mut p = fast_active(t0, &Bitfield::new(10));
+    let a = Block { index: 1, begin: 0, length: 16384 };
+    let b = Block { index: 1, begin: 16384, length: 16384 };
+    p.send_request(t0, a);
+    p.send_request(t0, b);
+    let choke = msg(|o| wire::encode_bare(o, wire::id::CHOKE));
+    assert_eq!(feed(&mut p, t0, &choke).unwrap(), vec![Event::Choked { void_requests: false }]);
+    assert_eq!(p.requests_out(), 2, "with Fast a choke does not void requests");
+    let reject = msg(|o| wire::encode_reject(o, 1, 0, 16384));
+    assert_eq!(feed(&mut p, t0, &reject).unwrap(), vec![Event::Rejected(a)]);
+    assert_eq!(feed(&mut p, t0, &reject).unwrap(), vec![], "a reject for a request we no longer have is ignored");
+    let data = [7u8; 16384];
+    let events = feed(&mut p, t0, &msg(|o| wire::encode_piece(o, 1, 16384, &data))).unwrap();
+    assert!(matches!(events[..], [Event::Block { block, .. }] if block == b), "still delivered after the choke");
+    // Out of range is malformed, whatever the extension.
+    assert!(feed(&mut p, t0, &msg(|o| wire::encode_index(o, wire::id::ALLOWED_FAST, 10))).is_err());
+}
+
+#[test]
+fn a_peer_that_only_rejects_is_asked_one_block_at_a_time() {
+    let t0 = Instant::now();
+    let mut p = fast_active(t0, &Bitfield::new(10));
+    assert_eq!(p.request_depth(t0), 8);
+    for begin in [0, 16384] {
+        let b = Block { index: 2, begin, length: 16384 };
+        p.send_request(t0, b);
+        feed(&mut p, t0, &msg(|o| wire::encode_reject(o, 2, begin, 16384))).unwrap();
+    }
+    assert_eq!(p.request_depth(t0), 1);
+    p.block_accepted(t0, 16384, t0);
+    assert_eq!(p.request_depth(t0), 8, "a delivered block restores the depth");
+}
+
+#[test]
+fn requests_we_will_not_serve_are_rejected_to_a_fast_peer() {
+    let t0 = Instant::now();
+    let mut p = fast_active(t0, &Bitfield::full(10));
+    let a = Block { index: 3, begin: 0, length: 16384 };
+    let b = Block { index: 4, begin: 0, length: 16384 };
+    // Choked: rejected, unless the piece is in its allowed-fast set.
+    assert!(!p.queue_request(a));
+    assert_eq!(output(&mut p, t0), msg(|o| wire::encode_reject(o, 3, 0, 16384)));
+    p.send_allowed_fast(&[4]);
+    assert_eq!(output(&mut p, t0), msg(|o| wire::encode_index(o, wire::id::ALLOWED_FAST, 4)));
+    assert!(p.queue_request(b), "allowed fast: served while choked");
+    // Unchoked, then choked with requests queued: the choke, then a reject for each but the allowed-fast one.
+    p.unchoke();
+    assert!(p.queue_request(a));
+    output(&mut p, t0);
+    p.choke();
+    let out = output(&mut p, t0);
+    assert_eq!(
+        out,
+        msg(|o| {
+            wire::encode_bare(o, wire::id::CHOKE);
+            wire::encode_reject(o, 3, 0, 16384);
+        })
+    );
+    assert_eq!(p.next_upload(), Some(b));
+    // A block we cannot read is rejected rather than dropped in silence.
+    p.upload_done(t0, None);
+    assert_eq!(output(&mut p, t0), msg(|o| wire::encode_reject(o, 4, 0, 16384)));
+    p.reject_request(a);
+    assert_eq!(output(&mut p, t0), msg(|o| wire::encode_reject(o, 3, 0, 16384)));
 }

@@ -340,7 +340,20 @@ impl Torrent {
     fn on_peer_event(&mut self, now: Instant, key: usize, event: Event, message: &[u8]) -> Result<(), String> {
         match event {
             Event::Handshake { peer_id } => self.on_handshake(now, key, peer_id)?,
-            Event::Choked => self.picker.peer_choked(key),
+            Event::Choked { void_requests } => {
+                if void_requests {
+                    self.picker.peer_choked(key);
+                }
+            }
+            Event::Rejected(block) => {
+                // Asked elsewhere at once: every other peer that may take more requests gets the chance first.
+                self.picker.release(key, block);
+                let others: Vec<usize> = self.peers.keys().copied().filter(|&k| k != key).collect();
+                for k in others {
+                    self.request_more(now, k);
+                }
+                self.request_more(now, key);
+            }
             Event::Unchoked => self.request_more(now, key),
             Event::Interested => {
                 // Do not make a newcomer wait for the next round while upload slots are free.
@@ -369,6 +382,7 @@ impl Torrent {
                     return Ok(());
                 }
                 self.picker.peer_joined(key, p.pieces());
+                self.offer_allowed_fast(key);
                 self.update_interest(now, key);
             }
             Event::LateBitfield(added) => {
@@ -382,11 +396,13 @@ impl Torrent {
                 self.update_interest(now, key);
             }
             Event::Request(block) => {
-                if self.picker.have().get(block.index)
-                    && !self.unreadable.contains(&block.index)
-                    && let Some(p) = self.peer(key)
-                {
-                    p.queue_request(block);
+                let servable = self.picker.have().get(block.index) && !self.unreadable.contains(&block.index);
+                if let Some(p) = self.peer(key) {
+                    if servable {
+                        p.queue_request(block);
+                    } else {
+                        p.reject_request(block);
+                    }
                 }
             }
             Event::Block { block, data, requested_at } => {
@@ -415,6 +431,23 @@ impl Torrent {
         self.picker.peer_joined(key, &empty);
         self.dirty.push(key);
         Ok(())
+    }
+
+    /// A newcomer with few pieces (BEP 6): the pieces of its allowed-fast set that we have, to fetch while choked.
+    fn offer_allowed_fast(&mut self, key: usize) {
+        let Some(p) = self.peers.get(&key) else { return };
+        let std::net::IpAddr::V4(ip) = p.addr().ip() else { return };
+        if !p.is_fast() || p.pieces().count() >= peer::ALLOWED_FAST_COUNT {
+            return;
+        }
+        let set = peer::allowed_fast_set(ip, &self.meta.info_hash, self.meta.piece_count(), peer::ALLOWED_FAST_COUNT);
+        let ours: Vec<u32> = set.into_iter().filter(|&i| self.picker.have().get(i)).collect();
+        if let Some(p) = self.peers.get_mut(&key)
+            && !ours.is_empty()
+        {
+            p.send_allowed_fast(&ours);
+            self.dirty.push(key);
+        }
     }
 
     pub fn snapshot(&self) -> Snapshot {

@@ -356,20 +356,20 @@ fn peers_that_speak_bep10_hear_our_request_queue_size_after_the_bitfield() {
         let mut out = Vec::new();
         node.t.peer_transmit(now, 1, &mut out);
         let ours = Handshake::decode(&out).unwrap().unwrap();
-        assert!(ours.supports_extensions() && !ours.supports_fast());
+        assert!(ours.supports_extensions() && ours.supports_fast());
         let limits = wire::Limits::new(meta.piece_count());
         let mut rest = &out[wire::HANDSHAKE_LEN..];
         let mut ids = Vec::new();
         while let Some((msg, n)) = wire::decode(rest, &limits).unwrap() {
             ids.push(match msg {
                 Message::Bitfield(_) => wire::id::BITFIELD,
-                Message::Unknown { id, payload } => {
-                    let dict = crate::bencode::decode(&payload[1..]).unwrap();
+                Message::Extended { ext_id: 0, payload } => {
+                    let dict = crate::bencode::decode(payload).unwrap();
                     assert_eq!(
                         dict.get("reqq").and_then(|v| v.as_int()),
                         Some(crate::peer::MAX_QUEUED_REQUESTS as i64)
                     );
-                    id
+                    wire::id::EXTENDED
                 }
                 other => panic!("unexpected {other:?}"),
             });

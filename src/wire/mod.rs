@@ -22,7 +22,7 @@ pub const DEFAULT_MAX_BLOCK_LEN: u32 = 16 * 1024;
 /// unusual extension handshakes while keeping a connection's receive buffer small.
 pub const DEFAULT_MAX_UNKNOWN_LEN: u32 = 64 * 1024;
 
-/// Message ids (BEP 3, BEP 5 for `port`, BEP 10 for `extended`).
+/// Message ids (BEP 3, BEP 5 for `port`, BEP 6 fast 13..=17, BEP 10 for `extended`).
 pub mod id {
     pub const CHOKE: u8 = 0;
     pub const UNCHOKE: u8 = 1;
@@ -34,6 +34,11 @@ pub mod id {
     pub const PIECE: u8 = 7;
     pub const CANCEL: u8 = 8;
     pub const PORT: u8 = 9;
+    pub const SUGGEST: u8 = 13;
+    pub const HAVE_ALL: u8 = 14;
+    pub const HAVE_NONE: u8 = 15;
+    pub const REJECT: u8 = 16;
+    pub const ALLOWED_FAST: u8 = 17;
     pub const EXTENDED: u8 = 20;
 }
 
@@ -85,6 +90,7 @@ impl Handshake {
     pub fn ours(info_hash: [u8; 20], peer_id: [u8; 20]) -> Handshake {
         let mut h = Handshake::new(info_hash, peer_id);
         h.reserved[5] |= 0x10;
+        h.reserved[7] |= 0x04;
         h
     }
 
@@ -169,7 +175,12 @@ pub fn name(id: u8) -> &'static str {
         id::PIECE => "piece",
         id::CANCEL => "cancel",
         id::PORT => "port",
-        20 => "extended",
+        id::SUGGEST => "suggest piece",
+        id::HAVE_ALL => "have all",
+        id::HAVE_NONE => "have none",
+        id::REJECT => "reject request",
+        id::ALLOWED_FAST => "allowed fast",
+        id::EXTENDED => "extended",
         _ => "unknown",
     }
 }
@@ -230,7 +241,24 @@ pub enum Message<'a> {
         length: u32,
     },
     Port(u16),
-    /// An id we do not implement (BEP 10 extended = 20, BEP 6 fast ids 13..=17, ...); the caller may ignore it.
+    /// BEP 6: a piece the sender suggests we fetch.
+    Suggest(u32),
+    HaveAll,
+    HaveNone,
+    /// BEP 6: our request for this block will not be served.
+    Reject {
+        index: u32,
+        begin: u32,
+        length: u32,
+    },
+    /// BEP 6: the sender will serve this piece even while it chokes us.
+    AllowedFast(u32),
+    /// BEP 10: an extension message; `ext_id` 0 is the extended handshake, others are the ids the receiver chose.
+    Extended {
+        ext_id: u8,
+        payload: &'a [u8],
+    },
+    /// An id we do not implement; the caller may ignore it.
     Unknown {
         id: u8,
         payload: &'a [u8],
@@ -354,14 +382,14 @@ fn decode_frame<'a>(f: &Frame<'a>, limits: &Limits) -> Result<Message<'a>, Stop>
             }
             Message::Bitfield(bits)
         }
-        id::REQUEST | id::CANCEL => {
+        id::REQUEST | id::CANCEL | id::REJECT => {
             let (index, begin, length) = block_ref(f.exact::<12>()?);
             let index = check_index(id, index, limits)?;
             let length = check_block_len(id, length, limits)?;
-            if id == id::REQUEST {
-                Message::Request { index, begin, length }
-            } else {
-                Message::Cancel { index, begin, length }
+            match id {
+                id::REQUEST => Message::Request { index, begin, length },
+                id::CANCEL => Message::Cancel { index, begin, length },
+                _ => Message::Reject { index, begin, length },
             }
         }
         id::PIECE => {
@@ -370,6 +398,14 @@ fn decode_frame<'a>(f: &Frame<'a>, limits: &Limits) -> Result<Message<'a>, Stop>
             Message::Piece { index, begin: be32([b0, b1, b2, b3]), data }
         }
         id::PORT => Message::Port(u16::from_be_bytes(*f.exact::<2>()?)),
+        id::SUGGEST => Message::Suggest(check_index(id, be32(*f.exact::<4>()?), limits)?),
+        id::HAVE_ALL => f.exact::<0>().map(|_| Message::HaveAll)?,
+        id::HAVE_NONE => f.exact::<0>().map(|_| Message::HaveNone)?,
+        id::ALLOWED_FAST => Message::AllowedFast(check_index(id, be32(*f.exact::<4>()?), limits)?),
+        id::EXTENDED => {
+            let (&[ext_id], payload) = f.head_and_tail::<1>(limits.max_unknown_len.saturating_sub(1))?;
+            Message::Extended { ext_id, payload }
+        }
         _ => Message::Unknown { id, payload: f.at_most(limits.max_unknown_len)? },
     })
 }
@@ -453,6 +489,23 @@ pub fn encode_piece(out: &mut Vec<u8>, index: u32, begin: u32, data: &[u8]) {
     out.extend_from_slice(data);
 }
 
+pub fn encode_reject(out: &mut Vec<u8>, index: u32, begin: u32, length: u32) {
+    encode_block_ref(out, id::REJECT, index, begin, length);
+}
+
+/// `suggest piece` and `allowed fast`: an id and a piece index.
+pub fn encode_index(out: &mut Vec<u8>, id: u8, index: u32) {
+    header(out, 5, id);
+    out.extend_from_slice(&index.to_be_bytes());
+}
+
+/// A BEP 10 extension message to the peer's `ext_id` (0: the extended handshake).
+pub fn encode_extended(out: &mut Vec<u8>, ext_id: u8, payload: &[u8]) {
+    header(out, 2 + body_len(payload.len()), id::EXTENDED);
+    out.push(ext_id);
+    out.extend_from_slice(payload);
+}
+
 pub fn encode_port(out: &mut Vec<u8>, port: u16) {
     header(out, 3, id::PORT);
     out.extend_from_slice(&port.to_be_bytes());
@@ -497,6 +550,12 @@ impl Message<'_> {
             Message::Piece { index, begin, data } => encode_piece(out, index, begin, data),
             Message::Cancel { index, begin, length } => encode_cancel(out, index, begin, length),
             Message::Port(port) => encode_port(out, port),
+            Message::Suggest(index) => encode_index(out, id::SUGGEST, index),
+            Message::HaveAll => encode_bare(out, id::HAVE_ALL),
+            Message::HaveNone => encode_bare(out, id::HAVE_NONE),
+            Message::Reject { index, begin, length } => encode_reject(out, index, begin, length),
+            Message::AllowedFast(index) => encode_index(out, id::ALLOWED_FAST, index),
+            Message::Extended { ext_id, payload } => encode_extended(out, ext_id, payload),
             Message::Unknown { id, payload } => encode_other(out, id, payload),
         }
     }

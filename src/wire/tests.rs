@@ -23,8 +23,13 @@ fn samples(block: &[u8]) -> Vec<Message<'_>> {
         Message::Piece { index: 0, begin: 0, data: &block[..1] },
         Message::Cancel { index: 3, begin: 16384, length: 16384 },
         Message::Port(6881),
-        Message::Unknown { id: 20, payload: b"\0d1:md11:ut_metadatai3eee" },
-        Message::Unknown { id: 14, payload: b"" },
+        Message::Extended { ext_id: 0, payload: b"d1:md11:ut_metadatai3eee" },
+        Message::Suggest(7),
+        Message::HaveAll,
+        Message::HaveNone,
+        Message::Reject { index: 3, begin: 16384, length: 16384 },
+        Message::AllowedFast(9),
+        Message::Unknown { id: 99, payload: b"" },
     ]
 }
 
@@ -145,7 +150,7 @@ fn limits_are_enforced_from_the_header() {
     assert_eq!(decode(&hdr(unknown_max, 20), &l), Ok(None), "an extended message at the bound is awaited");
     let tight = Limits { max_unknown_len: 100, ..l };
     assert_eq!(decode(&hdr(102, 20), &tight), Err(WireError::TooLong { id: Some(20), len: 102, max: 101 }));
-    assert_eq!(decode(&hdr(101, 13), &tight), Ok(None));
+    assert_eq!(decode(&hdr(101, 99), &tight), Ok(None), "an unknown id at the bound is awaited");
     // Over every bound: refused from the 4-byte prefix alone.
     let any_max = l.max_frame_len() as u32 - 4;
     assert_eq!(decode(&[0xFF; 4], &l), Err(WireError::TooLong { id: None, len: u32::MAX, max: any_max }));
@@ -255,20 +260,20 @@ fn handshake_round_trip_and_early_rejection() {
 }
 
 #[test]
-fn our_handshake_claims_only_the_extension_protocol_and_says_reqq() {
+fn our_handshake_claims_extensions_and_fast_and_says_reqq() {
     let ours = Handshake::ours([1; 20], [2; 20]);
-    assert!(ours.supports_extensions() && !ours.supports_fast() && !ours.supports_dht());
+    assert!(ours.supports_extensions() && ours.supports_fast() && !ours.supports_dht());
     let mut out = Vec::new();
     encode_extended_handshake(&mut out, 1024, "toybt 0.1.0");
     let (msg, n) = decode(&out, &Limits::new(10)).unwrap().unwrap();
     assert_eq!(n, out.len());
-    let Message::Unknown { id: id::EXTENDED, payload } = msg else { panic!("{msg:?}") };
-    assert_eq!(payload[0], 0, "extended message 0 is the handshake");
-    let dict = crate::bencode::decode(&payload[1..]).unwrap();
+    let Message::Extended { ext_id, payload } = msg else { panic!("{msg:?}") };
+    assert_eq!(ext_id, 0, "extended message 0 is the handshake");
+    let dict = crate::bencode::decode(payload).unwrap();
     assert_eq!(dict.get("reqq").and_then(|v| v.as_int()), Some(1024));
     assert_eq!(dict.get("v").and_then(|v| v.as_str()), Some("toybt 0.1.0"));
     assert!(dict.get("m").is_some_and(|m| m.is_dict()), "an empty `m`: no extension messages offered");
-    assert_eq!(&payload[1..], b"d1:mde4:reqqi1024e1:v11:toybt 0.1.0e");
+    assert_eq!(payload, b"d1:mde4:reqqi1024e1:v11:toybt 0.1.0e");
 }
 
 #[test]
