@@ -104,6 +104,12 @@ impl From<Message<'_>> for Msg {
             Message::Piece { index, begin, data } => Msg::Piece { index, begin, data: data.to_vec() },
             Message::Cancel { index, begin, length } => Msg::Cancel { index, begin, length },
             Message::Port(_) => Msg::Other(wire::id::PORT),
+            Message::Suggest(_) => Msg::Other(wire::id::SUGGEST),
+            Message::HaveAll => Msg::Other(wire::id::HAVE_ALL),
+            Message::HaveNone => Msg::Other(wire::id::HAVE_NONE),
+            Message::Reject { .. } => Msg::Other(wire::id::REJECT),
+            Message::AllowedFast(_) => Msg::Other(wire::id::ALLOWED_FAST),
+            Message::Extended { .. } => Msg::Other(wire::id::EXTENDED),
             Message::Unknown { id, .. } => Msg::Other(id),
         }
     }
