@@ -40,6 +40,7 @@ fn torrent() -> (Metainfo, Vec<u8>) {
         created_by: None,
         creation_date: None,
         warnings: vec![],
+        info: Vec::new(),
     };
     (meta, data)
 }

@@ -93,6 +93,8 @@ pub struct Metainfo {
     pub creation_date: Option<i64>,
     /// Things accepted but worth telling the user (e.g. no tracker at all).
     pub warnings: Vec<String>,
+    /// The `info` dictionary's raw bytes, as hashed: what BEP 9 hands to peers that start from a magnet link.
+    pub info: Vec<u8>,
 }
 
 /// Why bytes are not a usable torrent. `Display` gives the sentence; [`Metainfo::load`] prefixes the file name.
@@ -189,6 +191,7 @@ impl Metainfo {
             created_by: text(root.get("created by")),
             creation_date: root.get("creation date").and_then(Value::as_int),
             warnings,
+            info: info_raw.to_vec(),
         })
     }
 

@@ -336,6 +336,7 @@ mod tests {
             created_by: None,
             creation_date: None,
             warnings: vec![],
+            info: Vec::new(),
         }
     }
 

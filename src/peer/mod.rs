@@ -31,6 +31,9 @@ use crate::bitfield::Bitfield;
 use crate::picker::Block;
 use crate::progress::Rate;
 use crate::wire::{self, Handshake, Limits, Message};
+use extension::{ExtHandshake, ExtIds, Incoming};
+use metadata::MetadataMsg;
+use pex::Pex;
 
 /// Blocks a peer may have waiting on us. Peers that speak BEP 10 hear this number as `reqq` in our extended
 /// handshake and keep within it; requests beyond it are dropped, as libtorrent does.
@@ -89,6 +92,27 @@ pub enum Event {
     },
     /// The peer will not serve our request for this block (BEP 6): ask someone else.
     Rejected(Block),
+    /// The peer's BEP 10 handshake said how big the info dictionary is (BEP 9): it can send us metadata.
+    MetadataSize(i64),
+    /// A BEP 9 message: a request for a piece of our metadata, a piece of its, or its reject.
+    Metadata(MetadataEvent),
+    /// Addresses the peer told us of (BEP 11).
+    Pex(Pex),
+}
+
+/// A ut_metadata message, owning its data (16 KiB at most, a few per download).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MetadataEvent {
+    Request(u32),
+    Data { piece: u32, total_size: i64, data: Vec<u8> },
+    Reject(u32),
+}
+
+/// Which of the BEP 10 extensions we speak a message is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Extension {
+    Metadata,
+    Pex,
 }
 
 /// Where the connection is in its life.
@@ -116,6 +140,15 @@ pub struct Peer {
     handshake_sent: bool,
     /// The peer set the BEP 10 bit: it hears our extended handshake.
     extensions: bool,
+    /// The ids the peer wants our extension messages sent with, from its extended handshake.
+    ext_ids: ExtIds,
+    /// How many requests the peer queues before dropping more (its `reqq`).
+    peer_reqq: Option<u32>,
+    /// The port the peer listens on, from its extended handshake.
+    peer_port: Option<u16>,
+    outbound: bool,
+    /// What our extended handshake says: metadata size, PEX offered, listen port.
+    ext: ExtOffer,
     /// Both sides set the BEP 6 bit: have-all/none, rejects, allowed-fast, and a choke that keeps requests.
     fast: bool,
     /// Pieces this peer may fetch from us while we choke it (BEP 6), as we told it.
@@ -156,6 +189,18 @@ pub struct Torrent {
     pub piece_length: u32,
     pub total_length: u64,
     pub piece_count: u32,
+    pub ext: ExtOffer,
+}
+
+/// What our BEP 10 handshake offers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ExtOffer {
+    /// The size of the info dictionary we can serve (BEP 9), if we have it.
+    pub metadata_size: Option<u32>,
+    /// PEX is offered (never for a private torrent, BEP 27).
+    pub pex: bool,
+    /// Our listen port, for peers that reached us by dialling out.
+    pub port: Option<u16>,
 }
 
 impl Peer {
@@ -174,6 +219,11 @@ impl Peer {
             peer_id: None,
             handshake_sent: false,
             extensions: false,
+            ext_ids: ExtIds::default(),
+            peer_reqq: None,
+            peer_port: None,
+            outbound,
+            ext: t.ext,
             fast: false,
             allowed_fast: Vec::new(),
             rejects: 0,
@@ -263,12 +313,81 @@ impl Peer {
             wire::encode_bitfield(&mut self.out, have.as_wire());
         }
         if self.extensions {
-            wire::encode_extended_handshake(&mut self.out, MAX_QUEUED_REQUESTS as u32, CLIENT_VERSION);
+            self.send_ext_handshake();
         }
         self.last_block = now;
     }
 
+    /// Our BEP 10 handshake: the extensions we speak with the ids we want them sent with, our request queue size
+    /// (without `reqq`, Transmission keeps ten seconds' worth of requests outstanding and waits for ever on those a
+    /// peer dropped), the metadata size if we have it, and the peer's address as we see it.
+    fn send_ext_handshake(&mut self) {
+        let size = self.ext.metadata_size.map(i64::from);
+        let mut hs = ExtHandshake::ours(CLIENT_VERSION, self.ext.port, MAX_QUEUED_REQUESTS as u32, size);
+        if !self.ext.pex {
+            hs.m.retain(|(name, _)| name != extension::UT_PEX_NAME);
+        }
+        hs.yourip = Some(self.addr.ip());
+        hs.encode(&mut self.out);
+    }
+
+    /// The extended handshake changed what we offer (we got the metadata, say): tell the peer again.
+    pub fn update_ext_offer(&mut self, offer: ExtOffer) {
+        if offer != self.ext {
+            self.ext = offer;
+            if self.extensions && self.stage == Stage::Active {
+                self.send_ext_handshake();
+            }
+        }
+    }
+
+    /// A BEP 10 message; an extension message we cannot read is skipped, as an unknown one is.
+    fn on_extended(&mut self, ext_id: u8, payload: &[u8]) -> Result<Option<Event>, String> {
+        if !self.extensions {
+            return Err("extended message without the extension protocol".into());
+        }
+        Ok(match Incoming::of(ext_id) {
+            Incoming::Handshake => {
+                let hs = ExtHandshake::decode(payload).map_err(|e| e.to_string())?;
+                self.ext_ids.update(&hs);
+                if hs.reqq.is_some() {
+                    self.peer_reqq = hs.reqq;
+                }
+                if hs.p.is_some() {
+                    self.peer_port = hs.p;
+                }
+                hs.metadata_size.filter(|_| self.ext_ids.ut_metadata.is_some()).map(Event::MetadataSize)
+            }
+            Incoming::Metadata => match MetadataMsg::decode(payload) {
+                Ok(MetadataMsg::Request { piece }) => Some(Event::Metadata(MetadataEvent::Request(piece))),
+                Ok(MetadataMsg::Data { piece, total_size, data }) => {
+                    Some(Event::Metadata(MetadataEvent::Data { piece, total_size, data: data.to_vec() }))
+                }
+                Ok(MetadataMsg::Reject { piece }) => Some(Event::Metadata(MetadataEvent::Reject(piece))),
+                Ok(MetadataMsg::Unknown { .. }) => None,
+                Err(e) => {
+                    log::debug!("{}: unreadable ut_metadata message: {e}", self.addr);
+                    None
+                }
+            },
+            Incoming::Pex if self.ext.pex => match Pex::decode(payload) {
+                Ok(pex) => Some(Event::Pex(pex)),
+                Err(e) => {
+                    log::debug!("{}: unreadable ut_pex message: {e}", self.addr);
+                    None
+                }
+            },
+            Incoming::Pex | Incoming::Unknown(_) => None,
+        })
+    }
+
     fn on_message(&mut self, now: Instant, msg: Message<'_>, data_at: usize) -> Result<(), String> {
+        if let Message::Extended { ext_id, payload } = msg {
+            if let Some(event) = self.on_extended(ext_id, payload)? {
+                self.events.push_back(event);
+            }
+            return Ok(());
+        }
         let fast_only = matches!(
             msg,
             Message::Suggest(_)
@@ -510,6 +629,30 @@ impl Peer {
         }
     }
 
+    /// Writes a message of one of our extensions if the peer speaks it: `write` gets the id the peer chose and the
+    /// output. False if the peer does not speak it.
+    pub fn send_extension(&mut self, ext: Extension, write: impl FnOnce(u8, &mut Vec<u8>)) -> bool {
+        let id = match ext {
+            Extension::Metadata => self.ext_ids.ut_metadata,
+            Extension::Pex => self.ext_ids.ut_pex.filter(|_| self.ext.pex),
+        };
+        match id {
+            Some(id) => {
+                write(id, &mut self.out);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Whether the peer speaks one of our extensions.
+    pub fn speaks(&self, ext: Extension) -> bool {
+        match ext {
+            Extension::Metadata => self.ext_ids.ut_metadata.is_some(),
+            Extension::Pex => self.ext.pex && self.ext_ids.ut_pex.is_some(),
+        }
+    }
+
     /// Offers `pieces` to a Fast peer to fetch while we choke it (BEP 6's allowed-fast set, those we have).
     pub fn send_allowed_fast(&mut self, pieces: &[u32]) {
         if !self.fast {
@@ -566,6 +709,16 @@ impl Peer {
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// We dialled it (so `addr` is where it listens).
+    pub fn is_outbound(&self) -> bool {
+        self.outbound
+    }
+
+    /// The listen port the peer gave in its extended handshake.
+    pub fn listen_port(&self) -> Option<u16> {
+        self.peer_port
     }
 
     /// Set once the peer's handshake has arrived.
@@ -646,6 +799,8 @@ impl Peer {
         // Two round trips of data at the current rate, plus half a second of it.
         let window = rtt * 2 + Duration::from_millis(500);
         let bytes = self.down.per_sec() as u128 * window.as_micros() / 1_000_000;
-        (bytes as u64 / BLOCK).clamp(8, 250) as usize
+        let depth = (bytes as u64 / BLOCK).clamp(8, 250) as usize;
+        // Never more than the peer said it queues: what it drops we would wait on until the request times out.
+        self.peer_reqq.map_or(depth, |q| depth.min((q as usize).max(1)))
     }
 }

@@ -1,6 +1,7 @@
 //! The peer machine alone: byte slices in, bytes and events out, on a virtual clock. No session, no socket.
 
 use super::*;
+use extension::ExtHandshake;
 
 const HASH: [u8; 20] = [0xAB; 20];
 const US: [u8; 20] = [1; 20];
@@ -8,7 +9,14 @@ const THEM: [u8; 20] = [2; 20];
 
 /// Ten pieces of 32 KiB, the last one 10,000 bytes.
 fn torrent() -> Torrent {
-    Torrent { info_hash: HASH, our_id: US, piece_length: 32768, total_length: 9 * 32768 + 10_000, piece_count: 10 }
+    Torrent {
+        info_hash: HASH,
+        our_id: US,
+        piece_length: 32768,
+        total_length: 9 * 32768 + 10_000,
+        piece_count: 10,
+        ext: ExtOffer { metadata_size: Some(20_000), pex: true, port: Some(6881) },
+    }
 }
 
 fn addr() -> SocketAddr {
@@ -440,4 +448,98 @@ fn requests_we_will_not_serve_are_rejected_to_a_fast_peer() {
     assert_eq!(output(&mut p, t0), msg(|o| wire::encode_reject(o, 4, 0, 16384)));
     p.reject_request(a);
     assert_eq!(output(&mut p, t0), msg(|o| wire::encode_reject(o, 3, 0, 16384)));
+}
+
+/// An extended connection (BEP 10 bit on both sides), accepted, our output taken.
+fn extended_active(now: Instant, t: &Torrent) -> (Peer, Vec<u8>) {
+    let mut p = Peer::new(now, t, addr(), false, 7);
+    feed(&mut p, now, &handshake(HASH, true)).unwrap();
+    p.accept(now, &Bitfield::new(10));
+    let out = output(&mut p, now);
+    (p, out)
+}
+
+fn their_ext_handshake(m: &[(&str, u8)], reqq: Option<u32>, metadata_size: Option<i64>) -> Vec<u8> {
+    let hs = ExtHandshake {
+        m: m.iter().map(|&(n, id)| (n.to_string(), id)).collect(),
+        reqq,
+        metadata_size,
+        p: Some(51413),
+        ..ExtHandshake::default()
+    };
+    let mut out = Vec::new();
+    hs.encode(&mut out);
+    out
+}
+
+#[test]
+fn our_extended_handshake_offers_metadata_pex_and_our_queue() {
+    let t0 = Instant::now();
+    let (_, out) = extended_active(t0, &torrent());
+    let (msg, _) = wire::decode(&out[wire::HANDSHAKE_LEN..], &Limits::new(10)).unwrap().unwrap();
+    let Message::Extended { ext_id: 0, payload } = msg else { panic!("{msg:?}") };
+    let hs = ExtHandshake::decode(payload).unwrap();
+    assert_eq!(hs.id_of("ut_metadata"), Some(extension::UT_METADATA));
+    assert_eq!(hs.id_of("ut_pex"), Some(extension::UT_PEX));
+    assert_eq!((hs.metadata_size, hs.reqq, hs.p), (Some(20_000), Some(MAX_QUEUED_REQUESTS as u32), Some(6881)));
+    assert_eq!(hs.yourip, Some(addr().ip()));
+    // A private torrent offers no PEX (BEP 27).
+    let private = Torrent { ext: ExtOffer { pex: false, ..torrent().ext }, ..torrent() };
+    let (_, out) = extended_active(t0, &private);
+    let (msg, _) = wire::decode(&out[wire::HANDSHAKE_LEN..], &Limits::new(10)).unwrap().unwrap();
+    let Message::Extended { payload, .. } = msg else { panic!("{msg:?}") };
+    assert_eq!(ExtHandshake::decode(payload).unwrap().id_of("ut_pex"), None);
+}
+
+#[test]
+fn the_peers_extended_handshake_sets_its_ids_and_caps_our_requests() {
+    let t0 = Instant::now();
+    let (mut p, _) = extended_active(t0, &torrent());
+    assert!(!p.speaks(Extension::Metadata));
+    let theirs = their_ext_handshake(&[("ut_metadata", 3), ("ut_pex", 9)], Some(2), Some(30_000));
+    assert_eq!(feed(&mut p, t0, &theirs).unwrap(), vec![Event::MetadataSize(30_000)]);
+    assert!(p.speaks(Extension::Metadata) && p.speaks(Extension::Pex));
+    assert_eq!(p.listen_port(), Some(51413));
+    assert_eq!(p.request_depth(t0), 2, "never more requests than the peer queues");
+    // Messages go out with the ids the peer chose.
+    assert!(p.send_extension(Extension::Pex, |id, out| out.push(id)));
+    assert_eq!(output(&mut p, t0), [9]);
+    // ut_metadata id 0 turns it off again (BEP 10); the size then means nothing.
+    let off = their_ext_handshake(&[("ut_metadata", 0)], None, Some(30_000));
+    assert_eq!(feed(&mut p, t0, &off).unwrap(), vec![]);
+    assert!(!p.send_extension(Extension::Metadata, |_, _| panic!("not spoken")));
+}
+
+#[test]
+fn metadata_and_pex_messages_become_events_and_junk_is_skipped() {
+    let t0 = Instant::now();
+    let (mut p, _) = extended_active(t0, &torrent());
+    let request = msg(|o| metadata::MetadataMsg::Request { piece: 1 }.encode(extension::UT_METADATA, o));
+    assert_eq!(feed(&mut p, t0, &request).unwrap(), vec![Event::Metadata(MetadataEvent::Request(1))]);
+    let data = vec![5u8; 100];
+    let piece = msg(|o| {
+        metadata::MetadataMsg::Data { piece: 0, total_size: 100, data: &data }.encode(extension::UT_METADATA, o)
+    });
+    let want = Event::Metadata(MetadataEvent::Data { piece: 0, total_size: 100, data: data.clone() });
+    assert_eq!(feed(&mut p, t0, &piece).unwrap(), vec![want]);
+    let added: SocketAddr = "10.1.2.3:6881".parse().unwrap();
+    let pex = Pex { added: vec![(added, pex::flags::SEED)], dropped: vec![] };
+    let events = feed(&mut p, t0, &msg(|o| pex.encode(extension::UT_PEX, o))).unwrap();
+    assert_eq!(events, vec![Event::Pex(pex)]);
+    // Unreadable extension messages and unknown extensions are skipped, not fatal.
+    for junk in
+        [msg(|o| wire::encode_extended(o, extension::UT_METADATA, b"xx")), msg(|o| wire::encode_extended(o, 77, b"?"))]
+    {
+        assert_eq!(feed(&mut p, t0, &junk).unwrap(), vec![]);
+    }
+    // A broken extended handshake is.
+    assert!(feed(&mut p, t0, &msg(|o| wire::encode_extended(o, 0, b"not bencode"))).is_err());
+}
+
+#[test]
+fn extended_messages_from_a_peer_without_bep_10_close() {
+    let t0 = Instant::now();
+    let mut p = active(t0);
+    let theirs = their_ext_handshake(&[("ut_pex", 1)], None, None);
+    assert!(feed(&mut p, t0, &theirs).unwrap_err().contains("extension protocol"));
 }

@@ -44,6 +44,7 @@ fn torrent(piece_length: u32, specs: &[Spec], multi_file: bool) -> (Metainfo, Ve
         created_by: None,
         creation_date: None,
         warnings: vec![],
+        info: Vec::new(),
     };
     (meta, data)
 }

@@ -15,6 +15,7 @@
 mod addr_book;
 mod assembly;
 mod download;
+mod exchange;
 mod routine;
 mod throttle;
 
@@ -28,7 +29,8 @@ use log::{debug, info};
 use crate::bitfield::Bitfield;
 use crate::choker::{self, Choker};
 use crate::metainfo::Metainfo;
-use crate::peer::{self, Event, Peer, UPLOAD_LOW_WATER, client_name};
+use crate::peer::metadata::MetadataServe;
+use crate::peer::{self, Event, ExtOffer, Extension, MetadataEvent, Peer, UPLOAD_LOW_WATER, client_name};
 use crate::picker::Picker;
 use crate::progress::{self, Rate, Snapshot};
 use crate::resume;
@@ -36,6 +38,7 @@ use crate::storage::Storage;
 use crate::tracker::announce::{AnnounceParams, Schedule, TrackerUrl};
 use crate::wire;
 
+use crate::peer::pex::PexState;
 use addr_book::AddrBook;
 use assembly::Assembly;
 use throttle::Throttle;
@@ -99,6 +102,11 @@ pub struct Torrent {
     actions: VecDeque<Action>,
     assembly: Assembly,
     addrs: AddrBook,
+    /// The info dictionary, served to peers that start from a magnet link (BEP 9).
+    metadata: MetadataServe,
+    /// What each peer has heard from us of the swarm (BEP 11), by key, and when PEX is next sent.
+    pex: HashMap<usize, PexState>,
+    next_pex: Instant,
     choker: Choker,
     schedule: Schedule,
     have_bytes: u64,
@@ -151,6 +159,9 @@ impl Torrent {
             actions: VecDeque::new(),
             assembly: Assembly::default(),
             addrs: AddrBook::new(cfg.listen_port),
+            metadata: MetadataServe::new(Some(meta.info.clone())),
+            pex: HashMap::new(),
+            next_pex: now + exchange::FIRST_PEX,
             choker: Choker::new(cfg.unchoke_slots, seed ^ 0x5bd1e995),
             schedule: Schedule::new(routine::tracker_tiers(&meta, &cfg.extra_trackers), now, seed),
             have_bytes,
@@ -237,6 +248,11 @@ impl Torrent {
             piece_length: self.meta.piece_length,
             total_length: self.meta.total_length,
             piece_count: self.meta.piece_count(),
+            ext: ExtOffer {
+                metadata_size: self.metadata.size().and_then(|n| u32::try_from(n).ok()),
+                pex: !self.meta.private,
+                port: Some(self.cfg.listen_port),
+            },
         }
     }
 
@@ -260,6 +276,7 @@ impl Torrent {
     pub fn peer_closed(&mut self, now: Instant, key: usize, why: &str) {
         let Some(peer) = self.peers.remove(&key) else { return };
         self.picker.peer_left(key);
+        self.pex.remove(&key);
         if peer.holds_upload_slot() {
             self.slot_freed(now);
         }
@@ -408,6 +425,17 @@ impl Torrent {
             Event::Block { block, data, requested_at } => {
                 self.on_block(now, key, block, &message[data], requested_at);
             }
+            Event::Metadata(MetadataEvent::Request(piece)) => {
+                let serve = &self.metadata;
+                if let Some(p) = self.peers.get_mut(&key)
+                    && p.send_extension(Extension::Metadata, |id, out| serve.answer(piece, id, out))
+                {
+                    self.dirty.push(key);
+                }
+            }
+            // We have the metadata: what others offer of it is of no use.
+            Event::MetadataSize(_) | Event::Metadata(_) => {}
+            Event::Pex(pex) => self.on_pex(now, key, pex),
         }
         Ok(())
     }

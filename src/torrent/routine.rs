@@ -103,6 +103,7 @@ impl Torrent {
                 keeper.audit(&self.storage, AUDIT_FILES);
             }
         }
+        self.exchange_peers(now);
         self.dial(now);
         self.check_finished(now);
     }

@@ -32,6 +32,7 @@ fn meta_for(content: &[u8], piece_length: u32) -> Metainfo {
         created_by: None,
         creation_date: None,
         warnings: vec![],
+        info: Vec::new(),
     }
 }
 
@@ -474,4 +475,109 @@ fn a_slot_given_up_goes_to_a_waiting_peer_at_the_next_tick_not_the_next_round() 
     let took = done.saturating_duration_since(before);
     assert!(took < choker::ROUND / 2, "the third leecher waited for a whole choke round: {took:?}");
     assert!(std::fs::read(nodes[3].dir.path().join("blob.bin")).unwrap() == content);
+}
+
+/// A peer that speaks BEP 10 with ut_metadata as 3 and ut_pex as 4, connected to `node` under key 1.
+fn extended_peer(node: &mut Node, meta: &Metainfo, now: Instant) {
+    node.t.peer_connected(now, 1, 0, addr(2), false);
+    let mut input = Vec::new();
+    let mut theirs = Handshake::new(meta.info_hash, [2; 20]);
+    theirs.reserved[5] |= 0x10;
+    theirs.encode(&mut input);
+    let hs = crate::peer::extension::ExtHandshake {
+        m: vec![("ut_metadata".into(), 3), ("ut_pex".into(), 4)],
+        ..Default::default()
+    };
+    hs.encode(&mut input);
+    node.t.peer_input(now, 1, &input).unwrap();
+    node.t.peer_transmit(now, 1, &mut Vec::new());
+}
+
+#[test]
+fn metadata_is_served_to_peers_that_ask_and_refused_past_its_end() {
+    use crate::peer::metadata::MetadataMsg;
+    let content = data(50_000, 9);
+    let mut meta = meta_for(&content, 16 * 1024);
+    meta.info = data(20_000, 10);
+    let mut node = seed_node(&meta, &content, 1);
+    let now = Instant::now();
+    extended_peer(&mut node, &meta, now);
+    let mut ask = Vec::new();
+    for piece in [1, 2] {
+        MetadataMsg::Request { piece }.encode(crate::peer::extension::UT_METADATA, &mut ask);
+    }
+    node.t.peer_input(now, 1, &ask).unwrap();
+    let mut out = Vec::new();
+    node.t.peer_transmit(now, 1, &mut out);
+    let limits = wire::Limits::new(meta.piece_count());
+    let (first, n) = wire::decode(&out, &limits).unwrap().unwrap();
+    let Message::Extended { ext_id: 3, payload } = first else { panic!("{first:?}") };
+    let want = MetadataMsg::Data { piece: 1, total_size: 20_000, data: &meta.info[16384..] };
+    assert_eq!(MetadataMsg::decode(payload).unwrap(), want);
+    let (second, _) = wire::decode(&out[n..], &limits).unwrap().unwrap();
+    let Message::Extended { ext_id: 3, payload } = second else { panic!("{second:?}") };
+    assert_eq!(MetadataMsg::decode(payload).unwrap(), MetadataMsg::Reject { piece: 2 });
+}
+
+#[test]
+fn pex_news_is_dialled_within_limits_and_never_for_a_private_torrent() {
+    use crate::peer::pex::Pex;
+    let content = data(50_000, 11);
+    for private in [false, true] {
+        let mut meta = meta_for(&content, 16 * 1024);
+        meta.private = private;
+        let mut node = leech_node(&meta, 1);
+        let now = Instant::now();
+        extended_peer(&mut node, &meta, now);
+        // A flood: a thousand addresses, ourselves, port 0 and one address many times.
+        let mut added: Vec<(SocketAddr, u8)> =
+            (0..1000u16).map(|i| (SocketAddr::from(([10, 0, (i >> 8) as u8, i as u8], 6881)), 0)).collect();
+        added.push((SocketAddr::from(([127, 0, 0, 1], 7001)), 0));
+        added.push((SocketAddr::from(([10, 9, 9, 9], 0)), 0));
+        added.extend(std::iter::repeat_n((SocketAddr::from(([10, 8, 8, 8], 1)), 0), 100));
+        let mut input = Vec::new();
+        for chunk in added.chunks(50) {
+            Pex { added: chunk.to_vec(), dropped: vec![] }.encode(crate::peer::extension::UT_PEX, &mut input);
+        }
+        node.t.peer_input(now, 1, &input).unwrap();
+        let dials: Vec<SocketAddr> = std::iter::from_fn(|| node.t.poll_action())
+            .filter_map(|a| if let Action::Connect(addr) = a { Some(addr) } else { None })
+            .collect();
+        if private {
+            assert!(dials.is_empty(), "PEX is ignored for a private torrent");
+        } else {
+            assert_eq!(dials.len(), Config::new([1; 20], 7001).max_connecting, "dials stay capped: {dials:?}");
+            assert!(dials.iter().all(|a| a.port() != 0 && a.port() != 7001), "{dials:?}");
+        }
+    }
+}
+
+#[test]
+fn peers_hear_of_each_other_through_pex() {
+    use crate::peer::pex::Pex;
+    let content = data(50_000, 12);
+    let meta = meta_for(&content, 16 * 1024);
+    let mut node = seed_node(&meta, &content, 1);
+    let now = Instant::now();
+    extended_peer(&mut node, &meta, now);
+    // A second peer, one we dialled: its address is where it listens.
+    node.t.peer_connected(now, 2, 0, addr(3), true);
+    let mut hs = Vec::new();
+    Handshake::new(meta.info_hash, [3; 20]).encode(&mut hs);
+    node.t.peer_input(now, 2, &hs).unwrap();
+    let later = now + Duration::from_secs(6);
+    node.t.handle_timeout(later);
+    let mut out = Vec::new();
+    node.t.peer_transmit(later, 1, &mut out);
+    let limits = wire::Limits::new(meta.piece_count());
+    let mut rest = &out[..];
+    let mut told = None;
+    while let Some((msg, n)) = wire::decode(rest, &limits).unwrap() {
+        if let Message::Extended { ext_id: 4, payload } = msg {
+            told = Some(Pex::decode(payload).unwrap());
+        }
+        rest = &rest[n..];
+    }
+    let told = told.expect("a PEX message to peer 1");
+    assert_eq!(told.added.iter().map(|(a, _)| *a).collect::<Vec<_>>(), vec![addr(3)]);
 }

@@ -1,0 +1,65 @@
+//! Peer exchange (BEP 11): telling each peer, about once a minute, which peers joined and left the swarm since we
+//! last told it, and taking in what peers tell us, within the address book's bounds. Never for a private torrent.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use log::debug;
+
+use super::Torrent;
+use crate::peer::pex::{Pex, PexState, flags};
+use crate::peer::{Extension, Peer};
+
+/// The first PEX round comes this long after the session starts (peers have handshaken by then).
+pub(super) const FIRST_PEX: Duration = Duration::from_secs(5);
+/// Then one round a minute, as BEP 11 asks.
+const PEX_EVERY: Duration = Duration::from_secs(60);
+
+/// Where a peer can be reached: the address we dialled, or for a peer that dialled us its address with the listen
+/// port it gave in its extended handshake (its outgoing port is of no use to anyone).
+fn listen_addr(p: &Peer) -> Option<SocketAddr> {
+    if p.is_outbound() { Some(p.addr()) } else { p.listen_port().map(|port| SocketAddr::new(p.addr().ip(), port)) }
+}
+
+impl Torrent {
+    /// Addresses a peer told us of: into the address book (which skips ourselves, port 0 and repeats, and is
+    /// bounded), then dial within the usual limits.
+    pub(super) fn on_pex(&mut self, now: Instant, key: usize, pex: Pex) {
+        if self.meta.private || self.stopping {
+            return;
+        }
+        if let Some(p) = self.peers.get(&key) {
+            debug!("{}: PEX: {} added, {} dropped", p.addr(), pex.added.len(), pex.dropped.len());
+        }
+        self.addrs.add(pex.added.into_iter().map(|(addr, _)| addr));
+        self.dial(now);
+    }
+
+    /// A PEX round, when due: every peer that speaks it hears what changed since it last heard from us.
+    pub(super) fn exchange_peers(&mut self, now: Instant) {
+        if now < self.next_pex || self.meta.private {
+            return;
+        }
+        self.next_pex = now + PEX_EVERY;
+        let swarm: Vec<(usize, SocketAddr, u8)> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.is_active())
+            .filter_map(|(&k, p)| {
+                let flags = if p.pieces().all() { flags::SEED } else { 0 } | flags::REACHABLE;
+                listen_addr(p).map(|a| (k, a, flags))
+            })
+            .collect();
+        let keys: Vec<usize> = self.peers.iter().filter(|(_, p)| p.speaks(Extension::Pex)).map(|(&k, _)| k).collect();
+        for key in keys {
+            let others: Vec<(SocketAddr, u8)> =
+                swarm.iter().filter(|(k, ..)| *k != key).map(|&(_, a, f)| (a, f)).collect();
+            let Some(msg) = self.pex.entry(key).or_insert_with(PexState::new).diff(&others) else { continue };
+            if let Some(p) = self.peers.get_mut(&key)
+                && p.send_extension(Extension::Pex, |id, out| msg.encode(id, out))
+            {
+                self.dirty.push(key);
+            }
+        }
+    }
+}
