@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use log::debug;
 
 use super::Torrent;
-use crate::peer::pex::{Pex, PexState, flags};
+use crate::peer::pex::{Pex, flags};
 use crate::peer::{Extension, Peer};
 
 /// The first PEX round comes this long after the session starts (peers have handshaken by then).
@@ -54,7 +54,7 @@ impl Torrent {
         for key in keys {
             let others: Vec<(SocketAddr, u8)> =
                 swarm.iter().filter(|(k, ..)| *k != key).map(|&(_, a, f)| (a, f)).collect();
-            let Some(msg) = self.pex.entry(key).or_insert_with(PexState::new).diff(&others) else { continue };
+            let Some(msg) = self.pex.entry(key).or_default().diff(&others) else { continue };
             if let Some(p) = self.peers.get_mut(&key)
                 && p.send_extension(Extension::Pex, |id, out| msg.encode(id, out))
             {
