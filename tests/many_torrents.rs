@@ -93,7 +93,7 @@ fn one_process_seeds_two_torrents_on_one_port_to_two_leechers() {
 
     stop.store(true, Ordering::Relaxed);
     let reactor = seeder.join().unwrap();
-    let uploaded = |hash: &[u8; 20]| reactor.services.torrents[hash].uploaded();
+    let uploaded = |hash: &[u8; 20]| reactor.services.torrents[hash].torrent().unwrap().uploaded();
     assert_eq!(uploaded(&meta_a.info_hash), meta_a.total_length, "torrent a served only to its leecher");
     assert_eq!(uploaded(&meta_b.info_hash), meta_b.total_length, "torrent b served only to its leecher");
 }

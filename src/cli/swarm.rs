@@ -259,15 +259,23 @@ pub struct SessionPlan {
 /// Runs the torrent session on the loop until it finishes (seed time over) or is stopped (Ctrl-C, SIGTERM), then
 /// prints the summary.
 pub fn run_session(plan: SessionPlan) -> Result<()> {
-    // Before the start-up lines: whoever reads them may signal us at once.
+    run_loop(|| start_session(plan).map(|(reactor, _)| reactor))
+}
+
+/// Runs the loop that `start` builds until its session finishes or is stopped, then prints the summary. Signal
+/// handlers go in first: whoever reads the start-up lines may signal us at once.
+pub fn run_loop(start: impl FnOnce() -> Result<crate::reactor::Reactor>) -> Result<()> {
     let pipe = crate::reactor::install_signals().map_err(|e| Error::io("cannot install signal handlers", &e))?;
-    let (mut reactor, _) = start_session(plan)?;
+    let mut reactor = start()?;
     reactor.watch_signals(pipe).map_err(|e| Error::io("cannot watch for signals", &e))?;
     let ran = reactor.run();
     // The last live line stays on screen as it was; the summary goes below it.
     crate::terminal::finish();
     ran.map_err(|e| Error::io("event loop failed", &e))?;
     let now = Instant::now();
+    if let Some(why) = reactor.services.session().and_then(crate::torrent::Session::failure) {
+        return Err(Error::runtime(why.to_string()));
+    }
     if let Some(t) = reactor.services.torrent() {
         if t.was_leeching() {
             info!("{}", t.summary(now));
@@ -286,6 +294,8 @@ pub fn run_session(plan: SessionPlan) -> Result<()> {
         if let Some(e) = t.disk_error() {
             return Err(Error::runtime(e.to_string()));
         }
+    } else {
+        info!("stopped before the metadata arrived");
     }
     Ok(())
 }
@@ -308,49 +318,44 @@ fn progress_view() -> crate::reactor::Progress {
 /// Builds a loop hosting the session (and the embedded tracker if asked), listening for peers; returns it ready to
 /// `run`, with the peer address. Prints the `peer listening on ADDR` line.
 pub fn start_session(plan: SessionPlan) -> Result<(crate::reactor::Reactor, SocketAddr)> {
+    let opts = plan.opts.clone();
+    start_loop(&opts, |reactor, port| add_session(reactor, plan, port))
+}
+
+/// Binds the peer port, builds a loop with whatever `add` puts in it (given the port), and listens; prints the
+/// `peer listening on ADDR` line.
+pub fn start_loop(
+    opts: &SwarmOptions,
+    add: impl FnOnce(&mut crate::reactor::Reactor, u16) -> Result<()>,
+) -> Result<(crate::reactor::Reactor, SocketAddr)> {
     use crate::reactor::{ListenKind, Reactor, Services};
 
-    let listener = bind_peer_listener(&plan.opts)?;
+    let listener = bind_peer_listener(opts)?;
     let local = listener.local_addr().map_err(|e| Error::io("peer listener", &e))?;
-    let max_peers = plan.opts.max_peers;
     let mut reactor = Reactor::new(Services::default()).map_err(|e| Error::io("cannot start the event loop", &e))?;
-    add_session(&mut reactor, plan, local.port())?;
+    add(&mut reactor, local.port())?;
     reactor.services.progress = Some(progress_view());
     reactor
-        .listen(listener, ListenKind::Peer, max_peers)
+        .listen(listener, ListenKind::Peer, opts.max_peers)
         .map_err(|e| Error::io(format!("cannot listen for peers on {local}"), &e))?;
     eprintln!("peer listening on {local}");
     log::debug!("SHA-1: {}", crate::sha1::implementation());
     Ok((reactor, local))
 }
 
-/// Adds a torrent session (and its embedded tracker, if the plan asks for one) to a loop whose peers reach it on
-/// `peer_port`. Sessions share the loop and the peer port: an incoming peer joins the one its handshake names.
-pub fn add_session(reactor: &mut crate::reactor::Reactor, plan: SessionPlan, peer_port: u16) -> Result<()> {
-    use crate::torrent::{Config, Torrent};
-    use std::net::ToSocketAddrs;
-
-    let SessionPlan { meta, storage, have, opts, seed_time, resume, tracker_port } = plan;
-    let mut cfg = Config::new(new_peer_id(), peer_port);
+/// The settings of a session whose peers reach it on `peer_port`.
+pub fn session_config(opts: &SwarmOptions, peer_port: u16, seed_time: Option<Duration>) -> crate::torrent::Config {
+    let mut cfg = crate::torrent::Config::new(new_peer_id(), peer_port);
     cfg.max_peers = opts.max_peers;
     cfg.seed_time = seed_time;
-    cfg.resume = resume;
     cfg.max_upload_rate = opts.max_upload_rate;
-    if let Some(port) = tracker_port {
-        let ip = if opts.bind.is_unspecified() { IpAddr::V4(Ipv4Addr::LOCALHOST) } else { opts.bind };
-        let tracker_cfg = crate::tracker::Config::default();
-        let addr = crate::cli::tracker::start(
-            reactor,
-            SocketAddr::new(opts.bind, port),
-            tracker_cfg,
-            &[(meta.info_hash, meta.name.clone())],
-            crate::cli::tracker::connection_limit(),
-        )?;
-        cfg.extra_trackers.push(format!("http://{}/announce", SocketAddr::new(ip, addr.port())));
-    }
-    let mut torrent = Torrent::new(meta, storage, have, cfg, Instant::now())?;
-    // Name resolution happens here, once: the loop never waits on DNS.
-    for url in torrent.tracker_urls() {
+    cfg
+}
+
+/// Resolves tracker host names once, before the loop runs: the loop never waits on DNS.
+pub fn resolve_trackers(reactor: &mut crate::reactor::Reactor, urls: Vec<crate::tracker::announce::TrackerUrl>) {
+    use std::net::ToSocketAddrs;
+    for url in urls {
         let key = (url.host.clone(), url.port);
         // No transport speaks udp yet: its announces fail without a connection, so do not wait on DNS for them.
         if url.scheme != crate::tracker::announce::Scheme::Http || reactor.services.tracker_addrs.contains_key(&key) {
@@ -363,6 +368,28 @@ pub fn add_session(reactor: &mut crate::reactor::Reactor, plan: SessionPlan, pee
             _ => warn!("cannot resolve tracker host {}; it will be skipped", url.host),
         }
     }
+}
+
+/// Adds a torrent session (and its embedded tracker, if the plan asks for one) to a loop whose peers reach it on
+/// `peer_port`. Sessions share the loop and the peer port: an incoming peer joins the one its handshake names.
+pub fn add_session(reactor: &mut crate::reactor::Reactor, plan: SessionPlan, peer_port: u16) -> Result<()> {
+    let SessionPlan { meta, storage, have, opts, seed_time, resume, tracker_port } = plan;
+    let mut cfg = session_config(&opts, peer_port, seed_time);
+    cfg.resume = resume;
+    if let Some(port) = tracker_port {
+        let ip = if opts.bind.is_unspecified() { IpAddr::V4(Ipv4Addr::LOCALHOST) } else { opts.bind };
+        let tracker_cfg = crate::tracker::Config::default();
+        let addr = crate::cli::tracker::start(
+            reactor,
+            SocketAddr::new(opts.bind, port),
+            tracker_cfg,
+            &[(meta.info_hash, meta.name.clone())],
+            crate::cli::tracker::connection_limit(),
+        )?;
+        cfg.extra_trackers.push(format!("http://{}/announce", SocketAddr::new(ip, addr.port())));
+    }
+    let mut torrent = crate::torrent::Torrent::new(meta, storage, have, cfg, Instant::now())?;
+    resolve_trackers(reactor, torrent.tracker_urls());
     torrent.add_peer_addrs(opts.peers.iter().copied());
     reactor.services.add_torrent(torrent);
     Ok(())

@@ -212,7 +212,7 @@ impl Peer {
             addr,
             info_hash: t.info_hash,
             our_id: t.our_id,
-            limits: Limits::new(t.piece_count),
+            limits: if t.piece_count == 0 { Limits::unknown_pieces() } else { Limits::new(t.piece_count) },
             piece_length: t.piece_length,
             last_piece_length: t.total_length.saturating_sub(last_start).min(u64::from(t.piece_length)) as u32,
             stage: Stage::Handshake,
@@ -305,10 +305,10 @@ impl Peer {
             return;
         }
         self.stage = Stage::Active;
-        if self.fast && have.all() {
-            wire::encode_bare(&mut self.out, wire::id::HAVE_ALL);
-        } else if self.fast && have.none() {
+        if self.fast && have.none() {
             wire::encode_bare(&mut self.out, wire::id::HAVE_NONE);
+        } else if self.fast && have.all() {
+            wire::encode_bare(&mut self.out, wire::id::HAVE_ALL);
         } else if !have.none() {
             wire::encode_bitfield(&mut self.out, have.as_wire());
         }
@@ -411,6 +411,12 @@ impl Peer {
         );
         let first = !self.said_anything;
         self.said_anything |= counts;
+        // Before the metadata, what the peer has cannot be checked or used: the connection is for the metadata.
+        if self.limits.num_pieces == 0
+            && matches!(msg, Message::Have(_) | Message::Bitfield(_) | Message::HaveAll | Message::HaveNone)
+        {
+            return Ok(());
+        }
         let event = match msg {
             // Suggestions and allowed-fast offers are advice we do without: the picker's rarest-first decides.
             Message::KeepAlive
@@ -498,6 +504,11 @@ impl Peer {
         };
         self.events.push_back(event);
         Ok(())
+    }
+
+    /// Whether this connection serves a download that does not know its metadata yet (a magnet link).
+    pub fn is_metadata_only(&self) -> bool {
+        self.limits.num_pieces == 0
     }
 
     fn piece_size(&self, index: u32) -> u32 {
@@ -714,6 +725,12 @@ impl Peer {
     /// We dialled it (so `addr` is where it listens).
     pub fn is_outbound(&self) -> bool {
         self.outbound
+    }
+
+    /// Where the peer can be reached: the address we dialled, or for a peer that dialled us its address with the
+    /// listen port it gave in its extended handshake (its outgoing port is of no use to anyone).
+    pub fn listen_addr(&self) -> Option<SocketAddr> {
+        if self.outbound { Some(self.addr) } else { self.peer_port.map(|port| SocketAddr::new(self.addr.ip(), port)) }
     }
 
     /// The listen port the peer gave in its extended handshake.

@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use super::buffer::BufLimits;
 use super::{Close, ConnId, Ctl};
 use crate::peer::{HANDSHAKE_TIMEOUT, UPLOAD_LOW_WATER};
-use crate::torrent::{Action, Torrent};
+use crate::torrent::{Action, Session, Torrent};
 use crate::tracker;
 use crate::tracker::announce::Exchange;
 use crate::wire::{Handshake, Limits};
@@ -42,7 +42,7 @@ pub struct Services {
     pub tracker: Option<tracker::Registry>,
     /// Torrent sessions by info hash: `seed` and `leech` run one, a daemon many. Incoming peers are routed to one by
     /// the info hash in their handshake.
-    pub torrents: HashMap<[u8; 20], Torrent>,
+    pub torrents: HashMap<[u8; 20], Session>,
     /// Tracker host names resolved at start-up (the loop itself never waits on DNS), by (host, port).
     pub tracker_addrs: HashMap<(String, u16), SocketAddr>,
     /// Where the sessions' progress lines go, once a `every`: the front end decides (a live terminal line, a log).
@@ -57,20 +57,29 @@ pub struct Progress {
 }
 
 impl Services {
-    /// Adds a torrent session; an incoming connection whose handshake names its info hash joins it.
+    /// Adds a session; an incoming connection whose handshake names its info hash joins it.
+    pub fn add_session(&mut self, session: Session) {
+        self.torrents.insert(session.info_hash(), session);
+    }
+
     pub fn add_torrent(&mut self, torrent: Torrent) {
-        self.torrents.insert(torrent.info_hash(), torrent);
+        self.add_session(Session::data(torrent));
     }
 
     /// The session, when the loop runs exactly one (the `seed` and `leech` commands).
-    pub fn torrent(&self) -> Option<&Torrent> {
+    pub fn session(&self) -> Option<&Session> {
         if self.torrents.len() == 1 { self.torrents.values().next() } else { None }
+    }
+
+    /// The data session, when the loop runs exactly one and it knows its metadata.
+    pub fn torrent(&self) -> Option<&Torrent> {
+        self.session().and_then(Session::torrent)
     }
 
     /// The earliest deadline of any service.
     pub(super) fn poll_timeout(&self) -> Option<Instant> {
         let tracker = self.tracker.as_ref().and_then(|t| t.poll_timeout());
-        let torrents = self.torrents.values().filter_map(|t| t.poll_timeout());
+        let torrents = self.torrents.values().filter_map(Session::poll_timeout);
         let progress = self.progress.as_ref().map(|p| p.next);
         tracker.into_iter().chain(torrents).chain(progress).min()
     }
@@ -104,7 +113,7 @@ impl Services {
 
     /// True when the services have finished their job and the loop should end (a leech with its seed time over).
     pub(super) fn is_done(&self) -> bool {
-        !self.torrents.is_empty() && self.torrents.values().all(Torrent::is_finished)
+        !self.torrents.is_empty() && self.torrents.values().all(Session::is_finished)
     }
 
     /// Carries out what the session `info_hash` asked for.
@@ -117,7 +126,13 @@ impl Services {
 
 /// Turns what a torrent session asked for into loop requests: dials, closes, announces, and wakes for peers whose
 /// output it changed.
-fn carry_out(t: &mut Torrent, tracker_addrs: &HashMap<(String, u16), SocketAddr>, now: Instant, ctl: &mut Ctl) {
+fn carry_out(t: &mut Session, tracker_addrs: &HashMap<(String, u16), SocketAddr>, now: Instant, ctl: &mut Ctl) {
+    // A session that has just fetched its metadata becomes a data session here; the fetch's connections close.
+    for action in t.advance() {
+        if let Action::Close(key, generation) = action {
+            ctl.close(ConnId { key, generation });
+        }
+    }
     while let Some(action) = t.poll_action() {
         match action {
             Action::Connect(addr) => ctl.connect(addr, Conn::Peer(PeerConn::outbound(addr, t.info_hash(), now))),
@@ -153,7 +168,7 @@ impl ListenKind {
             ListenKind::Tracker => {
                 svc.tracker.as_ref().map(|t| Conn::TrackerClient(tracker::Client::new(from, now, t.config())))
             }
-            ListenKind::Peer => svc.torrents.values().any(Torrent::accepts_peers).then_some(Conn::Peer(PeerConn {
+            ListenKind::Peer => svc.torrents.values().any(Session::accepts_peers).then_some(Conn::Peer(PeerConn {
                 addr: from,
                 info_hash: None,
                 outbound: false,
@@ -220,7 +235,7 @@ impl Conn {
             Conn::TrackerClient(_) => BufLimits { max_in: 2 * crate::http::MAX_HEAD, out_high: 64 * 1024, keep: 4096 },
             Conn::Peer(_) => {
                 // An incoming connection may join any session: room for the largest message of any of them.
-                let pieces = svc.torrents.values().map(|t| t.meta().piece_count()).max().unwrap_or(0);
+                let pieces = svc.torrents.values().map(Session::piece_count).max().unwrap_or(0);
                 // Room for the largest message plus a few blocks, so one read brings several messages. A peer that
                 // streams keeps its input buffer rather than allocate one per read; at most `max_peers` of these.
                 let max_in = Limits::new(pieces).max_frame_len() + 64 * 1024;

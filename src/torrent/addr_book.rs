@@ -107,6 +107,11 @@ impl AddrBook {
         }
     }
 
+    /// Every address not banned.
+    pub fn known(&self) -> impl Iterator<Item = SocketAddr> + '_ {
+        self.addrs.iter().filter(|(_, s)| !s.banned).map(|(a, _)| *a)
+    }
+
     #[cfg(test)]
     pub fn is_banned(&self, addr: SocketAddr) -> bool {
         self.addrs.get(&addr).is_some_and(|s| s.banned)

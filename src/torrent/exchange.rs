@@ -7,19 +7,13 @@ use std::time::{Duration, Instant};
 use log::debug;
 
 use super::Torrent;
+use crate::peer::Extension;
 use crate::peer::pex::{Pex, flags};
-use crate::peer::{Extension, Peer};
 
 /// The first PEX round comes this long after the session starts (peers have handshaken by then).
 pub(super) const FIRST_PEX: Duration = Duration::from_secs(5);
 /// Then one round a minute, as BEP 11 asks.
 const PEX_EVERY: Duration = Duration::from_secs(60);
-
-/// Where a peer can be reached: the address we dialled, or for a peer that dialled us its address with the listen
-/// port it gave in its extended handshake (its outgoing port is of no use to anyone).
-fn listen_addr(p: &Peer) -> Option<SocketAddr> {
-    if p.is_outbound() { Some(p.addr()) } else { p.listen_port().map(|port| SocketAddr::new(p.addr().ip(), port)) }
-}
 
 impl Torrent {
     /// Addresses a peer told us of: into the address book (which skips ourselves, port 0 and repeats, and is
@@ -47,7 +41,7 @@ impl Torrent {
             .filter(|(_, p)| p.is_active())
             .filter_map(|(&k, p)| {
                 let flags = if p.pieces().all() { flags::SEED } else { 0 } | flags::REACHABLE;
-                listen_addr(p).map(|a| (k, a, flags))
+                p.listen_addr().map(|a| (k, a, flags))
             })
             .collect();
         let keys: Vec<usize> = self.peers.iter().filter(|(_, p)| p.speaks(Extension::Pex)).map(|(&k, _)| k).collect();

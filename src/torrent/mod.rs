@@ -16,7 +16,9 @@ mod addr_book;
 mod assembly;
 mod download;
 mod exchange;
+pub mod fetch;
 mod routine;
+mod session;
 mod throttle;
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -42,6 +44,8 @@ use crate::peer::pex::PexState;
 use addr_book::AddrBook;
 use assembly::Assembly;
 use throttle::Throttle;
+
+pub use session::{Builder, Session};
 
 /// Housekeeping runs this often: rates, time-outs, keep-alives, connection attempts.
 const TICK: Duration = Duration::from_secs(1);

@@ -125,6 +125,16 @@ impl Limits {
         Limits { num_pieces, max_block_len: DEFAULT_MAX_BLOCK_LEN, max_unknown_len: DEFAULT_MAX_UNKNOWN_LEN }
     }
 
+    /// Before the metadata is known (a download started from a magnet link): piece indices cannot be checked and a
+    /// bitfield has no known length, so both are taken within the bound of an unknown message.
+    pub fn unknown_pieces() -> Limits {
+        Limits::new(0)
+    }
+
+    fn pieces_known(&self) -> bool {
+        self.num_pieces > 0
+    }
+
     /// Body length (id included) of this torrent's `bitfield` message.
     pub fn bitfield_body_len(&self) -> u32 {
         1 + bitfield::wire_len(self.num_pieces) as u32
@@ -350,7 +360,7 @@ fn block_ref(b: &[u8; 12]) -> (u32, u32, u32) {
 }
 
 fn check_index(id: u8, index: u32, limits: &Limits) -> Result<u32, WireError> {
-    if index < limits.num_pieces {
+    if index < limits.num_pieces || !limits.pieces_known() {
         Ok(index)
     } else {
         Err(WireError::PieceOutOfRange { id, index, num_pieces: limits.num_pieces })
@@ -375,6 +385,7 @@ fn decode_frame<'a>(f: &Frame<'a>, limits: &Limits) -> Result<Message<'a>, Stop>
         id::INTERESTED => f.exact::<0>().map(|_| Message::Interested)?,
         id::NOT_INTERESTED => f.exact::<0>().map(|_| Message::NotInterested)?,
         id::HAVE => Message::Have(check_index(id, be32(*f.exact::<4>()?), limits)?),
+        id::BITFIELD if !limits.pieces_known() => Message::Bitfield(f.at_most(limits.max_unknown_len)?),
         id::BITFIELD => {
             let bits = f.sized(limits.bitfield_body_len())?;
             if !bitfield::spare_bits_clear(bits, limits.num_pieces) {
