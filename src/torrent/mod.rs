@@ -528,4 +528,6 @@ impl Torrent {
 }
 
 #[cfg(test)]
+mod fetch_tests;
+#[cfg(test)]
 mod tests;
