@@ -2,7 +2,7 @@
 //! the peer listener, and the loop that runs the session until it is done or stopped.
 
 use std::io::IsTerminal;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -21,6 +21,7 @@ pub const DEFAULT_PORTS: std::ops::RangeInclusive<u16> = 6881..=6889;
 /// The options both commands take.
 #[derive(Debug, Clone)]
 pub struct SwarmOptions {
+    /// `::` (the default) listens on IPv4 and IPv6 at once, or on IPv4 alone where the machine has no IPv6.
     pub bind: IpAddr,
     /// `None`: the first free of 6881..=6889.
     pub port: Option<u16>,
@@ -31,9 +32,11 @@ pub struct SwarmOptions {
     pub max_upload_rate: Option<u64>,
 }
 
-pub const SWARM_OPTIONS_HELP: &str = "  --bind ADDR            address to listen for peers on (default 0.0.0.0)
+pub const SWARM_OPTIONS_HELP: &str =
+    "  --bind ADDR            address to listen for peers on (default ::, every IPv4 and IPv6 address;
+                         0.0.0.0 for IPv4 only, ::1 or 127.0.0.1 for this machine only)
   --port N               peer port (default: the first free of 6881-6889; 0 picks any free port)
-  --peer ADDR:PORT       connect to this peer directly (repeatable; works with or without a tracker)
+  --peer ADDR:PORT       connect to this peer directly, [ADDR]:PORT for IPv6 (repeatable; with or without a tracker)
   --max-peers N          most connections at once (default 50)
   --max-upload-rate R    serve at most R bytes per second to all peers together (suffix K or M; default: no limit)
   --recheck              hash all data on disk again instead of trusting the resume record
@@ -56,7 +59,7 @@ impl SwarmOptions {
     pub fn parse(args: &mut pico_args::Arguments) -> Result<SwarmOptions> {
         let bind = args
             .opt_value_from_fn("--bind", |s| s.parse::<IpAddr>().map_err(|_| format!("{s:?} is not an IP address")))?
-            .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+            .unwrap_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED));
         let port = args.opt_value_from_str("--port")?;
         let peers = args.values_from_fn("--peer", |s| {
             s.parse::<SocketAddr>().map_err(|_| format!("--peer {s:?} is not an ADDRESS:PORT"))
@@ -75,7 +78,8 @@ impl SwarmOptions {
     }
 }
 
-/// Binds the peer listener: the given port, or the first free default one.
+/// Binds the peer listener: the given port, or the first free default one. On `::` it takes IPv4 and IPv6 peers (see
+/// [`crate::reactor::bind_listener`]).
 pub fn bind_peer_listener(opts: &SwarmOptions) -> Result<TcpListener> {
     let ports: Vec<u16> = match opts.port {
         Some(p) => vec![p],
@@ -84,7 +88,7 @@ pub fn bind_peer_listener(opts: &SwarmOptions) -> Result<TcpListener> {
     let mut last = None;
     for port in ports {
         let addr = SocketAddr::new(opts.bind, port);
-        match TcpListener::bind(addr) {
+        match crate::reactor::bind_listener(addr) {
             Ok(l) => return Ok(l),
             Err(e) => last = Some((addr, e)),
         }
@@ -393,4 +397,73 @@ pub fn add_session(reactor: &mut crate::reactor::Reactor, plan: SessionPlan, pee
     torrent.add_peer_addrs(opts.peers.iter().copied());
     reactor.services.add_torrent(torrent);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> std::result::Result<SwarmOptions, String> {
+        let mut args = pico_args::Arguments::from_vec(args.iter().map(|s| std::ffi::OsString::from(*s)).collect());
+        SwarmOptions::parse(&mut args).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_default_bind_is_every_address_of_both_families() {
+        assert_eq!(parse(&[]).unwrap().bind, IpAddr::V6(Ipv6Addr::UNSPECIFIED));
+    }
+
+    #[test]
+    fn bind_takes_either_family() {
+        for (text, want) in [
+            ("::", IpAddr::V6(Ipv6Addr::UNSPECIFIED)),
+            ("::1", IpAddr::V6(Ipv6Addr::LOCALHOST)),
+            ("0.0.0.0", IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
+            ("127.0.0.1", IpAddr::V4(Ipv4Addr::LOCALHOST)),
+        ] {
+            assert_eq!(parse(&["--bind", text]).unwrap().bind, want, "--bind {text}");
+        }
+        assert!(parse(&["--bind", "[::1]"]).unwrap_err().contains("not an IP address"));
+    }
+
+    #[test]
+    fn peers_take_ipv6_in_brackets() {
+        let opts =
+            parse(&["--peer", "[::1]:6881", "--peer", "127.0.0.1:6882", "--peer", "[2001:db8::7]:51413"]).unwrap();
+        let want: Vec<SocketAddr> = vec![
+            "[::1]:6881".parse().unwrap(),
+            "127.0.0.1:6882".parse().unwrap(),
+            "[2001:db8::7]:51413".parse().unwrap(),
+        ];
+        assert_eq!(opts.peers, want);
+        assert!(opts.peers[0].is_ipv6());
+        // Without brackets the port cannot be told from the address.
+        assert!(parse(&["--peer", "::1:6881"]).unwrap_err().contains("is not an ADDRESS:PORT"));
+    }
+
+    #[test]
+    fn the_peer_listener_on_any_address_takes_both_families() {
+        let opts = SwarmOptions { bind: IpAddr::V6(Ipv6Addr::UNSPECIFIED), ..SwarmOptions::loopback() };
+        let l = bind_peer_listener(&opts).unwrap();
+        let local = l.local_addr().unwrap();
+        // The line tests and scripts read: the port is what follows the last colon.
+        let line = format!("peer listening on {local}");
+        let port: u16 = line.rsplit(':').next().unwrap().parse().unwrap();
+        assert_eq!(port, local.port());
+        std::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port)).unwrap();
+        if local.is_ipv6() {
+            assert_eq!(line, format!("peer listening on [::]:{port}"));
+            std::net::TcpStream::connect((Ipv6Addr::LOCALHOST, port)).unwrap();
+        }
+    }
+
+    #[test]
+    fn the_peer_listener_on_ipv6_loopback_is_ipv6_only() {
+        let opts = SwarmOptions { bind: IpAddr::V6(Ipv6Addr::LOCALHOST), ..SwarmOptions::loopback() };
+        let Ok(l) = bind_peer_listener(&opts) else { return }; // no IPv6 on this machine
+        let local = l.local_addr().unwrap();
+        assert_eq!(local.ip(), IpAddr::V6(Ipv6Addr::LOCALHOST));
+        std::net::TcpStream::connect(local).unwrap();
+        assert!(std::net::TcpStream::connect((Ipv4Addr::LOCALHOST, local.port())).is_err());
+    }
 }

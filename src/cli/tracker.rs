@@ -1,6 +1,6 @@
 //! `toybt tracker FILE.torrent... [--bind ADDR] [--port N] [--interval SECS] [--open]`: an HTTP tracker on the loop.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -20,7 +20,7 @@ At start it prints `tracker listening on ADDR:PORT (announce http://ADDR:PORT/an
 then one line per torrent. Ctrl-C or SIGTERM stop it.
 
 Options:
-  --bind ADDR       address to listen on (default 0.0.0.0; `::` for IPv6, which also serves peers6)
+  --bind ADDR       address to listen on (default 0.0.0.0; `::` for IPv4 and IPv6, serving peers6 too)
   --port N          port to listen on (default 6969; 0 picks a free one)
   --interval SECS   re-announce interval told to clients (default 1800); silent peers expire after two
   --open            serve any info hash, not only the listed torrents
@@ -87,7 +87,7 @@ pub fn start(
     torrents: &[([u8; 20], String)],
     max_conns: usize,
 ) -> Result<SocketAddr> {
-    let listener = TcpListener::bind(addr).map_err(|e| Error::io(format!("cannot listen on {addr}"), &e))?;
+    let listener = reactor::bind_listener(addr).map_err(|e| Error::io(format!("cannot listen on {addr}"), &e))?;
     let local = listener.local_addr().map_err(|e| Error::io(format!("cannot listen on {addr}"), &e))?;
     reactor::defer_accept(&listener, DEFER_ACCEPT)
         .map_err(|e| Error::io(format!("cannot set up listening on {local}"), &e))?;

@@ -79,7 +79,7 @@ mod udp;
 pub use buffer::BufLimits;
 pub use conn::{Conn, ListenKind, Progress, Services};
 pub use datagram::{DatagramKind, DatagramLimits, DatagramStats};
-pub use os::{defer_accept, raise_fd_limit};
+pub use os::{bind_listener, defer_accept, raise_fd_limit};
 pub use signal::{Signal, SignalPipe, install as install_signals};
 pub use udp::UdpId;
 
@@ -519,6 +519,8 @@ impl Reactor {
                     continue;
                 }
             };
+            // On a dual-stack listener an IPv4 peer comes as ::ffff:a.b.c.d: everything past here sees it as IPv4.
+            let from = SocketAddr::new(from.ip().to_canonical(), from.port());
             let (kind, full, nodelay_inherited) = (l.kind, l.open >= l.max_conns, l.nodelay_inherited);
             if full && !self.evict_one(index, now) {
                 continue;

@@ -37,15 +37,26 @@ impl AddrBook {
     }
 
     /// Addresses to try. Ourselves, port 0 and new addresses past the cap are skipped; fresh news of a known peer
-    /// overrides the wait after an earlier failure.
+    /// overrides the wait after an earlier failure. An IPv4-mapped IPv6 address (`::ffff:a.b.c.d`) is kept as the IPv4
+    /// address it is, so one peer is one entry whichever way it was heard of.
     pub fn add(&mut self, addrs: impl IntoIterator<Item = SocketAddr>) {
         for addr in addrs {
-            let ours = addr.port() == self.listen_port && (addr.ip().is_loopback() || addr.ip().is_unspecified());
-            if ours || addr.port() == 0 || (self.addrs.len() >= MAX_KNOWN_ADDRS && !self.addrs.contains_key(&addr)) {
+            let addr = SocketAddr::new(addr.ip().to_canonical(), addr.port());
+            if self.is_ours(addr)
+                || addr.port() == 0
+                || (self.addrs.len() >= MAX_KNOWN_ADDRS && !self.addrs.contains_key(&addr))
+            {
                 continue;
             }
             self.addrs.entry(addr).or_default().retry_at = None;
         }
+    }
+
+    /// Whether `addr` (canonical) is our own listener: our port on a loopback address (127.0.0.0/8, `::1`) or on an
+    /// unspecified one (`0.0.0.0`, `::`), which a tracker or PEX may hand back to us. Our listener, on `::`, takes
+    /// both families, and on `::1` or `127.0.0.1` only that one; either way the address leads back to us.
+    fn is_ours(&self, addr: SocketAddr) -> bool {
+        addr.port() == self.listen_port && (addr.ip().is_loopback() || addr.ip().is_unspecified())
     }
 
     pub fn connecting(&self) -> usize {
@@ -120,5 +131,67 @@ impl AddrBook {
     /// Never dial `addr` again.
     pub fn ban(&mut self, addr: SocketAddr) {
         self.addrs.entry(addr).or_default().banned = true;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    fn due(book: &mut AddrBook) -> Vec<SocketAddr> {
+        let mut got = book.take_due(Instant::now(), 100, false);
+        got.sort();
+        got
+    }
+
+    #[test]
+    fn our_own_address_is_never_dialled_in_either_family() {
+        let mut book = AddrBook::new(6881);
+        book.add([
+            "127.0.0.1:6881".parse().unwrap(),
+            "127.0.1.1:6881".parse().unwrap(),
+            "0.0.0.0:6881".parse().unwrap(),
+            "[::1]:6881".parse().unwrap(),
+            "[::]:6881".parse().unwrap(),
+            "[::ffff:127.0.0.1]:6881".parse().unwrap(),
+            "[::ffff:0.0.0.0]:6881".parse().unwrap(),
+        ]);
+        assert_eq!(due(&mut book), Vec::<SocketAddr>::new());
+    }
+
+    #[test]
+    fn other_ports_on_this_machine_and_other_hosts_are_peers() {
+        let mut book = AddrBook::new(6881);
+        let peers: Vec<SocketAddr> = vec![
+            "127.0.0.1:6882".parse().unwrap(),
+            "192.0.2.7:6881".parse().unwrap(),
+            "[::1]:6882".parse().unwrap(),
+            "[2001:db8::7]:6881".parse().unwrap(),
+        ];
+        book.add(peers.iter().copied());
+        let mut want = peers;
+        want.sort();
+        assert_eq!(due(&mut book), want);
+    }
+
+    #[test]
+    fn a_mapped_address_is_the_ipv4_peer() {
+        let mut book = AddrBook::new(6881);
+        let v4 = SocketAddr::from((Ipv4Addr::new(192, 0, 2, 7), 51413));
+        let mapped = SocketAddr::from((Ipv4Addr::new(192, 0, 2, 7).to_ipv6_mapped(), 51413));
+        book.add([mapped, v4]);
+        assert_eq!(due(&mut book), vec![v4]);
+        // A real IPv6 address is not folded into anything.
+        let v6 = SocketAddr::from((Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 7), 51413));
+        book.add([v6]);
+        assert_eq!(due(&mut book), vec![v6]);
+    }
+
+    #[test]
+    fn port_zero_is_skipped() {
+        let mut book = AddrBook::new(6881);
+        book.add(["[::1]:0".parse().unwrap(), "10.0.0.1:0".parse().unwrap()]);
+        assert!(due(&mut book).is_empty());
     }
 }

@@ -1,6 +1,6 @@
-//! Real BitTorrent programs on 127.0.0.1 for interop tests: python3-libtorrent (through tests/support/lt_client.py),
-//! aria2c, transmission-cli and opentracker, plus torrents made with mktorrent, byte-for-byte comparison and a scrape
-//! client. The flags come from /work/shared/INTEROP.md; each launcher returns only once its program is listening on
+//! Real BitTorrent programs on 127.0.0.1 (libtorrent on ::1 too) for interop tests: python3-libtorrent (through
+//! tests/support/lt_client.py), aria2c, transmission-cli and opentracker, plus torrents made with mktorrent,
+//! byte-for-byte comparison and a scrape client. The flags come from /work/shared/INTEROP.md; each launcher returns only once its program is listening on
 //! its own port (and, for a seed, has checked its data), so a test can go straight on to the next step.
 //!
 //! The programs cannot pick their own port, so a launcher picks one, starts the program and checks in /proc that the
@@ -20,7 +20,7 @@ use super::{Proc, free_port, pseudo_random_bytes, wait_until};
 use std::collections::BTreeSet;
 use std::fs;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -55,6 +55,8 @@ pub enum Kind {
 pub struct Launched {
     pub proc: Proc,
     pub kind: Kind,
+    /// The address it listens on (127.0.0.1 unless a launcher was told otherwise).
+    pub ip: IpAddr,
     pub port: u16,
     /// When the program was started (the attempt that got its port).
     pub started: Instant,
@@ -79,7 +81,7 @@ impl std::ops::DerefMut for Launched {
 
 impl Launched {
     pub fn addr(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.port))
+        SocketAddr::new(self.ip, self.port)
     }
 
     /// The announce URL of a tracker (opentracker; any HTTP tracker on `port`).
@@ -220,7 +222,10 @@ fn launch(
         let (cmd, scratch, done_file) = build(port);
         let mut proc = Proc::spawn(name, cmd);
         match wait_listening(&mut proc, port, READY_TIMEOUT) {
-            Listen::Ours => return Launched { proc, kind, port, started, done_file, _scratch: scratch },
+            Listen::Ours => {
+                let ip = IpAddr::from([127, 0, 0, 1]);
+                return Launched { proc, kind, ip, port, started, done_file, _scratch: scratch };
+            }
             Listen::Taken if attempt < PORT_ATTEMPTS => eprintln!("{name}: port {port} was taken, trying another"),
             Listen::Exited(code) if attempt < PORT_ATTEMPTS => {
                 eprintln!("{name}: exited with {code} on port {port}, trying another:\n{}", proc.output())
@@ -260,16 +265,25 @@ fn ready_line(launched: Launched, needle: &str) -> Launched {
 // libtorrent
 
 fn libtorrent(mode: &str, torrent: &Path, data_dir: &Path, peers: &[SocketAddr]) -> Launched {
+    libtorrent_on(IpAddr::from([127, 0, 0, 1]), mode, torrent, data_dir, peers)
+}
+
+/// lt_client.py in `mode` listening on (and dialling from) `ip` alone; `peers` are dialled once its data is checked.
+fn libtorrent_on(ip: IpAddr, mode: &str, torrent: &Path, data_dir: &Path, peers: &[SocketAddr]) -> Launched {
     assert!(Path::new(SYSTEM_PYTHON).exists(), "{SYSTEM_PYTHON} is missing (python3-libtorrent)");
-    launch(Kind::Libtorrent, &format!("libtorrent-{mode}"), |port| {
+    let mut launched = launch(Kind::Libtorrent, &format!("libtorrent-{mode}"), |port| {
         let mut cmd = Command::new(SYSTEM_PYTHON);
         cmd.arg(lt_client_script()).arg(mode).arg(torrent).arg(data_dir);
-        cmd.args(["--port", &port.to_string(), "--max-seconds", &LIFETIME_SECS.to_string()]);
+        cmd.args(["--port", &port.to_string(), "--bind", &ip.to_string()]);
+        cmd.args(["--max-seconds", &LIFETIME_SECS.to_string()]);
         for p in peers {
+            // SocketAddr writes an IPv6 address in brackets, as lt_client.py wants it.
             cmd.args(["--peer", &p.to_string()]);
         }
         (cmd, None, None)
-    })
+    });
+    launched.ip = ip;
+    launched
 }
 
 /// libtorrent seeding `torrent` from `data_dir` (the folder that holds the torrent's file or folder), dialling `peers`
@@ -281,6 +295,16 @@ pub fn libtorrent_seed(torrent: &Path, data_dir: &Path, peers: &[SocketAddr]) ->
 /// libtorrent downloading `torrent` into `data_dir`, dialling `peers`; it goes on seeding once done.
 pub fn libtorrent_leech(torrent: &Path, data_dir: &Path, peers: &[SocketAddr]) -> Launched {
     libtorrent("leech", torrent, data_dir, peers)
+}
+
+/// [`libtorrent_seed`] listening on `ip` alone (`::1` for an IPv6 test); its `addr()` is `[ip]:port`.
+pub fn libtorrent_seed_on(ip: IpAddr, torrent: &Path, data_dir: &Path, peers: &[SocketAddr]) -> Launched {
+    ready_line(libtorrent_on(ip, "seed", torrent, data_dir, peers), "seeding")
+}
+
+/// [`libtorrent_leech`] listening on and dialling from `ip` alone.
+pub fn libtorrent_leech_on(ip: IpAddr, torrent: &Path, data_dir: &Path, peers: &[SocketAddr]) -> Launched {
+    libtorrent_on(ip, "leech", torrent, data_dir, peers)
 }
 
 // ---------------------------------------------------------------------------------------------------------------

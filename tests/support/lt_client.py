@@ -1,8 +1,11 @@
 #!/usr/bin/python3
-"""Seed or download one torrent with python3-libtorrent on 127.0.0.1, for toybt's interop tests.
+"""Seed or download one torrent with python3-libtorrent on 127.0.0.1 (or --bind ADDR), for toybt's interop tests.
 
-Usage: lt_client.py seed|leech TORRENT SAVE_DIR --port PORT [--peer HOST:PORT]... [--exit-when-done]
+Usage: lt_client.py seed|leech TORRENT SAVE_DIR --port PORT [--bind ADDR] [--peer HOST:PORT]... [--exit-when-done]
                     [--max-seconds S]
+
+--bind ADDR listens on and dials from ADDR only (default 127.0.0.1; `::1` for IPv6). An IPv6 --peer is written in
+brackets: `--peer [::1]:6881`.
 
 Prints one event per line on stdout (flushed), which the tests wait on:
   listening PORT           the TCP listen socket is bound
@@ -39,6 +42,7 @@ def parse_args(argv):
     p.add_argument("torrent")
     p.add_argument("save_dir")
     p.add_argument("--port", type=int, required=True)
+    p.add_argument("--bind", default="127.0.0.1", help="address to listen on and dial from (IPv4 or IPv6)")
     p.add_argument("--peer", action="append", default=[], help="HOST:PORT to dial without a tracker")
     p.add_argument("--exit-when-done", action="store_true")
     p.add_argument("--max-seconds", type=float, default=600.0, help="exit after this long, in case nobody kills us")
@@ -47,15 +51,21 @@ def parse_args(argv):
 
 def parse_peer(text):
     host, _, port = text.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise SystemExit(f"bad --peer {text!r}: an IPv6 address goes in brackets, [ADDR]:PORT")
     if not host or not port.isdigit():
         raise SystemExit(f"bad --peer {text!r}: expected HOST:PORT")
     return (host, int(port))
 
 
-def make_session(port):
+def make_session(bind, port):
+    # libtorrent writes an IPv6 listen address in brackets; its outgoing interface is the bare address.
+    listen = f"[{bind}]:{port}" if ":" in bind else f"{bind}:{port}"
     settings = {
-        "listen_interfaces": f"127.0.0.1:{port}",
-        "outgoing_interfaces": "127.0.0.1",
+        "listen_interfaces": listen,
+        "outgoing_interfaces": bind,
         "allow_multiple_connections_per_ip": True,
         "enable_dht": False,
         "enable_lsd": False,
@@ -161,7 +171,7 @@ def main(argv):
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
 
-    ses = make_session(args.port)
+    ses = make_session(args.bind, args.port)
     handle = add_torrent(ses, args.torrent, args.save_dir)
     reporter = Reporter()
     dialled = False
