@@ -85,7 +85,7 @@ fn scripted(f: &mut Fetch, now: Instant, key: usize, input: &[u8]) -> Vec<u8> {
 fn the_metadata_comes_from_a_seed_session_and_the_session_becomes_a_download() {
     let dir = tempfile::tempdir().unwrap();
     let (meta, _) = real_torrent(dir.path(), 3 * 16384 + 100);
-    assert!(meta.info.len() > 0);
+    assert!(!meta.info.is_empty());
     let seed_storage = Storage::open(&meta, dir.path().join("payload.bin"), OpenMode::Seed).unwrap();
     let have = Bitfield::full(meta.piece_count());
     let now = Instant::now();
