@@ -134,6 +134,8 @@ pub struct Torrent {
     next_resume: Instant,
     /// Pieces verified since the resume record was last written.
     unrecorded_pieces: u32,
+    /// Pieces fetched and verified in this run.
+    fetched_pieces: u32,
     stopping: bool,
     /// When a stop gives up waiting for the trackers.
     stop_deadline: Option<Instant>,
@@ -184,6 +186,7 @@ impl Torrent {
             next_choke: now + choker::ROUND,
             next_resume: now + routine::RESUME_EVERY,
             unrecorded_pieces: 0,
+            fetched_pieces: 0,
             stopping: false,
             stop_deadline: None,
             finished: false,
