@@ -228,6 +228,7 @@ fn percent_encode(bytes: &[u8], out: &mut String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_data::XorShift;
 
     const HEX: &str = "c12fe1c06bba254a9dc9f519b335aa7c1367a88a";
 
@@ -415,19 +416,6 @@ mod tests {
                 assert!(m.trackers.len() <= MAX_TRACKERS && m.peers.len() <= MAX_PEERS);
                 assert_eq!(Magnet::parse(&m.to_uri()).as_ref(), Ok(&m), "{text}");
             }
-        }
-    }
-
-    struct XorShift(u64);
-    impl XorShift {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-        fn below(&mut self, n: usize) -> usize {
-            if n == 0 { 0 } else { (self.next() % n as u64) as usize }
         }
     }
 }

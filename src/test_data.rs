@@ -1,15 +1,25 @@
 //! Test inputs shared by unit tests: bytes that do not repeat or compress, so a swapped word, lane or block cannot
-//! cancel out.
+//! cancel out, and the seeded generator behind the never-panic property tests of every decoder.
 
-/// `len` pseudo-random bytes (xorshift64), the same for the same `seed`.
+/// xorshift64: a seeded stream of numbers, the same for the same seed.
+pub struct XorShift(pub u64);
+
+impl XorShift {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// A number below `n` (0 when `n` is 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        if n == 0 { 0 } else { (self.next() % n as u64) as usize }
+    }
+}
+
+/// `len` pseudo-random bytes, the same for the same `seed`.
 pub fn bytes(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    let mut rng = XorShift(seed | 1);
+    (0..len).map(|_| rng.next() as u8).collect()
 }

@@ -219,6 +219,7 @@ impl Incoming {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_data::XorShift;
 
     /// The payload after the 4-byte length, id 20 and extended id 0.
     fn body(framed: &[u8]) -> &[u8] {
@@ -399,19 +400,6 @@ mod tests {
                 sorted.sort();
                 assert_eq!(back, ExtHandshake { m: sorted, ..hs });
             }
-        }
-    }
-
-    struct XorShift(u64);
-    impl XorShift {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-        fn below(&mut self, n: usize) -> usize {
-            if n == 0 { 0 } else { (self.next() % n as u64) as usize }
         }
     }
 }

@@ -353,6 +353,7 @@ impl MetadataServe {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_data::XorShift;
     use crate::wire::{Limits, Message};
 
     /// The payload after the length prefix, id 20 and the extended id, checking the frame on the way.
@@ -607,19 +608,6 @@ mod tests {
                 }
                 _ => {}
             }
-        }
-    }
-
-    struct XorShift(u64);
-    impl XorShift {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-        fn below(&mut self, n: usize) -> usize {
-            if n == 0 { 0 } else { (self.next() % n as u64) as usize }
         }
     }
 }

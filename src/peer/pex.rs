@@ -170,6 +170,7 @@ impl PexState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_data::XorShift;
 
     fn a(s: &str) -> SocketAddr {
         s.parse().unwrap()
@@ -342,19 +343,6 @@ mod tests {
                 assert_eq!(back.added.len(), pex.added.len().min(MAX_SEND));
                 assert_eq!(back.dropped.len(), pex.dropped.len().min(MAX_SEND));
             }
-        }
-    }
-
-    struct XorShift(u64);
-    impl XorShift {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-        fn below(&mut self, n: usize) -> usize {
-            if n == 0 { 0 } else { (self.next() % n as u64) as usize }
         }
     }
 }

@@ -19,7 +19,7 @@ use super::{Action, Config, TICK, client_name};
 use crate::bitfield::Bitfield;
 use crate::peer::metadata::{FetchError, MetadataFetch, MetadataMsg, MetadataServe};
 use crate::peer::{self, Event, ExtOffer, Extension, MetadataEvent, Peer};
-use crate::tracker::announce::{self, AnnounceParams, AnnounceResponse, Event as AnnounceEvent, Schedule, TrackerUrl};
+use crate::tracker::announce::{AnnounceResponse, Schedule, TrackerUrl};
 
 /// A metadata request unanswered this long goes to another peer.
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
@@ -48,6 +48,17 @@ struct Asking {
     next_ask: Option<Instant>,
     /// Its size differs from the one being fetched, or is impossible: never asked.
     unusable: bool,
+}
+
+impl Asking {
+    /// The request in flight was rejected or timed out: the peer is asked again later, the later the more often it
+    /// failed. Returns the piece, for someone else to fetch.
+    fn failed(&mut self, now: Instant) -> Option<u32> {
+        let (piece, _) = self.in_flight.take()?;
+        self.rejects += 1;
+        self.next_ask = Some(now + REJECT_BACKOFF * self.rejects);
+        Some(piece)
+    }
 }
 
 pub struct Fetch {
@@ -157,10 +168,7 @@ impl Fetch {
     }
 
     pub fn take_dirty(&mut self) -> Vec<(usize, u64)> {
-        let mut keys = std::mem::take(&mut self.dirty);
-        keys.sort_unstable();
-        keys.dedup();
-        keys.into_iter().filter_map(|k| self.peers.get(&k).map(|p| (k, p.generation()))).collect()
+        super::dirty_ids(&mut self.dirty, &self.peers)
     }
 
     fn peer_torrent(&self) -> peer::Torrent {
@@ -208,20 +216,7 @@ impl Fetch {
     }
 
     pub fn peer_input(&mut self, now: Instant, key: usize, input: &[u8]) -> Result<usize, String> {
-        let mut used = 0;
-        loop {
-            let Some(peer) = self.peers.get_mut(&key) else {
-                return if used == 0 { Err("unknown connection".into()) } else { Ok(used) };
-            };
-            let n = peer.handle_bytes(now, &input[used..])?;
-            if n == 0 {
-                return Ok(used);
-            }
-            while let Some(event) = self.peers.get_mut(&key).and_then(Peer::poll_event) {
-                self.on_peer_event(now, key, event)?;
-            }
-            used += n;
-        }
+        super::feed_peer(self, now, key, input, |f| &mut f.peers, Fetch::on_peer_event)
     }
 
     pub fn peer_transmit(&mut self, now: Instant, key: usize, out: &mut Vec<u8>) {
@@ -230,7 +225,7 @@ impl Fetch {
         }
     }
 
-    fn on_peer_event(&mut self, now: Instant, key: usize, event: Event) -> Result<(), String> {
+    fn on_peer_event(&mut self, now: Instant, key: usize, event: Event, _message: &[u8]) -> Result<(), String> {
         match event {
             Event::Handshake { peer_id } => {
                 if peer_id == self.cfg.peer_id {
@@ -251,15 +246,10 @@ impl Fetch {
             Event::MetadataSize(size) => self.on_size(now, key, size),
             Event::Metadata(MetadataEvent::Data { piece, data, .. }) => self.on_data(now, key, piece, &data),
             Event::Metadata(MetadataEvent::Reject(piece)) => {
-                if let Some(a) = self.asking.get_mut(&key)
-                    && a.in_flight.is_some_and(|(p, _)| p == piece)
+                if let Some(a) = self.asking.get_mut(&key).filter(|a| a.in_flight.is_some_and(|(p, _)| p == piece))
+                    && let (Some(piece), Some(f)) = (a.failed(now), &mut self.fetch)
                 {
-                    a.in_flight = None;
-                    a.rejects += 1;
-                    a.next_ask = Some(now + REJECT_BACKOFF * a.rejects);
-                    if let Some(f) = &mut self.fetch {
-                        f.released(piece);
-                    }
+                    f.released(piece);
                 }
                 self.ask_all(now);
             }
@@ -400,16 +390,13 @@ impl Fetch {
             if p.has_output() {
                 self.dirty.push(k);
             }
-            if let Some(a) = self.asking.get_mut(&k)
-                && let Some((piece, at)) = a.in_flight
-                && now.saturating_duration_since(at) >= METADATA_TIMEOUT
+            let late = |a: &&mut Asking| {
+                a.in_flight.is_some_and(|(_, at)| now.saturating_duration_since(at) >= METADATA_TIMEOUT)
+            };
+            if let Some(a) = self.asking.get_mut(&k).filter(late)
+                && let (Some(piece), Some(f)) = (a.failed(now), &mut self.fetch)
             {
-                a.in_flight = None;
-                a.rejects += 1;
-                a.next_ask = Some(now + REJECT_BACKOFF * a.rejects);
-                if let Some(f) = &mut self.fetch {
-                    f.released(piece);
-                }
+                f.released(piece);
             }
         }
         self.ask_all(now);
@@ -418,34 +405,16 @@ impl Fetch {
     }
 
     fn dial(&mut self, now: Instant) {
-        if self.stopping || self.info.is_some() {
-            return;
+        if !self.stopping && self.info.is_none() {
+            let dials = self.cfg.dial(&mut self.addrs, now, self.peers.len(), false);
+            self.actions.extend(dials);
         }
-        let connecting = self.addrs.connecting();
-        let room = self
-            .cfg
-            .max_connecting
-            .saturating_sub(connecting)
-            .min(self.cfg.max_peers.saturating_sub(self.peers.len() + connecting));
-        let due = self.addrs.take_due(now, room, false);
-        self.actions.extend(due.into_iter().map(Action::Connect));
     }
 
     fn poll_announce(&mut self, now: Instant) {
         let Some(due) = self.schedule.poll_due(now) else { return };
-        let params = AnnounceParams {
-            info_hash: self.start.info_hash,
-            peer_id: self.cfg.peer_id,
-            port: self.cfg.listen_port,
-            uploaded: 0,
-            downloaded: 0,
-            left: LEFT_UNKNOWN,
-            event: due.event,
-            numwant: if due.event == Some(AnnounceEvent::Stopped) { 0 } else { 50 },
-            key: u32::from_le_bytes(self.cfg.peer_id[8..12].try_into().unwrap_or([0; 4])),
-        };
-        let timeout = if self.stopping { Duration::from_secs(5) } else { announce::REQUEST_TIMEOUT };
-        self.actions.push_back(Action::Announce { url: due.url, params, timeout });
+        let action = self.cfg.announce(due, self.start.info_hash, (0, 0, LEFT_UNKNOWN), self.stopping);
+        self.actions.push_back(action);
     }
 
     pub fn announce_done(&mut self, now: Instant, result: Result<AnnounceResponse, String>) {

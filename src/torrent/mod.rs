@@ -37,7 +37,7 @@ use crate::picker::Picker;
 use crate::progress::{self, Rate, Snapshot};
 use crate::resume;
 use crate::storage::Storage;
-use crate::tracker::announce::{AnnounceParams, Schedule, TrackerUrl};
+use crate::tracker::announce::{self, AnnounceParams, Due, Event as AnnounceEvent, Schedule, TrackerUrl};
 use crate::wire;
 
 use crate::peer::pex::PexState;
@@ -82,6 +82,74 @@ impl Config {
             extra_trackers: Vec::new(),
         }
     }
+}
+
+impl Config {
+    /// Addresses from `addrs` to dial now, within the limits on connections being opened and open (`open`).
+    fn dial(&self, addrs: &mut AddrBook, now: Instant, open: usize, complete: bool) -> Vec<Action> {
+        let connecting = addrs.connecting();
+        let room = self.max_connecting.saturating_sub(connecting).min(self.max_peers.saturating_sub(open + connecting));
+        addrs.take_due(now, room, complete).into_iter().map(Action::Connect).collect()
+    }
+
+    /// The announce to make when `due`, with the transfer figures so far (`left` unknown for a magnet download).
+    fn announce(&self, due: Due, info_hash: [u8; 20], transfer: (u64, u64, u64), stopping: bool) -> Action {
+        let (uploaded, downloaded, left) = transfer;
+        let params = AnnounceParams {
+            info_hash,
+            peer_id: self.peer_id,
+            port: self.listen_port,
+            uploaded,
+            downloaded,
+            left,
+            event: due.event,
+            numwant: if due.event == Some(AnnounceEvent::Stopped) { 0 } else { 50 },
+            key: u32::from_le_bytes(self.peer_id[8..12].try_into().unwrap_or([0; 4])),
+        };
+        log::debug!("announcing to {}:{} ({:?})", due.url.host, due.url.port, due.event);
+        // A stop does not wait long for a silent tracker.
+        let timeout = if stopping { Duration::from_secs(5) } else { announce::REQUEST_TIMEOUT };
+        Action::Announce { url: due.url, params, timeout }
+    }
+}
+
+/// What a session does with the peer machine `key`'s events.
+type OnEvent<S> = fn(&mut S, Instant, usize, Event, &[u8]) -> Result<(), String>;
+
+/// Bytes read from peer `key` of a session: its machine takes them a message at a time, and each event goes to
+/// `on_event` with the message it came from (a block's data is in it). Returns how many bytes were consumed (a
+/// partial message stays for the next read), or the reason to close the connection.
+fn feed_peer<S>(
+    s: &mut S,
+    now: Instant,
+    key: usize,
+    input: &[u8],
+    peers: fn(&mut S) -> &mut HashMap<usize, Peer>,
+    on_event: OnEvent<S>,
+) -> Result<usize, String> {
+    let mut used = 0;
+    loop {
+        let Some(peer) = peers(s).get_mut(&key) else {
+            return if used == 0 { Err("unknown connection".into()) } else { Ok(used) };
+        };
+        let n = peer.handle_bytes(now, &input[used..])?;
+        if n == 0 {
+            return Ok(used);
+        }
+        let message = &input[used..used + n];
+        while let Some(event) = peers(s).get_mut(&key).and_then(Peer::poll_event) {
+            on_event(s, now, key, event, message)?;
+        }
+        used += n;
+    }
+}
+
+/// The connections (key, generation) among `peers` that `dirty` names, once each.
+fn dirty_ids(dirty: &mut Vec<usize>, peers: &HashMap<usize, Peer>) -> Vec<(usize, u64)> {
+    let mut keys = std::mem::take(dirty);
+    keys.sort_unstable();
+    keys.dedup();
+    keys.into_iter().filter_map(|k| peers.get(&k).map(|p| (k, p.generation()))).collect()
 }
 
 /// What the reactor must do for the session.
@@ -241,10 +309,7 @@ impl Torrent {
 
     /// The connections (key, generation) that have bytes to send; the reactor writes them out.
     pub fn take_dirty(&mut self) -> Vec<(usize, u64)> {
-        let mut keys = std::mem::take(&mut self.dirty);
-        keys.sort_unstable();
-        keys.dedup();
-        keys.into_iter().filter_map(|k| self.peers.get(&k).map(|p| (k, p.generation()))).collect()
+        dirty_ids(&mut self.dirty, &self.peers)
     }
 
     /// What a peer connection needs to know of this torrent.
@@ -304,21 +369,7 @@ impl Torrent {
     /// Bytes read from a peer. Returns how many were consumed (a partial message stays for the next read), or the
     /// reason to close the connection.
     pub fn peer_input(&mut self, now: Instant, key: usize, input: &[u8]) -> Result<usize, String> {
-        let mut used = 0;
-        loop {
-            let Some(peer) = self.peers.get_mut(&key) else {
-                return if used == 0 { Err("unknown connection".into()) } else { Ok(used) };
-            };
-            let n = peer.handle_bytes(now, &input[used..])?;
-            if n == 0 {
-                return Ok(used);
-            }
-            let message = &input[used..used + n];
-            while let Some(event) = self.peers.get_mut(&key).and_then(Peer::poll_event) {
-                self.on_peer_event(now, key, event, message)?;
-            }
-            used += n;
-        }
+        feed_peer(self, now, key, input, |t| &mut t.peers, Torrent::on_peer_event)
     }
 
     /// Everything the peer's socket should send now: queued messages, then uploads read from disk straight into

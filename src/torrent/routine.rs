@@ -2,16 +2,15 @@
 //! dialling), the choker's round, announces and their answers, the resume record, and stopping cleanly.
 
 use std::collections::HashSet;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
 
-use super::{Action, TICK, Torrent};
+use super::{TICK, Torrent};
 use crate::choker::{self, Candidate};
 use crate::metainfo::Metainfo;
 use crate::resume;
-use crate::tracker::announce::{self, AnnounceParams, AnnounceResponse, Event, TrackerUrl};
+use crate::tracker::announce::{AnnounceResponse, TrackerUrl};
 
 /// A request unanswered this long goes to another peer (and back to the same one later if nobody else has it).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
@@ -183,20 +182,9 @@ impl Torrent {
 
     fn poll_announce(&mut self, now: Instant) {
         let Some(due) = self.schedule.poll_due(now) else { return };
-        let params = AnnounceParams {
-            info_hash: self.meta.info_hash,
-            peer_id: self.cfg.peer_id,
-            port: self.cfg.listen_port,
-            uploaded: self.uploaded.total(),
-            downloaded: self.downloaded.total(),
-            left: self.meta.total_length - self.have_bytes,
-            event: due.event,
-            numwant: if due.event == Some(Event::Stopped) { 0 } else { 50 },
-            key: u32::from_le_bytes(self.cfg.peer_id[8..12].try_into().unwrap_or([0; 4])),
-        };
-        debug!("announcing to {}:{} ({:?})", due.url.host, due.url.port, due.event);
-        let timeout = if self.stopping { Duration::from_secs(5) } else { announce::REQUEST_TIMEOUT };
-        self.actions.push_back(Action::Announce { url: due.url, params, timeout });
+        let transfer = (self.uploaded.total(), self.downloaded.total(), self.meta.total_length - self.have_bytes);
+        let action = self.cfg.announce(due, self.meta.info_hash, transfer, self.stopping);
+        self.actions.push_back(action);
     }
 
     /// An upload slot was given up (its peer left, lost interest, or we changed from leeching to seeding): choose
@@ -238,18 +226,11 @@ impl Torrent {
 
     /// Starts connections while below the limits.
     pub(super) fn dial(&mut self, now: Instant) {
-        if self.stopping {
-            return;
+        if !self.stopping {
+            let complete = self.is_complete();
+            let dials = self.cfg.dial(&mut self.addrs, now, self.peers.len(), complete);
+            self.actions.extend(dials);
         }
-        let connecting = self.addrs.connecting();
-        let room = self
-            .cfg
-            .max_connecting
-            .saturating_sub(connecting)
-            .min(self.cfg.max_peers.saturating_sub(self.peers.len() + connecting));
-        let complete = self.is_complete();
-        let due: Vec<SocketAddr> = self.addrs.take_due(now, room, complete);
-        self.actions.extend(due.into_iter().map(Action::Connect));
     }
 
     /// Brings the resume record up to date (data fsynced first, see `resume::Keeper`). Pieces that could not be read

@@ -1,6 +1,7 @@
 //! The wire codec on byte slices: every message, split at every byte, hostile lengths, mutated input.
 
 use super::*;
+use crate::test_data::XorShift;
 
 const PIECES: u32 = 21;
 
@@ -330,19 +331,5 @@ fn never_panics_on_hostile_input() {
             }
         }
         let _ = Handshake::decode(&input);
-    }
-}
-
-/// A deterministic generator so failures reproduce without a seed printout.
-struct XorShift(u64);
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: usize) -> usize {
-        if n == 0 { 0 } else { (self.next() % n as u64) as usize }
     }
 }
