@@ -173,6 +173,8 @@ impl Torrent {
         );
         self.save_resume();
         self.schedule.completed(now);
+        // With no seed time and no tracker to tell, the session ends now rather than at the next tick.
+        self.check_finished(now);
     }
 
     /// The disk refused (full, read-only, failing): keep what is verified, keep seeding, stop asking for what we

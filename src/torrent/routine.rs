@@ -156,7 +156,7 @@ impl Torrent {
         self.check_finished(now);
     }
 
-    fn check_finished(&mut self, now: Instant) {
+    pub(super) fn check_finished(&mut self, now: Instant) {
         if self.finished {
             return;
         }
