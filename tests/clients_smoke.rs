@@ -55,7 +55,10 @@ fn libtorrent_seed_dials_transmission_leech() {
     let took = leech.wait_done(DOWNLOAD_TIMEOUT);
     fx.assert_leech_has_everything();
     let size = std::fs::metadata(fx.seed_dir.join("single.bin")).unwrap().len();
-    assert!(seed.lt_upload_bytes() >= size, "libtorrent says it sent {} of {size} bytes", seed.lt_upload_bytes());
+    // lt_client.py reports its upload figure on its next status poll (every 0.25 s), which may come after the leech's
+    // done hook.
+    let sent = common::wait_until(Duration::from_secs(5), || seed.lt_upload_bytes() >= size);
+    assert!(sent, "libtorrent says it sent {} of {size} bytes", seed.lt_upload_bytes());
     report("libtorrent_seed_dials_transmission_leech", start, took);
 }
 

@@ -752,6 +752,11 @@ impl Peer {
         self.fast
     }
 
+    /// The peer set the BEP 10 bit in its handshake.
+    pub fn speaks_extensions(&self) -> bool {
+        self.extensions
+    }
+
     pub fn pieces(&self) -> &Bitfield {
         &self.has
     }

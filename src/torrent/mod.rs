@@ -510,10 +510,18 @@ impl Torrent {
         let complete = self.is_complete();
         let empty = Bitfield::new(self.meta.piece_count());
         let have = if self.have_bytes > 0 { self.picker.have() } else { &empty };
+        let mut exts = "";
         if let Some(p) = self.peers.get_mut(&key) {
             p.accept(now, have);
+            exts = match (p.is_fast(), p.speaks_extensions()) {
+                (true, true) => " [fast ext]",
+                (true, false) => " [fast]",
+                (false, true) => " [ext]",
+                (false, false) => "",
+            };
         }
-        info!("{addr}: peer {} ({})", client_name(&peer_id), if complete { "we seed" } else { "we leech" });
+        let role = if complete { "we seed" } else { "we leech" };
+        info!("{addr}: peer {} ({role}){exts}", client_name(&peer_id));
         self.picker.peer_joined(key, &empty);
         self.dirty.push(key);
         Ok(())

@@ -18,6 +18,7 @@
 
 use super::{Proc, free_port, pseudo_random_bytes, wait_until};
 use std::collections::BTreeSet;
+use std::ffi::OsStr;
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
@@ -264,22 +265,39 @@ fn ready_line(launched: Launched, needle: &str) -> Launched {
 // ---------------------------------------------------------------------------------------------------------------
 // libtorrent
 
-fn libtorrent(mode: &str, torrent: &Path, data_dir: &Path, peers: &[SocketAddr]) -> Launched {
-    libtorrent_on(IpAddr::from([127, 0, 0, 1]), mode, torrent, data_dir, peers)
+/// lt_client.py in `mode` (seed or leech) for `source`, a .torrent file or a magnet link, dialling `peers`, with more
+/// of its switches in `flags` (`--pex`, `--keep-seed-links`, `--upload-mode`). Returns once it listens; wait for its
+/// `checked`, `seeding`, `metadata` or `finished` line as the test needs.
+pub fn libtorrent_with(
+    mode: &str,
+    source: impl AsRef<OsStr>,
+    data_dir: &Path,
+    peers: &[SocketAddr],
+    flags: &[&str],
+) -> Launched {
+    libtorrent_on(IpAddr::from([127, 0, 0, 1]), mode, source, data_dir, peers, flags)
 }
 
-/// lt_client.py in `mode` listening on (and dialling from) `ip` alone; `peers` are dialled once its data is checked.
-fn libtorrent_on(ip: IpAddr, mode: &str, torrent: &Path, data_dir: &Path, peers: &[SocketAddr]) -> Launched {
+/// [`libtorrent_with`] listening on (and dialling from) `ip` alone.
+fn libtorrent_on(
+    ip: IpAddr,
+    mode: &str,
+    source: impl AsRef<OsStr>,
+    data_dir: &Path,
+    peers: &[SocketAddr],
+    flags: &[&str],
+) -> Launched {
     assert!(Path::new(SYSTEM_PYTHON).exists(), "{SYSTEM_PYTHON} is missing (python3-libtorrent)");
     let mut launched = launch(Kind::Libtorrent, &format!("libtorrent-{mode}"), |port| {
         let mut cmd = Command::new(SYSTEM_PYTHON);
-        cmd.arg(lt_client_script()).arg(mode).arg(torrent).arg(data_dir);
+        cmd.arg(lt_client_script()).arg(mode).arg(source.as_ref()).arg(data_dir);
         cmd.args(["--port", &port.to_string(), "--bind", &ip.to_string()]);
         cmd.args(["--max-seconds", &LIFETIME_SECS.to_string()]);
         for p in peers {
             // SocketAddr writes an IPv6 address in brackets, as lt_client.py wants it.
             cmd.args(["--peer", &p.to_string()]);
         }
+        cmd.args(flags);
         (cmd, None, None)
     });
     launched.ip = ip;
@@ -289,28 +307,39 @@ fn libtorrent_on(ip: IpAddr, mode: &str, torrent: &Path, data_dir: &Path, peers:
 /// libtorrent seeding `torrent` from `data_dir` (the folder that holds the torrent's file or folder), dialling `peers`
 /// once its data is checked. Returns when it is seeding.
 pub fn libtorrent_seed(torrent: &Path, data_dir: &Path, peers: &[SocketAddr]) -> Launched {
-    ready_line(libtorrent("seed", torrent, data_dir, peers), "seeding")
+    ready_line(libtorrent_with("seed", torrent, data_dir, peers, &[]), "seeding")
 }
 
-/// libtorrent downloading `torrent` into `data_dir`, dialling `peers`; it goes on seeding once done.
-pub fn libtorrent_leech(torrent: &Path, data_dir: &Path, peers: &[SocketAddr]) -> Launched {
-    libtorrent("leech", torrent, data_dir, peers)
+/// libtorrent downloading `torrent` (a .torrent file or a magnet link) into `data_dir`, dialling `peers`; it goes on
+/// seeding once done.
+pub fn libtorrent_leech(torrent: impl AsRef<OsStr>, data_dir: &Path, peers: &[SocketAddr]) -> Launched {
+    libtorrent_with("leech", torrent, data_dir, peers, &[])
 }
 
 /// [`libtorrent_seed`] listening on `ip` alone (`::1` for an IPv6 test); its `addr()` is `[ip]:port`.
 pub fn libtorrent_seed_on(ip: IpAddr, torrent: &Path, data_dir: &Path, peers: &[SocketAddr]) -> Launched {
-    ready_line(libtorrent_on(ip, "seed", torrent, data_dir, peers), "seeding")
+    ready_line(libtorrent_on(ip, "seed", torrent, data_dir, peers, &[]), "seeding")
 }
 
 /// [`libtorrent_leech`] listening on and dialling from `ip` alone.
 pub fn libtorrent_leech_on(ip: IpAddr, torrent: &Path, data_dir: &Path, peers: &[SocketAddr]) -> Launched {
-    libtorrent_on(ip, "leech", torrent, data_dir, peers)
+    libtorrent_on(ip, "leech", torrent, data_dir, peers, &[])
 }
 
 // ---------------------------------------------------------------------------------------------------------------
 // aria2
 
-fn aria2(name: &str, torrent: &Path, data_dir: &Path, seed: bool) -> Launched {
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Aria2Role {
+    /// Check, then seed until killed.
+    Seed,
+    /// Download, run the done hook, seed until killed.
+    Leech,
+    /// Download from a magnet link (metadata first, from peers), then exit 0 at once.
+    MagnetLeech,
+}
+
+fn aria2(name: &str, source: &OsStr, data_dir: &Path, role: Aria2Role) -> Launched {
     require("aria2c");
     launch(Kind::Aria2, name, |port| {
         let mut cmd = Command::new("aria2c");
@@ -329,22 +358,31 @@ fn aria2(name: &str, torrent: &Path, data_dir: &Path, seed: bool) -> Launched {
             "--console-log-level=notice",
             // Write through, so the files are complete when the done hook runs.
             "--disk-cache=0",
+        ]);
+        if role == Aria2Role::MagnetLeech {
+            // Done means exit 0; keep the metadata in memory rather than writing a .torrent beside the data.
+            cmd.args(["--seed-time=0", "--bt-save-metadata=false"]);
+        } else {
             // Seed until killed. A leech too: with --seed-time=0 aria2 would announce only `stopped`, never
             // `completed`, and a tracker would count no download.
-            "--seed-ratio=0.0",
-        ]);
+            cmd.arg("--seed-ratio=0.0");
+        }
         cmd.arg(format!("--listen-port={port}"));
         cmd.arg(format!("--stop={LIFETIME_SECS}"));
         cmd.arg(format!("--dir={}", data_dir.display()));
-        let (scratch, done_file) = if seed {
-            cmd.arg("--check-integrity=true");
-            (None, None)
-        } else {
-            let (scratch, hook, done_file) = done_hook("toybt-aria2");
-            cmd.arg(format!("--on-bt-download-complete={}", hook.display()));
-            (Some(scratch), Some(done_file))
+        let (scratch, done_file) = match role {
+            Aria2Role::Seed => {
+                cmd.arg("--check-integrity=true");
+                (None, None)
+            }
+            Aria2Role::Leech => {
+                let (scratch, hook, done_file) = done_hook("toybt-aria2");
+                cmd.arg(format!("--on-bt-download-complete={}", hook.display()));
+                (Some(scratch), Some(done_file))
+            }
+            Aria2Role::MagnetLeech => (None, None),
         };
-        cmd.arg(torrent);
+        cmd.arg(source);
         (cmd, scratch, done_file)
     })
 }
@@ -352,18 +390,24 @@ fn aria2(name: &str, torrent: &Path, data_dir: &Path, seed: bool) -> Launched {
 /// aria2 checking and then seeding `torrent` from `data_dir` until killed. aria2 cannot be told to dial a peer: it
 /// finds peers through the torrent's tracker or is dialled.
 pub fn aria2_seed(torrent: &Path, data_dir: &Path) -> Launched {
-    ready_line(aria2("aria2-seed", torrent, data_dir, true), "listening on TCP port")
+    ready_line(aria2("aria2-seed", torrent.as_os_str(), data_dir, Aria2Role::Seed), "listening on TCP port")
 }
 
 /// aria2 downloading `torrent` into `data_dir`, then seeding until killed; `wait_done` waits for its done hook.
 pub fn aria2_leech(torrent: &Path, data_dir: &Path) -> Launched {
-    aria2("aria2-leech", torrent, data_dir, false)
+    aria2("aria2-leech", torrent.as_os_str(), data_dir, Aria2Role::Leech)
+}
+
+/// aria2 downloading from `magnet` (a magnet link; aria2 reads its `tr` trackers but not `x.pe` peers) into
+/// `data_dir`; it exits 0 once the data is on disk (`--seed-time=0`), so wait with `wait_exit`.
+pub fn aria2_magnet_leech(magnet: &str, data_dir: &Path) -> Launched {
+    aria2("aria2-magnet-leech", OsStr::new(magnet), data_dir, Aria2Role::MagnetLeech)
 }
 
 // ---------------------------------------------------------------------------------------------------------------
 // Transmission
 
-fn transmission(name: &str, torrent: &Path, data_dir: &Path, seed: bool) -> Launched {
+fn transmission(name: &str, torrent: &OsStr, data_dir: &Path, seed: bool) -> Launched {
     require("transmission-cli");
     require("stdbuf");
     launch(Kind::Transmission, name, |port| {
@@ -420,13 +464,13 @@ fn transmission_settings(port: u16) -> String {
 /// Transmission verifying and then seeding `torrent` from `data_dir`. It cannot be told to dial a peer and drops
 /// 127.x peers a tracker hands it, so leechers must dial it. Returns once it says it is seeding.
 pub fn transmission_seed(torrent: &Path, data_dir: &Path) -> Launched {
-    ready_line(transmission("transmission-seed", torrent, data_dir, true), "Seeding")
+    ready_line(transmission("transmission-seed", torrent.as_os_str(), data_dir, true), "Seeding")
 }
 
-/// Transmission downloading `torrent` into `data_dir`; a seed must dial it (see `transmission_seed`). It does not
-/// create empty files. `wait_done` waits for its done hook.
-pub fn transmission_leech(torrent: &Path, data_dir: &Path) -> Launched {
-    transmission("transmission-leech", torrent, data_dir, false)
+/// Transmission downloading `torrent` (a .torrent file or a magnet link) into `data_dir`; a seed must dial it (see
+/// `transmission_seed`). It does not create empty files. `wait_done` waits for its done hook.
+pub fn transmission_leech(torrent: impl AsRef<OsStr>, data_dir: &Path) -> Launched {
+    transmission("transmission-leech", torrent.as_ref(), data_dir, false)
 }
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -2,7 +2,12 @@
 """Seed or download one torrent with python3-libtorrent on 127.0.0.1 (or --bind ADDR), for toybt's interop tests.
 
 Usage: lt_client.py seed|leech TORRENT SAVE_DIR --port PORT [--bind ADDR] [--peer HOST:PORT]... [--exit-when-done]
-                    [--max-seconds S]
+                    [--max-seconds S] [--pex] [--keep-seed-links] [--upload-mode]
+
+TORRENT is a .torrent file or a magnet link (`magnet:?xt=urn:btih:...`, whose `tr` trackers and `x.pe` peers
+libtorrent uses as well). --pex turns on peer exchange (BEP 11) for the torrent; --keep-seed-links keeps connections
+between two peers that have nothing to fetch from each other (libtorrent closes them by default); --upload-mode serves
+what the data holds and never downloads.
 
 --bind ADDR listens on and dials from ADDR only (default 127.0.0.1; `::1` for IPv6). An IPv6 --peer is written in
 brackets: `--peer [::1]:6881`.
@@ -10,6 +15,7 @@ brackets: `--peer [::1]:6881`.
 Prints one event per line on stdout (flushed), which the tests wait on:
   listening PORT           the TCP listen socket is bound
   checked                  the existing data has been checked (a seed is ready to serve)
+  metadata                 a magnet link's metadata (the info dictionary) has arrived from a peer
   seeding                  every piece is present (a seed after its check, a leech once done)
   progress 0.53            download progress, when it changes
   upload_bytes N           payload bytes uploaded so far, whenever the figure changes
@@ -46,6 +52,9 @@ def parse_args(argv):
     p.add_argument("--peer", action="append", default=[], help="HOST:PORT to dial without a tracker")
     p.add_argument("--exit-when-done", action="store_true")
     p.add_argument("--max-seconds", type=float, default=600.0, help="exit after this long, in case nobody kills us")
+    p.add_argument("--pex", action="store_true", help="exchange peers (BEP 11)")
+    p.add_argument("--keep-seed-links", action="store_true", help="keep connections with nothing to download")
+    p.add_argument("--upload-mode", action="store_true", help="only serve what the data holds")
     return p.parse_args(argv)
 
 
@@ -60,7 +69,7 @@ def parse_peer(text):
     return (host, int(port))
 
 
-def make_session(bind, port):
+def make_session(bind, port, keep_seed_links):
     # libtorrent writes an IPv6 listen address in brackets; its outgoing interface is the bare address.
     listen = f"[{bind}]:{port}" if ":" in bind else f"{bind}:{port}"
     settings = {
@@ -76,6 +85,7 @@ def make_session(bind, port):
         "unchoke_slots_limit": -1,
         # A killed test should not hang on a tracker that is already gone.
         "stop_tracker_timeout": 2,
+        "close_redundant_connections": not keep_seed_links,
         "alert_mask": (
             lt.alert.category_t.error_notification
             | lt.alert.category_t.status_notification
@@ -87,14 +97,21 @@ def make_session(bind, port):
     return lt.session(settings)
 
 
-def add_torrent(ses, torrent, save_dir):
-    atp = lt.add_torrent_params()
-    atp.ti = lt.torrent_info(torrent)
+def add_torrent(ses, torrent, save_dir, pex, upload_mode):
+    if torrent.startswith("magnet:"):
+        atp = lt.parse_magnet_uri(torrent)
+    else:
+        atp = lt.add_torrent_params()
+        atp.ti = lt.torrent_info(torrent)
     atp.save_path = save_dir
     flags = atp.flags
     flags &= ~lt.torrent_flags.auto_managed
     flags &= ~lt.torrent_flags.paused
-    flags |= lt.torrent_flags.disable_pex | lt.torrent_flags.disable_dht | lt.torrent_flags.disable_lsd
+    flags |= lt.torrent_flags.disable_dht | lt.torrent_flags.disable_lsd
+    if not pex:
+        flags |= lt.torrent_flags.disable_pex
+    if upload_mode:
+        flags |= lt.torrent_flags.upload_mode
     atp.flags = flags
     return ses.add_torrent(atp)
 
@@ -128,6 +145,8 @@ class Reporter:
         elif isinstance(a, lt.torrent_checked_alert):
             self.checked = True
             say("checked")
+        elif isinstance(a, lt.metadata_received_alert):
+            say("metadata")
         elif isinstance(a, (lt.tracker_warning_alert, lt.peer_error_alert, lt.peer_disconnected_alert)):
             print(a.message(), file=sys.stderr, flush=True)
 
@@ -171,10 +190,14 @@ def main(argv):
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
 
-    ses = make_session(args.bind, args.port)
-    handle = add_torrent(ses, args.torrent, args.save_dir)
+    ses = make_session(args.bind, args.port, args.keep_seed_links)
+    handle = add_torrent(ses, args.torrent, args.save_dir, args.pex, args.upload_mode)
     reporter = Reporter()
-    dialled = False
+    # A magnet link has no data to check before the metadata comes, and the metadata must come from a peer: dial now.
+    dialled = args.torrent.startswith("magnet:")
+    if dialled:
+        for peer in peers:
+            handle.connect_peer(peer)
     finished = False
     next_status = 0.0
     give_up = time.monotonic() + args.max_seconds
