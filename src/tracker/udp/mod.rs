@@ -1,0 +1,5 @@
+//! The UDP tracker protocol (BEP 15, with BEP 41's URL data): both sides, no sockets and no clock in here.
+//!
+//! - [`wire`]: the packets, requests and responses, encoded and decoded with every length checked.
+
+pub mod wire;
