@@ -386,6 +386,7 @@ pub fn add_session(reactor: &mut crate::reactor::Reactor, plan: SessionPlan, pee
         let addr = crate::cli::tracker::start(
             reactor,
             SocketAddr::new(opts.bind, port),
+            Some(port),
             tracker_cfg,
             &[(meta.info_hash, meta.name.clone())],
             crate::cli::tracker::connection_limit(),
