@@ -168,3 +168,23 @@ fn a_seed_with_tracker_port_serves_udp_too() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+#[test]
+fn seed_and_leech_find_each_other_through_a_udp_tracker_only() {
+    use common::swarm as sw;
+    let dir = tempfile::Builder::new().prefix("toybt-udp-swarm").tempdir().unwrap();
+    let (_tracker, addr) = tracker();
+    let content = dir.path().join("seed/small.bin");
+    common::clients::write_random_file(&content, 400_000, 11);
+    let url = format!("udp://{addr}/announce");
+    let torrent = sw::create_torrent(&content, &dir.path().join("small.torrent"), "16K", Some(&url));
+    let (mut seed, _) = sw::seed("seed", &torrent.path, &content, &[]);
+    seed.wait_line("tracker: 0 peer(s)", WAIT);
+    let out = dir.path().join("leech");
+    let (mut leech, _) = sw::leech("leech", &torrent.path, &out, &["--seed-time", "0"]);
+    sw::assert_exits_0(&mut leech, Duration::from_secs(30));
+    assert!(leech.output().contains("tracker: 1 peer(s)"), "{}", leech.output());
+    common::clients::assert_same_tree(&content, &out.join("small.bin"));
+    let st = sw::stop(&mut seed, WAIT);
+    assert_eq!(st.uploaded, 400_000);
+}

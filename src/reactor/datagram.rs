@@ -23,6 +23,9 @@ pub enum DatagramKind {
     /// The UDP tracker front end (BEP 15), answering from [`Services::tracker`]; without a tracker running,
     /// datagrams are dropped.
     UdpTracker(Box<UdpFront>),
+    /// The sessions' announces to `udp://` trackers: the machine is [`Services::udp_announce`], which multiplexes
+    /// them by tracker and transaction id.
+    UdpAnnounce,
     /// Answers every datagram (see [`echo::Echo`]); the reactor's own tests.
     #[cfg(test)]
     Echo(echo::Echo),
@@ -45,6 +48,12 @@ impl DatagramKind {
                     m.handle_datagram(now, from, datagram, registry);
                 }
             }
+            DatagramKind::UdpAnnounce => {
+                if let Some(u) = svc.udp_announce.as_mut() {
+                    u.announcer.handle_datagram(now, from, datagram);
+                    svc.deliver_udp_announces(now, ctl);
+                }
+            }
             #[cfg(test)]
             DatagramKind::Echo(ref mut m) => m.handle_datagram(now, from, datagram),
         }
@@ -54,6 +63,7 @@ impl DatagramKind {
     pub(super) fn poll_datagram(&mut self, now: Instant, out: &mut Vec<u8>, svc: &mut Services) -> Option<SocketAddr> {
         match *self {
             DatagramKind::UdpTracker(ref mut m) => m.poll_datagram(now, out),
+            DatagramKind::UdpAnnounce => svc.udp_announce.as_mut()?.announcer.poll_datagram(now, out),
             #[cfg(test)]
             DatagramKind::Echo(ref mut m) => m.poll_datagram(now, out),
         }
@@ -62,6 +72,7 @@ impl DatagramKind {
     pub(super) fn poll_timeout(&self, svc: &Services) -> Option<Instant> {
         match *self {
             DatagramKind::UdpTracker(ref m) => m.poll_timeout(),
+            DatagramKind::UdpAnnounce => svc.udp_announce.as_ref()?.announcer.poll_timeout(),
             #[cfg(test)]
             DatagramKind::Echo(ref m) => m.poll_timeout(),
         }
@@ -70,6 +81,12 @@ impl DatagramKind {
     pub(super) fn handle_timeout(&mut self, now: Instant, svc: &mut Services, ctl: &mut Ctl) {
         match *self {
             DatagramKind::UdpTracker(ref mut m) => m.handle_timeout(now),
+            DatagramKind::UdpAnnounce => {
+                if let Some(u) = svc.udp_announce.as_mut() {
+                    u.announcer.handle_timeout(now);
+                    svc.deliver_udp_announces(now, ctl);
+                }
+            }
             #[cfg(test)]
             DatagramKind::Echo(ref mut m) => m.handle_timeout(now),
         }
@@ -79,7 +96,8 @@ impl DatagramKind {
     /// datagram over the path's size). Machines that track requests may treat it as a lost answer.
     pub(super) fn on_send_failed(&mut self, to: SocketAddr, err: &io::Error, svc: &mut Services) {
         match *self {
-            DatagramKind::UdpTracker(_) => {}
+            // A lost request is retransmitted on its timer.
+            DatagramKind::UdpTracker(_) | DatagramKind::UdpAnnounce => {}
             #[cfg(test)]
             DatagramKind::Echo(_) => {}
         }

@@ -277,6 +277,11 @@ impl UdpAnnouncer {
         self.inflight.push((info_hash, UdpAnnounce::new(now, tracker, url, params, timeout, cached, seed)));
     }
 
+    /// True when the socket is IPv6 (dual stack) and IPv4 trackers are reached by mapped addresses.
+    pub fn maps_v4(&self) -> bool {
+        self.map_v4
+    }
+
     pub fn in_flight(&self) -> usize {
         self.inflight.len()
     }
