@@ -188,3 +188,43 @@ fn seed_and_leech_find_each_other_through_a_udp_tracker_only() {
     let st = sw::stop(&mut seed, WAIT);
     assert_eq!(st.uploaded, 400_000);
 }
+
+/// The client side against the reference: a toybt seed and leech meet through opentracker's UDP port only.
+#[test]
+fn seed_and_leech_find_each_other_through_opentrackers_udp_port() {
+    use common::swarm as sw;
+    use std::os::unix::fs::PermissionsExt;
+    if !common::which("opentracker") {
+        eprintln!("opentracker is not installed: skipped");
+        return;
+    }
+    let dir = tempfile::Builder::new().prefix("toybt-udp-ot").tempdir().unwrap();
+    let udp_port = UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let tcp_port = common::free_port();
+    let content = dir.path().join("seed/small.bin");
+    common::clients::write_random_file(&content, 300_000, 12);
+    let url = format!("udp://127.0.0.1:{udp_port}/announce");
+    let torrent = sw::create_torrent(&content, &dir.path().join("small.torrent"), "16K", Some(&url));
+    let ot_dir = dir.path().join("ot");
+    std::fs::create_dir_all(&ot_dir).unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&ot_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let hex: String = torrent.info_hash.iter().map(|b| format!("{b:02x}")).collect();
+    std::fs::write(ot_dir.join("whitelist.txt"), hex + "\n").unwrap();
+    let mut cmd = std::process::Command::new("opentracker");
+    cmd.args(["-i", "127.0.0.1", "-p", &tcp_port.to_string(), "-P", &udp_port.to_string(), "-w", "whitelist.txt"])
+        .arg("-d")
+        .arg(&ot_dir);
+    let _ot = Proc::spawn("opentracker", cmd);
+    // Ready once it answers a connect.
+    connect(&client(), SocketAddr::from(([127, 0, 0, 1], udp_port)), 1, Instant::now() + WAIT);
+
+    let (mut seed, _) = sw::seed("seed", &torrent.path, &content, &[]);
+    seed.wait_line("tracker: ", WAIT);
+    let out = dir.path().join("leech");
+    let (mut leech, _) = sw::leech("leech", &torrent.path, &out, &["--seed-time", "0"]);
+    sw::assert_exits_0(&mut leech, Duration::from_secs(30));
+    common::clients::assert_same_tree(&content, &out.join("small.bin"));
+    let st = sw::stop(&mut seed, WAIT);
+    assert_eq!(st.uploaded, 300_000);
+}
