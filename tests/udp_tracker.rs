@@ -136,7 +136,12 @@ fn a_flood_of_connects_leaves_a_correct_client_served() {
 }
 
 #[test]
-fn no_udp_serves_http_only() {
+fn udp_port_defaults_to_the_http_port_and_no_udp_turns_it_off() {
+    let port = common::free_port().to_string();
+    let p = Proc::toybt("tracker", &["tracker", "--bind", "127.0.0.1", "--port", &port, "--open"]);
+    let line = p.wait_line("udp tracker listening on", WAIT);
+    assert!(line.contains(&format!("udp://127.0.0.1:{port}/announce")), "{line}");
+    drop(p);
     let p = Proc::toybt("tracker", &["tracker", "--bind", "127.0.0.1", "--port", "0", "--no-udp", "--open"]);
     p.wait_line("tracker listening on", WAIT);
     assert!(p.try_wait_line("udp tracker", Duration::from_millis(300)).is_none());

@@ -38,6 +38,9 @@ pub struct UdpAnnounce {
     rng: u64,
     /// Retransmissions of the current request so far (the n of 15 · 2^n).
     attempt: u32,
+    /// The connection id came from an earlier announce: if it goes unanswered, the tracker may have forgotten it
+    /// (a restart changes its key), so the first retransmission asks for a new one.
+    cached: bool,
     send_now: bool,
     resend_at: Option<Instant>,
     deadline: Instant,
@@ -93,6 +96,7 @@ impl UdpAnnounce {
             Some((connection_id, since)) if now < since + CID_LIFETIME => State::Announcing { connection_id, since },
             _ => State::Connecting,
         };
+        let cached = state != State::Connecting;
         let mut rng = seed | 1;
         let transaction_id = xorshift(&mut rng) as u32;
         UdpAnnounce {
@@ -102,6 +106,7 @@ impl UdpAnnounce {
             transaction_id,
             rng,
             attempt: 0,
+            cached,
             send_now: true,
             resend_at: None,
             deadline: now + timeout,
@@ -123,6 +128,7 @@ impl UdpAnnounce {
 
     fn next_request(&mut self, state: State) {
         self.state = state;
+        self.cached = false;
         self.transaction_id = xorshift(&mut self.rng) as u32;
         self.attempt = 0;
         self.send_now = true;
@@ -197,8 +203,10 @@ impl UdpAnnounce {
         }
         if self.resend_at.is_some_and(|at| now >= at) {
             match self.state {
-                // BEP 15: a connection id past its minute is asked for again.
-                State::Announcing { since, .. } if now >= since + CID_LIFETIME => self.next_request(State::Connecting),
+                // BEP 15: a connection id past its minute is asked for again; so is a reused one that went unanswered.
+                State::Announcing { since, .. } if self.cached || now >= since + CID_LIFETIME => {
+                    self.next_request(State::Connecting)
+                }
                 _ => {
                     self.attempt += 1;
                     self.send_now = true;

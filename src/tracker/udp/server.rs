@@ -12,6 +12,10 @@
 //! without a word: short, long or garbled packets, unknown actions, invalid or expired connection ids. Only a connect
 //! is answered without a valid id, and its answer is exactly as long as the request (16 bytes), so the tracker cannot
 //! be used to amplify a spoofed flood.
+//!
+//! A peer is listed at the datagram's source address with the port it announced (the request's `IP address` field is
+//! ignored, as HTTP's `ip` is), and an answer lists only peers of the datagram's family: 6-byte records over IPv4,
+//! 18-byte ones over IPv6 (at most [`MAX_PEERS_V6`], so the answer fits one Ethernet frame).
 
 use std::collections::VecDeque;
 use std::io::{self, Read};

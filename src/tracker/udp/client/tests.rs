@@ -198,3 +198,24 @@ fn ipv4_trackers_are_reached_through_a_dual_stack_socket_by_mapped_address() {
     v4only.start(now, HASH, addr("[2001:db8::1]:6969"), &url(), &params(1, None), Duration::from_secs(30));
     assert!(v4only.poll_done().unwrap().1.is_err());
 }
+
+#[test]
+fn a_reused_connection_id_left_unanswered_is_asked_for_again() {
+    let now = Instant::now();
+    let mut net = Net::new(now, "10.0.0.100:6969");
+    let me = addr("10.0.0.1:40000");
+    let mut a = UdpAnnouncer::new(1, false);
+    a.start(now, HASH, net.tracker, &url(), &params(7001, None), Duration::from_secs(30));
+    net.run(now, me, &mut a);
+    assert!(a.poll_done().unwrap().1.is_ok());
+    // The tracker restarts (a new key): the cached id is now unknown to it and its announce is dropped.
+    net.front = UdpFront::with_key(now, [1; 16]);
+    let t = now + Duration::from_secs(10);
+    a.start(t, HASH, net.tracker, &url(), &params(7001, None), Duration::from_secs(30));
+    assert_eq!(net.run(t, me, &mut a), 1, "the announce, straight away");
+    assert!(a.poll_done().is_none());
+    let t = t + RETRANSMIT;
+    a.handle_timeout(t);
+    assert_eq!(net.run(t, me, &mut a), 2, "a new connect, then the announce");
+    assert!(a.poll_done().unwrap().1.is_ok());
+}
