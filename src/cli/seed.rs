@@ -21,7 +21,8 @@ Missing or damaged pieces are reported and the rest is served. A resume record b
 lets a restart skip the check when the files have not changed.
 
 Options:
-  --tracker-port N       also run the tracker for this torrent in this process, on port N (0: any free port)
+  --tracker-port N       also run the tracker for this torrent in this process, HTTP and UDP (BEP 15) on
+                         port N (0: any free ports)
 ";
 
 pub fn run(mut args: pico_args::Arguments) -> Result<()> {

@@ -359,19 +359,46 @@ pub fn session_config(opts: &SwarmOptions, peer_port: u16, seed_time: Option<Dur
 /// Resolves tracker host names once, before the loop runs: the loop never waits on DNS.
 pub fn resolve_trackers(reactor: &mut crate::reactor::Reactor, urls: Vec<crate::tracker::announce::TrackerUrl>) {
     use std::net::ToSocketAddrs;
+    // Whether a udp tracker was resolved, and whether one is IPv6.
+    let mut udp_v6: Option<bool> = None;
     for url in urls {
         let key = (url.host.clone(), url.port);
-        // No transport speaks udp yet: its announces fail without a connection, so do not wait on DNS for them.
-        if url.scheme != crate::tracker::announce::Scheme::Http || reactor.services.tracker_addrs.contains_key(&key) {
+        if reactor.services.tracker_addrs.contains_key(&key) {
             continue;
         }
         match (url.host.as_str(), url.port).to_socket_addrs().map(|mut a| a.next()) {
             Ok(Some(addr)) => {
                 reactor.services.tracker_addrs.insert(key, addr);
+                if url.scheme == crate::tracker::announce::Scheme::Udp {
+                    udp_v6 = Some(udp_v6.unwrap_or(false) || addr.is_ipv6());
+                }
             }
             _ => warn!("cannot resolve tracker host {}; it will be skipped", url.host),
         }
     }
+    if let Some(v6) = udp_v6
+        && let Err(e) = open_udp_announce_socket(reactor, v6)
+    {
+        warn!("cannot open a UDP socket for udp trackers: {e}");
+    }
+}
+
+/// Binds the one datagram socket every UDP announce of the loop goes through, if it is not there yet: IPv4 only,
+/// unless an IPv6 tracker needs a dual-stack socket (then IPv4 trackers are reached by their mapped addresses).
+fn open_udp_announce_socket(reactor: &mut crate::reactor::Reactor, v6: bool) -> std::io::Result<()> {
+    use crate::reactor::{DatagramKind, UdpAnnounceSocket};
+    use crate::tracker::udp::UdpAnnouncer;
+    // One socket per loop: a session added later with an IPv6 tracker where an IPv4 socket is open gets a clear
+    // failed announce from the announcer.
+    if reactor.services.udp_announce.is_some() {
+        return Ok(());
+    }
+    let sock = if v6 { std::net::UdpSocket::bind("[::]:0")? } else { std::net::UdpSocket::bind("0.0.0.0:0")? };
+    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+        ^ u64::from(std::process::id()).rotate_left(32);
+    let id = reactor.bind_udp(sock, DatagramKind::UdpAnnounce)?;
+    reactor.services.udp_announce = Some(UdpAnnounceSocket { id, announcer: UdpAnnouncer::new(seed, v6) });
+    Ok(())
 }
 
 /// Adds a torrent session (and its embedded tracker, if the plan asks for one) to a loop whose peers reach it on
@@ -386,6 +413,7 @@ pub fn add_session(reactor: &mut crate::reactor::Reactor, plan: SessionPlan, pee
         let addr = crate::cli::tracker::start(
             reactor,
             SocketAddr::new(opts.bind, port),
+            Some(port),
             tracker_cfg,
             &[(meta.info_hash, meta.name.clone())],
             crate::cli::tracker::connection_limit(),

@@ -1,4 +1,5 @@
-//! `toybt tracker FILE.torrent... [--bind ADDR] [--port N] [--interval SECS] [--open]`: an HTTP tracker on the loop.
+//! `toybt tracker FILE.torrent... [--bind ADDR] [--port N] [--udp-port M] [--no-udp] [--interval SECS] [--open]`: an
+//! HTTP and UDP (BEP 15) tracker on the loop.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -6,22 +7,26 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::error::{Error, Result};
 use crate::metainfo::Metainfo;
-use crate::reactor::{self, ListenKind, Reactor, Services};
+use crate::reactor::{self, DatagramKind, ListenKind, Reactor, Services};
+use crate::tracker::udp::UdpFront;
 use crate::tracker::{Config, Registry};
 
 const HELP: &str = "\
-toybt tracker - serve an HTTP BitTorrent tracker (BEP 3, 7, 23, 48)
+toybt tracker - serve a BitTorrent tracker over HTTP (BEP 3, 7, 23, 48) and UDP (BEP 15)
 
 Usage:
-  toybt tracker FILE.torrent... [--bind ADDR] [--port N] [--interval SECS] [--open]
+  toybt tracker FILE.torrent... [--bind ADDR] [--port N] [--udp-port M] [--no-udp] [--interval SECS] [--open]
 
 Serves the listed torrents; any other info hash gets the failure reason `unregistered torrent`.
-At start it prints `tracker listening on ADDR:PORT (announce http://ADDR:PORT/announce)` on stderr,
-then one line per torrent. Ctrl-C or SIGTERM stop it.
+At start it prints `tracker listening on ADDR:PORT (announce http://ADDR:PORT/announce)` and
+`udp tracker listening on ADDR:PORT (announce udp://ADDR:PORT/announce)` on stderr, then one line
+per torrent. Ctrl-C or SIGTERM stop it.
 
 Options:
   --bind ADDR       address to listen on (default 0.0.0.0; `::` for IPv4 and IPv6, serving peers6 too)
   --port N          port to listen on (default 6969; 0 picks a free one)
+  --udp-port M      UDP port of the BEP 15 tracker (default: the same number as --port; 0 picks a free one)
+  --no-udp          serve HTTP only
   --interval SECS   re-announce interval told to clients (default 1800); silent peers expire after two
   --open            serve any info hash, not only the listed torrents
   -h, --help        print this help
@@ -45,6 +50,12 @@ pub fn run(mut args: pico_args::Arguments) -> Result<()> {
         .opt_value_from_fn("--bind", |s| s.parse::<IpAddr>().map_err(|_| format!("{s:?} is not an IP address")))?
         .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
     let port: u16 = args.opt_value_from_str("--port")?.unwrap_or(6969);
+    let udp_port: Option<u16> = args.opt_value_from_str("--udp-port")?;
+    let no_udp = args.contains("--no-udp");
+    if no_udp && udp_port.is_some() {
+        return Err(Error::usage("--udp-port and --no-udp exclude each other"));
+    }
+    let udp_port = if no_udp { None } else { Some(udp_port.unwrap_or(port)) };
     let interval: u64 = args.opt_value_from_str("--interval")?.unwrap_or(1800);
     if !(1..=MAX_INTERVAL).contains(&interval) {
         return Err(Error::usage(format!("--interval must be 1 to {MAX_INTERVAL} seconds")));
@@ -72,17 +83,19 @@ pub fn run(mut args: pico_args::Arguments) -> Result<()> {
     let pipe = reactor::install_signals().map_err(|e| Error::io("cannot install signal handlers", &e))?;
     reactor.watch_signals(pipe).map_err(|e| Error::io("cannot watch for signals", &e))?;
     let max_conns = connection_limit();
-    start(&mut reactor, SocketAddr::new(bind, port), cfg, &torrents, max_conns)?;
+    start(&mut reactor, SocketAddr::new(bind, port), udp_port, cfg, &torrents, max_conns)?;
     reactor.run().map_err(|e| Error::io("event loop failed", &e))?;
     log::info!("tracker stopped");
     Ok(())
 }
 
-/// Binds the tracker's port and adds the tracker service to `reactor`, then prints the start-up lines: the address
-/// and announce URL, and one line per torrent. A `seed` process that also runs a tracker calls this on its own loop.
+/// Binds the tracker's port (and, with `udp_port`, its UDP port on the same address) and adds the tracker service
+/// to `reactor`, then prints the start-up lines: the addresses and announce URLs, and one line per torrent. A `seed`
+/// process that also runs a tracker calls this on its own loop. Returns the HTTP address.
 pub fn start(
     reactor: &mut Reactor,
     addr: SocketAddr,
+    udp_port: Option<u16>,
     cfg: Config,
     torrents: &[([u8; 20], String)],
     max_conns: usize,
@@ -97,10 +110,24 @@ pub fn start(
         .listen(listener, ListenKind::Tracker, max_conns)
         .map_err(|e| Error::io(format!("cannot listen on {local}"), &e))?;
     eprintln!("tracker listening on {local} (announce http://{local}/announce)");
+    if let Some(port) = udp_port {
+        let want = SocketAddr::new(addr.ip(), port);
+        let udp = start_udp(reactor, want).map_err(|e| Error::io(format!("cannot serve UDP on {want}"), &e))?;
+        eprintln!("udp tracker listening on {udp} (announce udp://{udp}/announce)");
+    }
     for (hash, name) in torrents {
         let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
         eprintln!("tracker serving {name} (info hash {hex})");
     }
+    Ok(local)
+}
+
+/// Binds `addr` and serves the UDP tracker front end on it; returns the bound address.
+fn start_udp(reactor: &mut Reactor, addr: SocketAddr) -> std::io::Result<SocketAddr> {
+    let sock = std::net::UdpSocket::bind(addr)?;
+    let local = sock.local_addr()?;
+    let front = UdpFront::new(Instant::now())?;
+    reactor.bind_udp(sock, DatagramKind::UdpTracker(Box::new(front)))?;
     Ok(local)
 }
 

@@ -33,7 +33,8 @@ use super::{Close, ConnId, Ctl};
 use crate::peer::{HANDSHAKE_TIMEOUT, UPLOAD_LOW_WATER};
 use crate::torrent::{Action, Session, Torrent};
 use crate::tracker;
-use crate::tracker::announce::Exchange;
+use crate::tracker::announce::{Exchange, Scheme};
+use crate::tracker::udp::UdpAnnouncer;
 use crate::wire::{Handshake, Limits};
 
 /// Every service one loop can host, each a sans-IO machine driven with `now`; empty or `None` when not running here.
@@ -47,6 +48,16 @@ pub struct Services {
     pub tracker_addrs: HashMap<(String, u16), SocketAddr>,
     /// Where the sessions' progress lines go, once a `every`: the front end decides (a live terminal line, a log).
     pub progress: Option<Progress>,
+    /// The sessions' announces to `udp://` trackers and the socket they share; `None` when no torrent has one.
+    pub udp_announce: Option<UdpAnnounceSocket>,
+}
+
+/// The datagram socket (a [`super::DatagramKind::UdpAnnounce`]) that carries every UDP announce, and the machine
+/// that multiplexes them.
+#[derive(Debug)]
+pub struct UdpAnnounceSocket {
+    pub id: super::UdpId,
+    pub announcer: UdpAnnouncer,
 }
 
 /// The front end's view of the sessions' progress: `show` gets each session's line every `every`.
@@ -91,7 +102,7 @@ impl Services {
         }
         for t in self.torrents.values_mut() {
             t.handle_timeout(now);
-            carry_out(t, &self.tracker_addrs, now, ctl);
+            carry_out(t, &self.tracker_addrs, &mut self.udp_announce, now, ctl);
         }
         if let Some(p) = self.progress.as_mut().filter(|p| now >= p.next) {
             p.next = now + p.every;
@@ -106,7 +117,7 @@ impl Services {
     pub(super) fn begin_stop(&mut self, now: Instant, ctl: &mut Ctl) -> bool {
         for t in self.torrents.values_mut() {
             t.stop(now);
-            carry_out(t, &self.tracker_addrs, now, ctl);
+            carry_out(t, &self.tracker_addrs, &mut self.udp_announce, now, ctl);
         }
         !self.torrents.is_empty()
     }
@@ -116,17 +127,33 @@ impl Services {
         !self.torrents.is_empty() && self.torrents.values().all(Session::is_finished)
     }
 
+    /// Hands finished UDP announces to their sessions and carries out what they then ask for.
+    pub(super) fn deliver_udp_announces(&mut self, now: Instant, ctl: &mut Ctl) {
+        while let Some((hash, result)) = self.udp_announce.as_mut().and_then(|u| u.announcer.poll_done()) {
+            if let Some(t) = self.torrents.get_mut(&hash) {
+                t.announce_done(now, result);
+                self.carry_out_for(&hash, now, ctl);
+            }
+        }
+    }
+
     /// Carries out what the session `info_hash` asked for.
     fn carry_out_for(&mut self, info_hash: &[u8; 20], now: Instant, ctl: &mut Ctl) {
         if let Some(t) = self.torrents.get_mut(info_hash) {
-            carry_out(t, &self.tracker_addrs, now, ctl);
+            carry_out(t, &self.tracker_addrs, &mut self.udp_announce, now, ctl);
         }
     }
 }
 
 /// Turns what a torrent session asked for into loop requests: dials, closes, announces, and wakes for peers whose
 /// output it changed.
-fn carry_out(t: &mut Session, tracker_addrs: &HashMap<(String, u16), SocketAddr>, now: Instant, ctl: &mut Ctl) {
+fn carry_out(
+    t: &mut Session,
+    tracker_addrs: &HashMap<(String, u16), SocketAddr>,
+    udp: &mut Option<UdpAnnounceSocket>,
+    now: Instant,
+    ctl: &mut Ctl,
+) {
     // A session that has just fetched its metadata becomes a data session here; the fetch's connections close.
     for action in t.advance() {
         if let Action::Close(key, generation) = action {
@@ -137,6 +164,17 @@ fn carry_out(t: &mut Session, tracker_addrs: &HashMap<(String, u16), SocketAddr>
         match action {
             Action::Connect(addr) => ctl.connect(addr, Conn::Peer(PeerConn::outbound(addr, t.info_hash(), now))),
             Action::Close(key, generation) => ctl.close(ConnId { key, generation }),
+            Action::Announce { url, params, timeout } if url.scheme == Scheme::Udp => {
+                let addr = tracker_addrs.get(&(url.host.clone(), url.port)).copied();
+                match (addr, udp.as_mut()) {
+                    (Some(addr), Some(u)) => {
+                        u.announcer.start(now, t.info_hash(), addr, &url, &params, timeout);
+                        ctl.wake_datagram(u.id);
+                    }
+                    (None, _) => t.announce_done(now, Err(format!("tracker host {} was not resolved", url.host))),
+                    (Some(_), None) => t.announce_done(now, Err("no UDP socket for udp trackers".into())),
+                }
+            }
             Action::Announce { url, params, timeout } => {
                 let addr = tracker_addrs.get(&(url.host.clone(), url.port)).copied();
                 match (Exchange::new(now, &url, &params, timeout), addr) {

@@ -15,18 +15,23 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use super::{Ctl, Services};
+use crate::tracker::udp::UdpFront;
 
-/// The machine behind one datagram socket. No production kind exists yet: the DHT node and the UDP tracker front end
-/// are the next ones (`Dht(dht::Node)`, `UdpTracker`), each one line here plus its arm in each verb.
+/// The machine behind one datagram socket; each kind is one line here plus its arm in each verb.
 #[derive(Debug)]
 pub enum DatagramKind {
+    /// The UDP tracker front end (BEP 15), answering from [`Services::tracker`]; without a tracker running,
+    /// datagrams are dropped.
+    UdpTracker(Box<UdpFront>),
+    /// The sessions' announces to `udp://` trackers: the machine is [`Services::udp_announce`], which multiplexes
+    /// them by tracker and transaction id.
+    UdpAnnounce,
     /// Answers every datagram (see [`echo::Echo`]); the reactor's own tests.
     #[cfg(test)]
     Echo(echo::Echo),
 }
 
-// Each arm uses the arguments its kind needs (the services and `ctl` are for kinds that live in a service); while
-// every kind is test-only, the production build matches an empty enum and uses none of them.
+// Each arm uses the arguments its kind needs (the services and `ctl` are for kinds that live in a service).
 #[allow(unused_variables, clippy::ptr_arg)]
 impl DatagramKind {
     pub(super) fn handle_datagram(
@@ -38,6 +43,17 @@ impl DatagramKind {
         ctl: &mut Ctl,
     ) {
         match *self {
+            DatagramKind::UdpTracker(ref mut m) => {
+                if let Some(registry) = svc.tracker.as_mut() {
+                    m.handle_datagram(now, from, datagram, registry);
+                }
+            }
+            DatagramKind::UdpAnnounce => {
+                if let Some(u) = svc.udp_announce.as_mut() {
+                    u.announcer.handle_datagram(now, from, datagram);
+                    svc.deliver_udp_announces(now, ctl);
+                }
+            }
             #[cfg(test)]
             DatagramKind::Echo(ref mut m) => m.handle_datagram(now, from, datagram),
         }
@@ -46,6 +62,8 @@ impl DatagramKind {
     /// Writes one datagram into `out` (empty on entry) and says where it goes; `None` when there is nothing to send.
     pub(super) fn poll_datagram(&mut self, now: Instant, out: &mut Vec<u8>, svc: &mut Services) -> Option<SocketAddr> {
         match *self {
+            DatagramKind::UdpTracker(ref mut m) => m.poll_datagram(now, out),
+            DatagramKind::UdpAnnounce => svc.udp_announce.as_mut()?.announcer.poll_datagram(now, out),
             #[cfg(test)]
             DatagramKind::Echo(ref mut m) => m.poll_datagram(now, out),
         }
@@ -53,6 +71,8 @@ impl DatagramKind {
 
     pub(super) fn poll_timeout(&self, svc: &Services) -> Option<Instant> {
         match *self {
+            DatagramKind::UdpTracker(ref m) => m.poll_timeout(),
+            DatagramKind::UdpAnnounce => svc.udp_announce.as_ref()?.announcer.poll_timeout(),
             #[cfg(test)]
             DatagramKind::Echo(ref m) => m.poll_timeout(),
         }
@@ -60,6 +80,13 @@ impl DatagramKind {
 
     pub(super) fn handle_timeout(&mut self, now: Instant, svc: &mut Services, ctl: &mut Ctl) {
         match *self {
+            DatagramKind::UdpTracker(ref mut m) => m.handle_timeout(now),
+            DatagramKind::UdpAnnounce => {
+                if let Some(u) = svc.udp_announce.as_mut() {
+                    u.announcer.handle_timeout(now);
+                    svc.deliver_udp_announces(now, ctl);
+                }
+            }
             #[cfg(test)]
             DatagramKind::Echo(ref mut m) => m.handle_timeout(now),
         }
@@ -69,6 +96,8 @@ impl DatagramKind {
     /// datagram over the path's size). Machines that track requests may treat it as a lost answer.
     pub(super) fn on_send_failed(&mut self, to: SocketAddr, err: &io::Error, svc: &mut Services) {
         match *self {
+            // A lost request is retransmitted on its timer.
+            DatagramKind::UdpTracker(_) | DatagramKind::UdpAnnounce => {}
             #[cfg(test)]
             DatagramKind::Echo(_) => {}
         }

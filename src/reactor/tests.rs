@@ -286,7 +286,7 @@ fn work_given_from_outside_is_sent_on_a_wake() {
     for _ in 0..3 {
         r.turn(Some(Duration::from_millis(1))).unwrap();
     }
-    let DatagramKind::Echo(echo) = r.datagram_machine(id);
+    let DatagramKind::Echo(echo) = r.datagram_machine(id) else { unreachable!("an echo socket") };
     echo.handle_datagram(Instant::now(), c.local_addr().unwrap(), b"pushed");
     for _ in 0..3 {
         r.turn(Some(Duration::from_millis(1))).unwrap();

@@ -27,7 +27,7 @@ const DEFAULT_INTERVAL: Duration = Duration::from_secs(30 * 60);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scheme {
     Http,
-    /// BEP 15. Parsed so a torrent's udp trackers keep their place in its tiers; no transport speaks it yet.
+    /// BEP 15: announced through [`crate::tracker::udp::UdpAnnouncer`], not an [`Exchange`].
     Udp,
 }
 
@@ -292,11 +292,11 @@ pub struct Exchange {
 
 impl Exchange {
     /// The exchange for one announce to `url`, failing at `now + timeout`. Refused (with the sentence the session
-    /// logs) when the URL's scheme is not HTTP, so the caller reports it as a failed announce and moves on.
+    /// logs) when the URL's scheme is not HTTP: udp trackers have their own transport ([`crate::tracker::udp`]).
     pub fn new(now: Instant, url: &TrackerUrl, params: &AnnounceParams, timeout: Duration) -> Result<Exchange, String> {
         match url.scheme {
             Scheme::Http => {}
-            Scheme::Udp => return Err(format!("udp trackers are not supported yet ({}:{})", url.host, url.port)),
+            Scheme::Udp => return Err(format!("udp tracker {}:{} is not announced over HTTP", url.host, url.port)),
         }
         let request = request_bytes(url, params);
         Ok(Exchange { request, reply: Vec::new(), deadline: now + timeout, result: None })
@@ -644,7 +644,7 @@ mod tests {
     #[test]
     fn udp_trackers_are_refused_by_the_http_transport() {
         let e = Exchange::new(Instant::now(), &url("udp://t:6969/announce"), &params(), REQUEST_TIMEOUT).unwrap_err();
-        assert!(e.contains("udp trackers are not supported yet"), "{e}");
+        assert!(e.contains("is not announced over HTTP"), "{e}");
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod announce;
 pub mod query;
 pub mod registry;
 pub mod response;
+pub mod udp;
 
 pub use registry::Registry;
 
