@@ -1,4 +1,5 @@
 use super::*;
+use crate::test_data::XorShift;
 
 fn hex(s: &str) -> Vec<u8> {
     let s: String = s.split_whitespace().collect();
@@ -243,19 +244,6 @@ fn scrape_responses_list_12_byte_records() {
     assert_eq!(Response::decode(&out[..out.len() - 1], false), Err(DecodeError::Ragged));
     assert_eq!(Response::decode(&out[..7], false), Err(DecodeError::TooShort));
     assert_eq!(Response::decode(&hex("00000009 00000007"), false), Err(DecodeError::UnknownAction(9)));
-}
-
-struct XorShift(u64);
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: usize) -> usize {
-        if n == 0 { 0 } else { (self.next() % n as u64) as usize }
-    }
 }
 
 /// Valid packets of every kind, requests and responses, to mutate.
