@@ -244,13 +244,15 @@ impl Swarm {
     }
 
     /// Up to `want` (at most [`NUMWANT_MAX`]) peers at random into `picked`, never `me` (by key or by address), and no
-    /// seeds when `to_seed`.
+    /// seeds when `to_seed` unless there is no leecher.
     ///
     /// The candidates (leechers, then seeds unless `to_seed`) are walked from a random start with a random step
     /// coprime to their count, which visits each once: a different sample every time, O(want), no allocation.
     fn pick(&self, me: &PeerKey, me_addr: SocketAddr, to_seed: bool, want: usize, rng: &mut Rng, picked: &mut Picked) {
         let n_leech = self.leeches.len();
-        let n = if to_seed { n_leech } else { n_leech + self.seeds.len() };
+        // A seed is answered from the leechers alone; with none, from the seeds, since a client that cannot know
+        // what it has announces `left=0` too (aria2 fetching a magnet link's metadata) and needs someone to ask.
+        let n = if to_seed && n_leech > 0 { n_leech } else { n_leech + self.seeds.len() };
         let want = want.min(NUMWANT_MAX);
         if n == 0 || want == 0 {
             return;

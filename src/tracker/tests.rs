@@ -149,6 +149,15 @@ fn seeds_get_no_seeds_and_leechers_get_both() {
 }
 
 #[test]
+fn a_seed_in_a_swarm_of_seeds_gets_the_other_seeds() {
+    // aria2 fetching a magnet link's metadata announces left=0; the only other peer is the real seed.
+    let (mut t, now) = tracker(Config::default());
+    announce(&mut t, now, &query(peer_id(1), 1001, "&left=0"), ip(1));
+    let metadata_fetcher = compact_peers(&announce(&mut t, now, &query(peer_id(2), 1002, "&left=0&compact=1"), ip(2)));
+    assert_eq!(metadata_fetcher, [SocketAddr::new(ip(1), 1001)]);
+}
+
+#[test]
 fn stopped_removes_and_completed_counts_once() {
     let (mut t, now) = tracker(Config::default());
     announce(&mut t, now, &query(peer_id(1), 1, "&left=5&event=started"), ip(1));
