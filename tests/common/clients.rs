@@ -340,6 +340,12 @@ enum Aria2Role {
 }
 
 fn aria2(name: &str, source: &OsStr, data_dir: &Path, role: Aria2Role) -> Launched {
+    aria2_with(name, source, data_dir, role, false)
+}
+
+/// `udp_trackers`: aria2 1.36 speaks BEP 15 only through its DHT socket, so DHT is turned on (no entry point, so it
+/// finds no nodes), on a fresh UDP port and with its routing table kept in a scratch folder.
+fn aria2_with(name: &str, source: &OsStr, data_dir: &Path, role: Aria2Role, udp_trackers: bool) -> Launched {
     require("aria2c");
     launch(Kind::Aria2, name, |port| {
         let mut cmd = Command::new("aria2c");
@@ -347,7 +353,6 @@ fn aria2(name: &str, source: &OsStr, data_dir: &Path, role: Aria2Role) -> Launch
             "--no-conf=true",
             "--interface=127.0.0.1",
             "--disable-ipv6=true",
-            "--enable-dht=false",
             "--enable-dht6=false",
             "--bt-enable-lpd=false",
             "--enable-peer-exchange=false",
@@ -370,18 +375,26 @@ fn aria2(name: &str, source: &OsStr, data_dir: &Path, role: Aria2Role) -> Launch
         cmd.arg(format!("--listen-port={port}"));
         cmd.arg(format!("--stop={LIFETIME_SECS}"));
         cmd.arg(format!("--dir={}", data_dir.display()));
-        let (scratch, done_file) = match role {
+        let (scratch, hook, done_file) = done_hook("toybt-aria2");
+        if udp_trackers {
+            cmd.arg("--enable-dht=true");
+            cmd.arg(format!("--dht-listen-port={}", fresh_port()));
+            cmd.arg(format!("--dht-file-path={}", scratch.path().join("dht.dat").display()));
+        } else {
+            cmd.arg("--enable-dht=false");
+        }
+        let done_file = match role {
             Aria2Role::Seed => {
                 cmd.arg("--check-integrity=true");
-                (None, None)
+                None
             }
             Aria2Role::Leech => {
-                let (scratch, hook, done_file) = done_hook("toybt-aria2");
                 cmd.arg(format!("--on-bt-download-complete={}", hook.display()));
-                (Some(scratch), Some(done_file))
+                Some(done_file)
             }
-            Aria2Role::MagnetLeech => (None, None),
+            Aria2Role::MagnetLeech => None,
         };
+        let scratch = Some(scratch);
         cmd.arg(source);
         (cmd, scratch, done_file)
     })
@@ -396,6 +409,11 @@ pub fn aria2_seed(torrent: &Path, data_dir: &Path) -> Launched {
 /// aria2 downloading `torrent` into `data_dir`, then seeding until killed; `wait_done` waits for its done hook.
 pub fn aria2_leech(torrent: &Path, data_dir: &Path) -> Launched {
     aria2("aria2-leech", torrent.as_os_str(), data_dir, Aria2Role::Leech)
+}
+
+/// [`aria2_leech`] with DHT on, which aria2 1.36 needs to announce to `udp://` trackers (BEP 15).
+pub fn aria2_leech_udp(torrent: &Path, data_dir: &Path) -> Launched {
+    aria2_with("aria2-leech", torrent.as_os_str(), data_dir, Aria2Role::Leech, true)
 }
 
 /// aria2 downloading from `magnet` (a magnet link; aria2 reads its `tr` trackers but not `x.pe` peers) into
