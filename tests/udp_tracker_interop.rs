@@ -102,3 +102,51 @@ fn transmission_leech_announces_over_udp_and_a_toybt_seed_dials_it() {
     assert_eq!(s.incomplete, 0, "{s:?}");
     report("transmission_leech_announces_over_udp_and_a_toybt_seed_dials_it", start, took);
 }
+
+/// `toybt leech` of `fx`'s torrent into its leech folder, exiting once done.
+fn toybt_leech(fx: &Fixture) -> Proc {
+    let (t, dir) = (fx.torrent.path.to_str().unwrap(), fx.leech_dir.to_str().unwrap());
+    let args = ["leech", t, "-o", dir, "--port", "0", "--bind", "127.0.0.1", "--seed-time", "0"];
+    let p = Proc::toybt("toybt-leech", &args);
+    p.wait_line("peer listening on", START);
+    p
+}
+
+/// The torrent announces to opentracker's UDP port only.
+fn opentracker_udp(fx: &mut Fixture) -> clients::Launched {
+    let (ot, udp) = clients::opentracker_udp(&[fx.torrent.info_hash]);
+    fx.announce_to(&format!("udp://{udp}/announce"));
+    ot
+}
+
+/// toybt's UDP client against the reference tracker: a libtorrent seed, found by a toybt leech.
+#[test]
+fn toybt_leech_finds_a_libtorrent_seed_through_opentrackers_udp_port() {
+    let start = Instant::now();
+    let mut fx = Fixture::multi_file(24);
+    let ot = opentracker_udp(&mut fx);
+    let _seed = clients::libtorrent_seed(&fx.torrent.path, &fx.seed_dir, &[]);
+    clients::wait_scrape(ot.addr(), &fx.torrent.info_hash, SCRAPE_TIMEOUT, |s| s.complete == 1);
+    let t0 = Instant::now();
+    let mut leech = toybt_leech(&fx);
+    assert_eq!(leech.wait_exit(DOWNLOAD_TIMEOUT), Some(0), "{}", leech.output());
+    let took = t0.elapsed();
+    fx.assert_leech_has_everything();
+    assert!(leech.output().contains("tracker: "), "{}", leech.output());
+    report("toybt_leech_finds_a_libtorrent_seed_through_opentrackers_udp_port", start, took);
+}
+
+/// A toybt seed announced over UDP to opentracker, found there by a libtorrent leech.
+#[test]
+fn libtorrent_leech_finds_a_toybt_seed_through_opentrackers_udp_port() {
+    let start = Instant::now();
+    let mut fx = Fixture::single_file(25);
+    let ot = opentracker_udp(&mut fx);
+    let seed = toybt_seed(&fx);
+    clients::wait_scrape(ot.addr(), &fx.torrent.info_hash, SCRAPE_TIMEOUT, |s| s.complete == 1);
+    let mut leech = clients::libtorrent_leech(&fx.torrent.path, &fx.leech_dir, &[]);
+    let took = leech.wait_done(DOWNLOAD_TIMEOUT);
+    fx.assert_leech_has_everything();
+    assert!(seed.output().contains("tracker: "), "{}", seed.output());
+    report("libtorrent_leech_finds_a_toybt_seed_through_opentrackers_udp_port", start, took);
+}

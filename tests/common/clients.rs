@@ -498,6 +498,24 @@ pub fn transmission_leech(torrent: impl AsRef<OsStr>, data_dir: &Path) -> Launch
 /// connection after each response, and as root chroots to its folder and becomes `nobody` (hence a world-readable
 /// folder of its own).
 pub fn opentracker(info_hashes: &[[u8; 20]]) -> Launched {
+    opentracker_on(info_hashes, None)
+}
+
+/// [`opentracker`] serving BEP 15 too, on a UDP port of its own (its `-P`); returns it and the UDP address, once a
+/// connect request there is answered.
+pub fn opentracker_udp(info_hashes: &[[u8; 20]]) -> (Launched, SocketAddr) {
+    let mut udp_port = 0;
+    let ot = opentracker_on(info_hashes, Some(&mut udp_port));
+    let udp = SocketAddr::from(([127, 0, 0, 1], udp_port));
+    assert!(
+        udp_connect_answered(udp, READY_TIMEOUT),
+        "opentracker: no answer on udp port {udp_port}:\n{}",
+        ot.output()
+    );
+    (ot, udp)
+}
+
+fn opentracker_on(info_hashes: &[[u8; 20]], mut udp_port: Option<&mut u16>) -> Launched {
     require("opentracker");
     launch(Kind::Opentracker, "opentracker", |port| {
         let dir = tempfile::Builder::new().prefix("toybt-opentracker").tempdir().unwrap();
@@ -505,10 +523,34 @@ pub fn opentracker(info_hashes: &[[u8; 20]]) -> Launched {
         let list: String = info_hashes.iter().map(|h| hex(h) + "\n").collect();
         fs::write(dir.path().join("whitelist.txt"), list).unwrap();
         let mut cmd = Command::new("opentracker");
-        // Only -p: a -P (UDP) port would be one more port to race for, and without any -P none is opened.
+        // Only -p unless asked: a -P (UDP) port would be one more port to race for, and without any -P none is opened.
         cmd.args(["-i", "127.0.0.1", "-p", &port.to_string(), "-w", "whitelist.txt"]).arg("-d").arg(dir.path());
+        if let Some(u) = udp_port.as_deref_mut() {
+            *u = fresh_port();
+            cmd.args(["-P", &u.to_string()]);
+        }
         (cmd, Some(dir), None)
     })
+}
+
+/// Sends BEP 15 connect requests to `addr` until one is answered (true) or `timeout` passes (false).
+pub fn udp_connect_answered(addr: SocketAddr, timeout: Duration) -> bool {
+    use toybt::tracker::udp::wire::{Request, Response};
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    let mut req = Vec::new();
+    Request::Connect { transaction_id: 0x5eed }.encode(&mut req);
+    let mut buf = [0; 1500];
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        let _ = s.send_to(&req, addr);
+        if let Ok((n, _)) = s.recv_from(&mut buf)
+            && matches!(Response::decode(&buf[..n], false), Ok(Response::Connect { transaction_id: 0x5eed, .. }))
+        {
+            return true;
+        }
+    }
+    false
 }
 
 // ---------------------------------------------------------------------------------------------------------------
