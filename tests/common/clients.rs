@@ -596,6 +596,31 @@ impl Torrent {
     }
 }
 
+impl Torrent {
+    /// Writes a copy whose `announce-list` is `tiers` (BEP 12; `announce` is the first URL) at `out`; the info
+    /// dictionary is copied byte for byte, so the info hash is unchanged.
+    pub fn with_tiers(&self, tiers: &[Vec<String>], out: &Path) -> Torrent {
+        let bytes = fs::read(&self.path).unwrap();
+        let root = toybt::bencode::decode(&bytes).unwrap();
+        let raw_info = root.get("info").and_then(|i| i.raw_dict()).unwrap();
+        let s = |u: &str| format!("{}:{u}", u.len());
+        let mut t = format!("d8:announce{}13:announce-listl", s(&tiers[0][0]));
+        for tier in tiers {
+            t.push('l');
+            tier.iter().for_each(|u| t.push_str(&s(u)));
+            t.push('e');
+        }
+        t.push_str("e4:info");
+        let mut t = t.into_bytes();
+        t.extend_from_slice(raw_info);
+        t.push(b'e');
+        fs::write(out, t).unwrap();
+        let copy = Torrent::load(out);
+        assert_eq!(copy.info_hash, self.info_hash);
+        copy
+    }
+}
+
 /// A torrent (made by mktorrent, announcing nowhere until `announce_to`) with its data under `seed_dir`, and an empty
 /// `leech_dir` for a downloader, all in a temporary folder of its own.
 pub struct Fixture {
