@@ -1,5 +1,6 @@
 //! `toybt tracker`'s UDP front end (BEP 15) as a process on 127.0.0.1, spoken to by a tiny client over a std
-//! `UdpSocket`: connect, announce and scrape, and a correct client still served during a flood of connects.
+//! `UdpSocket`: connect, announce and scrape, and a correct client still served during a flood of connects; toybt's
+//! own `udp://` announces, alone and behind a dead first tier.
 
 mod common;
 
