@@ -1,5 +1,6 @@
 //! `toybt tracker`'s UDP front end (BEP 15) as a process on 127.0.0.1, spoken to by a tiny client over a std
-//! `UdpSocket`: connect, announce and scrape, and a correct client still served during a flood of connects.
+//! `UdpSocket`: connect, announce and scrape, and a correct client still served during a flood of connects; toybt's
+//! own `udp://` announces, alone and behind a dead first tier.
 
 mod common;
 
@@ -232,4 +233,30 @@ fn seed_and_leech_find_each_other_through_opentrackers_udp_port() {
     common::clients::assert_same_tree(&content, &out.join("small.bin"));
     let st = sw::stop(&mut seed, WAIT);
     assert_eq!(st.uploaded, 300_000);
+}
+
+/// BEP 12 tiers: a dead UDP tracker (a closed port: nothing answers) in the first tier, toybt's HTTP tracker in the
+/// second. The toybt leech must move on to the second tier and finish in bounded time; the seed is libtorrent, which
+/// announces to every tier on its own, so the time measured is the toybt leech's.
+#[test]
+fn a_dead_udp_first_tier_falls_back_to_a_live_http_tier() {
+    use common::{clients, swarm as sw};
+    let mut fx = clients::Fixture::single_file(26);
+    let (_tracker, http) = sw::tracker(&fx.torrent.path);
+    let dead = UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap(); // closed again at once
+    let tiers = [vec![format!("udp://{dead}/announce")], vec![format!("http://{http}/announce")]];
+    fx.torrent = fx.torrent.with_tiers(&tiers, &fx.dir.path().join("tiers.torrent"));
+    let _seed = clients::libtorrent_seed(&fx.torrent.path, &fx.seed_dir, &[]);
+    clients::wait_scrape(http, &fx.torrent.info_hash, WAIT, |s| s.complete == 1);
+    let started = Instant::now();
+    let (mut leech, _) = sw::leech("leech", &fx.torrent.path, &fx.leech_dir, &["--seed-time", "0"]);
+    // The dead tracker is given up after 20 s (sent at 0 and 15 s), not the full 30 s announce timeout.
+    leech.wait_line("download complete", Duration::from_secs(25));
+    let done = started.elapsed();
+    fx.assert_leech_has_everything();
+    // Its `completed` announce starts again at the first tier (BEP 12 keeps the tiers' order).
+    sw::assert_exits_0(&mut leech, Duration::from_secs(60));
+    let exited = started.elapsed();
+    eprintln!("timing a_dead_udp_first_tier_falls_back_to_a_live_http_tier: done {done:.1?}, exit {exited:.1?}");
+    assert!(done >= Duration::from_secs(19), "no peer can be known before the udp tier is given up: {done:?}");
 }

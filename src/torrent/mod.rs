@@ -107,8 +107,15 @@ impl Config {
             key: u32::from_le_bytes(self.peer_id[8..12].try_into().unwrap_or([0; 4])),
         };
         log::debug!("announcing to {}:{} ({:?})", due.url.host, due.url.port, due.event);
-        // A stop does not wait long for a silent tracker.
-        let timeout = if stopping { Duration::from_secs(5) } else { announce::REQUEST_TIMEOUT };
+        // A stop does not wait long for a silent tracker, nor does a UDP announce (no connection to fail fast)
+        // when another tracker can be tried.
+        let timeout = if stopping {
+            Duration::from_secs(5)
+        } else if due.fallback && due.url.scheme == announce::Scheme::Udp {
+            crate::tracker::udp::client::FALLBACK_TIMEOUT
+        } else {
+            announce::REQUEST_TIMEOUT
+        };
         Action::Announce { url: due.url, params, timeout }
     }
 }

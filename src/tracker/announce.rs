@@ -375,6 +375,8 @@ pub struct Schedule {
 pub struct Due {
     pub url: TrackerUrl,
     pub event: Option<Event>,
+    /// If this tracker fails, another one is tried at once (rather than backing off): it may be given up sooner.
+    pub fallback: bool,
 }
 
 impl Schedule {
@@ -418,7 +420,8 @@ impl Schedule {
         }
         self.in_flight = Some(self.cursor);
         let (t, i) = self.cursor;
-        Some(Due { url: self.tiers[t][i].clone(), event: self.pending_event })
+        let fallback = i + 1 < self.tiers[t].len() || t + 1 < self.tiers.len();
+        Some(Due { url: self.tiers[t][i].clone(), event: self.pending_event, fallback })
     }
 
     /// The download finished: tell the tracker now (a `completed` is never deferred to the next interval).
@@ -679,6 +682,23 @@ mod tests {
         assert!(wait >= FIRST_RETRY * 3 / 4 && wait <= FIRST_RETRY * 5 / 4, "{wait:?}");
         assert_eq!(s.poll_due(retry).unwrap().event, Some(Event::Completed), "the event is kept until accepted");
         assert!(s.completed_reported(), "a failed attempt counts as reported, so --seed-time 0 is not held hostage");
+    }
+
+    #[test]
+    fn due_says_whether_a_failure_has_a_fallback() {
+        let t0 = Instant::now();
+        let tiers = vec![vec![url("udp://a:1/"), url("udp://b:1/")], vec![url("http://c/")]];
+        let mut s = Schedule::new(tiers, t0, 1);
+        let mut seen = Vec::new();
+        for _ in 0..3 {
+            let d = s.poll_due(t0).unwrap();
+            seen.push((d.url.host, d.fallback));
+            s.on_failure(t0);
+        }
+        let want = [("a", true), ("b", true), ("c", false)].map(|(h, f)| (h.to_string(), f));
+        assert_eq!(seen, want);
+        let mut alone = Schedule::new(vec![vec![url("udp://a:1/")]], t0, 1);
+        assert!(!alone.poll_due(t0).unwrap().fallback, "a lone tracker has none");
     }
 
     #[test]

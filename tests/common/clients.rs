@@ -340,6 +340,12 @@ enum Aria2Role {
 }
 
 fn aria2(name: &str, source: &OsStr, data_dir: &Path, role: Aria2Role) -> Launched {
+    aria2_with(name, source, data_dir, role, false)
+}
+
+/// `udp_trackers`: aria2 1.36 speaks BEP 15 only through its DHT socket, so DHT is turned on (no entry point, so it
+/// finds no nodes), on a fresh UDP port and with its routing table kept in a scratch folder.
+fn aria2_with(name: &str, source: &OsStr, data_dir: &Path, role: Aria2Role, udp_trackers: bool) -> Launched {
     require("aria2c");
     launch(Kind::Aria2, name, |port| {
         let mut cmd = Command::new("aria2c");
@@ -347,7 +353,6 @@ fn aria2(name: &str, source: &OsStr, data_dir: &Path, role: Aria2Role) -> Launch
             "--no-conf=true",
             "--interface=127.0.0.1",
             "--disable-ipv6=true",
-            "--enable-dht=false",
             "--enable-dht6=false",
             "--bt-enable-lpd=false",
             "--enable-peer-exchange=false",
@@ -370,18 +375,26 @@ fn aria2(name: &str, source: &OsStr, data_dir: &Path, role: Aria2Role) -> Launch
         cmd.arg(format!("--listen-port={port}"));
         cmd.arg(format!("--stop={LIFETIME_SECS}"));
         cmd.arg(format!("--dir={}", data_dir.display()));
-        let (scratch, done_file) = match role {
+        let (scratch, hook, done_file) = done_hook("toybt-aria2");
+        if udp_trackers {
+            cmd.arg("--enable-dht=true");
+            cmd.arg(format!("--dht-listen-port={}", fresh_port()));
+            cmd.arg(format!("--dht-file-path={}", scratch.path().join("dht.dat").display()));
+        } else {
+            cmd.arg("--enable-dht=false");
+        }
+        let done_file = match role {
             Aria2Role::Seed => {
                 cmd.arg("--check-integrity=true");
-                (None, None)
+                None
             }
             Aria2Role::Leech => {
-                let (scratch, hook, done_file) = done_hook("toybt-aria2");
                 cmd.arg(format!("--on-bt-download-complete={}", hook.display()));
-                (Some(scratch), Some(done_file))
+                Some(done_file)
             }
-            Aria2Role::MagnetLeech => (None, None),
+            Aria2Role::MagnetLeech => None,
         };
+        let scratch = Some(scratch);
         cmd.arg(source);
         (cmd, scratch, done_file)
     })
@@ -396,6 +409,11 @@ pub fn aria2_seed(torrent: &Path, data_dir: &Path) -> Launched {
 /// aria2 downloading `torrent` into `data_dir`, then seeding until killed; `wait_done` waits for its done hook.
 pub fn aria2_leech(torrent: &Path, data_dir: &Path) -> Launched {
     aria2("aria2-leech", torrent.as_os_str(), data_dir, Aria2Role::Leech)
+}
+
+/// [`aria2_leech`] with DHT on, which aria2 1.36 needs to announce to `udp://` trackers (BEP 15).
+pub fn aria2_leech_udp(torrent: &Path, data_dir: &Path) -> Launched {
+    aria2_with("aria2-leech", torrent.as_os_str(), data_dir, Aria2Role::Leech, true)
 }
 
 /// aria2 downloading from `magnet` (a magnet link; aria2 reads its `tr` trackers but not `x.pe` peers) into
@@ -480,6 +498,24 @@ pub fn transmission_leech(torrent: impl AsRef<OsStr>, data_dir: &Path) -> Launch
 /// connection after each response, and as root chroots to its folder and becomes `nobody` (hence a world-readable
 /// folder of its own).
 pub fn opentracker(info_hashes: &[[u8; 20]]) -> Launched {
+    opentracker_on(info_hashes, None)
+}
+
+/// [`opentracker`] serving BEP 15 too, on a UDP port of its own (its `-P`); returns it and the UDP address, once a
+/// connect request there is answered.
+pub fn opentracker_udp(info_hashes: &[[u8; 20]]) -> (Launched, SocketAddr) {
+    let mut udp_port = 0;
+    let ot = opentracker_on(info_hashes, Some(&mut udp_port));
+    let udp = SocketAddr::from(([127, 0, 0, 1], udp_port));
+    assert!(
+        udp_connect_answered(udp, READY_TIMEOUT),
+        "opentracker: no answer on udp port {udp_port}:\n{}",
+        ot.output()
+    );
+    (ot, udp)
+}
+
+fn opentracker_on(info_hashes: &[[u8; 20]], mut udp_port: Option<&mut u16>) -> Launched {
     require("opentracker");
     launch(Kind::Opentracker, "opentracker", |port| {
         let dir = tempfile::Builder::new().prefix("toybt-opentracker").tempdir().unwrap();
@@ -487,10 +523,34 @@ pub fn opentracker(info_hashes: &[[u8; 20]]) -> Launched {
         let list: String = info_hashes.iter().map(|h| hex(h) + "\n").collect();
         fs::write(dir.path().join("whitelist.txt"), list).unwrap();
         let mut cmd = Command::new("opentracker");
-        // Only -p: a -P (UDP) port would be one more port to race for, and without any -P none is opened.
+        // Only -p unless asked: a -P (UDP) port would be one more port to race for, and without any -P none is opened.
         cmd.args(["-i", "127.0.0.1", "-p", &port.to_string(), "-w", "whitelist.txt"]).arg("-d").arg(dir.path());
+        if let Some(u) = udp_port.as_deref_mut() {
+            *u = fresh_port();
+            cmd.args(["-P", &u.to_string()]);
+        }
         (cmd, Some(dir), None)
     })
+}
+
+/// Sends BEP 15 connect requests to `addr` until one is answered (true) or `timeout` passes (false).
+pub fn udp_connect_answered(addr: SocketAddr, timeout: Duration) -> bool {
+    use toybt::tracker::udp::wire::{Request, Response};
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    let mut req = Vec::new();
+    Request::Connect { transaction_id: 0x5eed }.encode(&mut req);
+    let mut buf = [0; 1500];
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        let _ = s.send_to(&req, addr);
+        if let Ok((n, _)) = s.recv_from(&mut buf)
+            && matches!(Response::decode(&buf[..n], false), Ok(Response::Connect { transaction_id: 0x5eed, .. }))
+        {
+            return true;
+        }
+    }
+    false
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -527,6 +587,31 @@ impl Torrent {
         let root = toybt::bencode::decode(&bytes).unwrap();
         let raw_info = root.get("info").and_then(|i| i.raw_dict()).unwrap();
         let mut t = format!("d8:announce{}:{url}4:info", url.len()).into_bytes();
+        t.extend_from_slice(raw_info);
+        t.push(b'e');
+        fs::write(out, t).unwrap();
+        let copy = Torrent::load(out);
+        assert_eq!(copy.info_hash, self.info_hash);
+        copy
+    }
+}
+
+impl Torrent {
+    /// Writes a copy whose `announce-list` is `tiers` (BEP 12; `announce` is the first URL) at `out`; the info
+    /// dictionary is copied byte for byte, so the info hash is unchanged.
+    pub fn with_tiers(&self, tiers: &[Vec<String>], out: &Path) -> Torrent {
+        let bytes = fs::read(&self.path).unwrap();
+        let root = toybt::bencode::decode(&bytes).unwrap();
+        let raw_info = root.get("info").and_then(|i| i.raw_dict()).unwrap();
+        let s = |u: &str| format!("{}:{u}", u.len());
+        let mut t = format!("d8:announce{}13:announce-listl", s(&tiers[0][0]));
+        for tier in tiers {
+            t.push('l');
+            tier.iter().for_each(|u| t.push_str(&s(u)));
+            t.push('e');
+        }
+        t.push_str("e4:info");
+        let mut t = t.into_bytes();
         t.extend_from_slice(raw_info);
         t.push(b'e');
         fs::write(out, t).unwrap();

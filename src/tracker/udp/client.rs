@@ -18,6 +18,14 @@ pub const CID_LIFETIME: Duration = Duration::from_secs(60);
 /// The first retransmission delay; it doubles after each, up to 2^[`MAX_BACKOFF`] times this.
 pub const RETRANSMIT: Duration = Duration::from_secs(15);
 const MAX_BACKOFF: u32 = 8;
+/// The deadline of an announce to a UDP tracker that has a fallback (another tracker in its tier or a later tier):
+/// the request is sent, sent once more after [`RETRANSMIT`], and given up 5 s later, so a dead first tier costs
+/// 20 s rather than the full announce timeout before the next tracker is tried.
+pub const FALLBACK_TIMEOUT: Duration = Duration::from_secs(RETRANSMIT.as_secs() + 5);
+/// Peers kept from one answer. A datagram holds up to (65507 - 20) / 6 = 10914 IPv4 peers whatever `num_want` said;
+/// the session asks for 50 and dials a few dozen, so a flood of addresses from a hostile or careless tracker is cut
+/// here rather than carried into the session's address book.
+pub const MAX_PEERS: usize = 200;
 
 type Outcome = Result<AnnounceResponse, String>;
 
@@ -155,7 +163,7 @@ impl UdpAnnounce {
                     min_interval: None,
                     complete: Some(seeders.into()),
                     incomplete: Some(leechers.into()),
-                    peers: peers.iter().filter(|p| p.port() != 0 && !p.ip().is_unspecified()).collect(),
+                    peers: peers.iter().filter(|p| p.port() != 0 && !p.ip().is_unspecified()).take(MAX_PEERS).collect(),
                     warning: None,
                 }));
             }

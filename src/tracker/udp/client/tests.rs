@@ -219,3 +219,147 @@ fn a_reused_connection_id_left_unanswered_is_asked_for_again() {
     assert_eq!(net.run(t, me, &mut a), 2, "a new connect, then the announce");
     assert!(a.poll_done().unwrap().1.is_ok());
 }
+
+/// Sends what is due at `t` from `a`; returns the transaction id of the request written, if one was.
+fn due_tid(a: &mut UdpAnnounce, t: Instant) -> Option<u32> {
+    let mut out = Vec::new();
+    a.poll_datagram(t, &mut out)?;
+    Some(u32::from_be_bytes(out[12..16].try_into().unwrap()))
+}
+
+/// An announce that has its connection id (9) and has sent its announce request; returns it and that request's
+/// transaction id.
+fn announcing(now: Instant, tracker: SocketAddr) -> (UdpAnnounce, u32) {
+    let mut a = UdpAnnounce::new(now, tracker, &url(), &params(1, None), Duration::from_secs(30), None, 11);
+    let tid = due_tid(&mut a, now).unwrap();
+    let mut answer = Vec::new();
+    Response::Connect { transaction_id: tid, connection_id: 9 }.encode(&mut answer);
+    assert!(a.handle_datagram(now, tracker, &answer));
+    let tid = due_tid(&mut a, now).unwrap();
+    (a, tid)
+}
+
+/// An announce answer with `peers` (raw records, whole or not) after the 20-byte head.
+fn announce_answer(tid: u32, peers: &[u8]) -> Vec<u8> {
+    let mut b = Vec::new();
+    crate::tracker::udp::wire::encode_announce_head(&mut b, tid, 900, 3, 4);
+    b.extend_from_slice(peers);
+    b
+}
+
+#[test]
+fn a_silent_tracker_fails_the_announce_and_the_schedule_backs_off() {
+    use crate::tracker::announce::Schedule;
+    let t0 = Instant::now();
+    let tracker = addr("10.0.0.100:6969");
+    let mut schedule = Schedule::new(vec![vec![url()]], t0, 3);
+    let mut a = UdpAnnouncer::new(1, false);
+    let mut t = t0;
+    let mut fails = Vec::new();
+    let mut out = Vec::new();
+    // Three rounds: each announce sends its connect at 0 and 15 s and fails at the 30 s deadline; the schedule
+    // then waits 15 s, then 30 s (±25%) before the next.
+    while fails.len() < 3 {
+        assert!(t < t0 + Duration::from_secs(600), "no failure in time");
+        if let Some(due) = schedule.poll_due(t) {
+            assert_eq!(due.url, url());
+            a.start(t, HASH, tracker, &due.url, &params(1, due.event), crate::tracker::announce::REQUEST_TIMEOUT);
+        }
+        let mut sends = 0;
+        while a.poll_datagram(t, &mut out).is_some() {
+            out.clear();
+            sends += 1;
+        }
+        assert!(sends <= 1);
+        a.handle_timeout(t);
+        if let Some((hash, r)) = a.poll_done() {
+            assert_eq!(hash, HASH);
+            assert!(r.unwrap_err().contains("did not answer"));
+            schedule.on_failure(t);
+            fails.push((t, schedule.poll_timeout().unwrap()));
+        }
+        // The next moment anything is due, as the reactor would sleep to it.
+        t = [a.poll_timeout(), schedule.poll_timeout()].into_iter().flatten().min().unwrap().max(t);
+    }
+    let secs = |d: Duration| d.as_secs_f64();
+    assert_eq!(fails[0].0, t0 + Duration::from_secs(30));
+    let waits: Vec<f64> = fails.iter().map(|(at, next)| secs(*next - *at)).collect();
+    assert!((11.25..=18.75).contains(&waits[0]), "{waits:?}");
+    assert!((22.5..=37.5).contains(&waits[1]), "{waits:?}");
+    assert!((45.0..=75.0).contains(&waits[2]), "{waits:?}");
+    assert_eq!(a.in_flight(), 0);
+}
+
+#[test]
+fn an_error_answer_to_the_connect_fails_with_its_message() {
+    let now = Instant::now();
+    let tracker = addr("10.0.0.100:6969");
+    let mut a = UdpAnnounce::new(now, tracker, &url(), &params(1, None), Duration::from_secs(30), None, 5);
+    let tid = due_tid(&mut a, now).unwrap();
+    let mut answer = Vec::new();
+    Response::Error { transaction_id: tid, message: b"torrent not whitelisted" }.encode(&mut answer);
+    assert!(a.handle_datagram(now, tracker, &answer));
+    assert_eq!(a.poll_timeout(), None, "finished: nothing more to send or wait for");
+    assert_eq!(due_tid(&mut a, now + Duration::from_secs(15)), None);
+    assert_eq!(a.take_result(), Some(Err("tracker failure: torrent not whitelisted".into())));
+    // A long message is cut to 200 bytes; bytes that are not UTF-8 are replaced.
+    let mut b = UdpAnnounce::new(now, tracker, &url(), &params(1, None), Duration::from_secs(30), None, 6);
+    let tid = due_tid(&mut b, now).unwrap();
+    answer.clear();
+    let long = [b'x'; 5000];
+    Response::Error { transaction_id: tid, message: &long }.encode(&mut answer);
+    assert!(b.handle_datagram(now, tracker, &answer));
+    assert_eq!(b.take_result().unwrap().unwrap_err(), format!("tracker failure: {}", "x".repeat(200)));
+    let (mut c, tid) = announcing(now, tracker);
+    answer.clear();
+    Response::Error { transaction_id: tid, message: b"bad\xff" }.encode(&mut answer);
+    assert!(c.handle_datagram(now, tracker, &answer));
+    assert_eq!(c.take_result(), Some(Err("tracker failure: bad\u{fffd}".into())));
+}
+
+#[test]
+fn a_ragged_peer_list_is_refused_and_the_announce_goes_on_to_its_deadline() {
+    let now = Instant::now();
+    let tracker = addr("10.0.0.100:6969");
+    let (mut a, tid) = announcing(now, tracker);
+    // Two whole peers and 5 bytes of a third: not a well-formed answer, so not taken at all.
+    let peers = [10, 0, 0, 1, 0x1a, 0xe1, 10, 0, 0, 2, 0x1a, 0xe2, 10, 0, 0, 3, 0x1a];
+    assert!(!a.handle_datagram(now, tracker, &announce_answer(tid, &peers)));
+    assert_eq!(a.take_result(), None);
+    // Still waiting: the announce is retransmitted at 15 s and a whole answer to it is taken.
+    a.handle_timeout(now + RETRANSMIT);
+    let tid = due_tid(&mut a, now + RETRANSMIT).expect("a retransmission");
+    assert!(a.handle_datagram(now + RETRANSMIT, tracker, &announce_answer(tid, &peers[..12])));
+    let got = a.take_result().unwrap().unwrap();
+    assert_eq!(got.peers, vec![addr("10.0.0.1:6881"), addr("10.0.0.2:6882")]);
+    assert_eq!((got.complete, got.incomplete), (Some(4), Some(3)));
+    // Only ragged answers: bounded by the deadline.
+    let (mut b, tid) = announcing(now, tracker);
+    let head_only_plus_one = announce_answer(tid, &[1]);
+    assert!(!b.handle_datagram(now, tracker, &head_only_plus_one));
+    assert!(!b.handle_datagram(now, tracker, &head_only_plus_one[..19]), "short of the head");
+    b.handle_timeout(now + Duration::from_secs(30));
+    assert!(b.take_result().unwrap().unwrap_err().contains("did not answer"));
+}
+
+#[test]
+fn a_10000_peer_answer_keeps_at_most_max_peers() {
+    let now = Instant::now();
+    let tracker = addr("10.0.0.100:6969");
+    let (mut a, tid) = announcing(now, tracker);
+    let mut peers = Vec::new();
+    for i in 0..10_000u32 {
+        let ip = std::net::Ipv4Addr::from(0x0a00_0000 + i + 1);
+        let port = if i == 0 { 0 } else { 1000 + (i % 60_000) as u16 };
+        crate::tracker::udp::wire::Peers::push(&mut peers, SocketAddr::new(ip.into(), port), false);
+    }
+    let answer = announce_answer(tid, &peers);
+    assert_eq!(answer.len(), 20 + 60_000);
+    assert!(answer.len() <= 65_507, "fits one IPv4 datagram");
+    assert!(a.handle_datagram(now, tracker, &answer));
+    let got = a.take_result().unwrap().unwrap();
+    assert_eq!(got.peers.len(), MAX_PEERS);
+    // The first ones, in the tracker's order, without the one that gave port 0.
+    assert_eq!(got.peers[0], addr("10.0.0.2:1001"));
+    assert_eq!(got.peers[MAX_PEERS - 1], addr(&format!("10.0.0.{}:{}", MAX_PEERS + 1, 1000 + MAX_PEERS)));
+}
