@@ -254,9 +254,10 @@ fn a_dead_udp_first_tier_falls_back_to_a_live_http_tier() {
     leech.wait_line("download complete", Duration::from_secs(25));
     let done = started.elapsed();
     fx.assert_leech_has_everything();
-    // Its `completed` announce starts again at the first tier (BEP 12 keeps the tiers' order).
-    sw::assert_exits_0(&mut leech, Duration::from_secs(60));
+    // Its `completed` announce passes over the tracker that just failed and goes to the live one at once.
+    sw::assert_exits_0(&mut leech, Duration::from_secs(15));
     let exited = started.elapsed();
     eprintln!("timing a_dead_udp_first_tier_falls_back_to_a_live_http_tier: done {done:.1?}, exit {exited:.1?}");
     assert!(done >= Duration::from_secs(19), "no peer can be known before the udp tier is given up: {done:?}");
+    assert!(exited < done + Duration::from_secs(10), "the completed announce paid the dead tier again: {exited:?}");
 }

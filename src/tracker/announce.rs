@@ -367,8 +367,14 @@ pub struct Schedule {
     failures: u32,
     stopping: bool,
     completed_reported: bool,
+    /// Trackers that failed lately, by URL, and until when they are passed over while another one is left to try.
+    failed_lately: Vec<(TrackerUrl, Instant)>,
     rng: u64,
 }
+
+/// A tracker that failed is passed over this long when the tiers hold another one, so a dead first tier does not
+/// cost every later announce (`completed`, `stopped`) its whole time-out again.
+const PASS_OVER_FAILED: Duration = Duration::from_secs(300);
 
 /// What the caller must send now.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -395,6 +401,7 @@ impl Schedule {
             failures: 0,
             stopping: false,
             completed_reported: false,
+            failed_lately: Vec::new(),
             rng: seed | 1,
         }
     }
@@ -418,10 +425,37 @@ impl Schedule {
         if self.tiers.is_empty() || self.in_flight.is_some() || self.next_at.is_none_or(|t| now < t) {
             return None;
         }
-        self.in_flight = Some(self.cursor);
-        let (t, i) = self.cursor;
-        let fallback = i + 1 < self.tiers[t].len() || t + 1 < self.tiers.len();
+        // In tier order, passing over trackers that failed lately; when every one left did, in order all the same.
+        let mut pos = self.cursor;
+        let mut candidate = Some(self.cursor);
+        while let Some(p) = candidate {
+            if !self.failed_lately(now, p) {
+                pos = p;
+                break;
+            }
+            candidate = self.after(p);
+        }
+        self.cursor = pos;
+        self.in_flight = Some(pos);
+        let (t, i) = pos;
+        let fallback = self.after(pos).is_some();
         Some(Due { url: self.tiers[t][i].clone(), event: self.pending_event, fallback })
+    }
+
+    /// The position after `pos` in tier order, if any.
+    fn after(&self, (t, i): (usize, usize)) -> Option<(usize, usize)> {
+        if i + 1 < self.tiers[t].len() {
+            Some((t, i + 1))
+        } else if t + 1 < self.tiers.len() {
+            Some((t + 1, 0))
+        } else {
+            None
+        }
+    }
+
+    fn failed_lately(&self, now: Instant, (t, i): (usize, usize)) -> bool {
+        let url = &self.tiers[t][i];
+        self.failed_lately.iter().any(|(u, until)| u == url && now < *until)
     }
 
     /// The download finished: tell the tracker now (a `completed` is never deferred to the next interval).
@@ -450,6 +484,8 @@ impl Schedule {
     pub fn on_success(&mut self, now: Instant, resp: &AnnounceResponse) {
         let Some((t, i)) = self.in_flight.take() else { return };
         self.completed_reported |= self.pending_event == Some(Event::Completed);
+        let answered = &self.tiers[t][i];
+        self.failed_lately.retain(|(u, _)| u != answered);
         // BEP 12: a tracker that answers moves to the front of its tier.
         let url = self.tiers[t].remove(i);
         self.tiers[t].insert(0, url);
@@ -468,14 +504,11 @@ impl Schedule {
     pub fn on_failure(&mut self, now: Instant) {
         let Some((t, i)) = self.in_flight.take() else { return };
         self.completed_reported |= self.pending_event == Some(Event::Completed);
+        let failed = self.tiers[t][i].clone();
+        self.failed_lately.retain(|(u, until)| *u != failed && now < *until);
+        self.failed_lately.push((failed, now + PASS_OVER_FAILED));
         // Next tracker in this tier, then the next tier; after a full pass, wait before starting over.
-        self.cursor = if i + 1 < self.tiers[t].len() {
-            (t, i + 1)
-        } else if t + 1 < self.tiers.len() {
-            (t + 1, 0)
-        } else {
-            (0, 0)
-        };
+        self.cursor = self.after((t, i)).unwrap_or((0, 0));
         if self.cursor != (0, 0) {
             self.next_at = Some(now);
             return;
@@ -672,16 +705,35 @@ mod tests {
         s.completed(t1);
         assert!(!s.completed_reported());
         assert_eq!(s.poll_due(t1).unwrap().event, Some(Event::Completed));
-        for host in ["a", "c"] {
-            s.on_failure(t1);
-            assert_eq!(s.poll_due(t1).unwrap().url.host, host);
-        }
+        s.on_failure(t1);
+        let d = s.poll_due(t1).unwrap();
+        assert_eq!(d.url.host, "c", "a failed 150 s ago: passed over while another tracker is left");
         s.on_failure(t1);
         let retry = s.poll_timeout().unwrap();
         let wait = retry - t1;
         assert!(wait >= FIRST_RETRY * 3 / 4 && wait <= FIRST_RETRY * 5 / 4, "{wait:?}");
-        assert_eq!(s.poll_due(retry).unwrap().event, Some(Event::Completed), "the event is kept until accepted");
+        let d = s.poll_due(retry).unwrap();
+        assert_eq!(d.event, Some(Event::Completed), "the event is kept until accepted");
+        assert_eq!(d.url.host, "b", "when every tracker failed lately, in tier order again (b leads its tier)");
         assert!(s.completed_reported(), "a failed attempt counts as reported, so --seed-time 0 is not held hostage");
+    }
+
+    #[test]
+    fn a_dead_first_tier_is_passed_over_by_later_announces_for_a_while() {
+        let t0 = Instant::now();
+        let tiers = vec![vec![url("udp://dead:1/")], vec![url("http://live/")]];
+        let mut s = Schedule::new(tiers, t0, 1);
+        assert_eq!(s.poll_due(t0).unwrap().url.host, "dead");
+        s.on_failure(t0);
+        assert_eq!(s.poll_due(t0).unwrap().url.host, "live");
+        s.on_success(t0, &AnnounceResponse { interval: Some(Duration::from_secs(1800)), ..Default::default() });
+        let t1 = t0 + Duration::from_secs(20);
+        s.completed(t1);
+        let d = s.poll_due(t1).unwrap();
+        assert_eq!((d.url.host.as_str(), d.event), ("live", Some(Event::Completed)), "no second time-out on the dead");
+        s.on_success(t1, &AnnounceResponse { interval: Some(Duration::from_secs(1800)), ..Default::default() });
+        let later = t0 + PASS_OVER_FAILED + Duration::from_secs(1800);
+        assert_eq!(s.poll_due(later).unwrap().url.host, "dead", "tried again in tier order once the while is over");
     }
 
     #[test]
