@@ -549,9 +549,10 @@ fn a_read_only_folder_stops_downloading_but_not_seeding() {
     );
     let frozen_addr = listening_addr(&frozen.wait_line("peer listening on", STEP));
 
-    // Another leecher that knows only the read-only one gets every piece it has.
+    // Another leecher that knows only the read-only one gets every piece it has (and no more: without PEX it never
+    // hears of the seed).
     let other = sw.path("other");
-    let mut fetch = sw.leech("from read-only", &other, &[frozen_addr], &[]);
+    let mut fetch = sw.leech("from read-only", &other, &[frozen_addr], &["--no-pex"]);
     assert_eq!(wait_record(&sw, &other, part.pieces), part.pieces);
     assert_eq!(stop(&mut fetch).0, 0);
     let (code, _) = stop(&mut frozen);

@@ -30,6 +30,8 @@ pub struct SwarmOptions {
     pub max_peers: usize,
     /// `--max-upload-rate`: bytes per second served to all peers together (`None`: no limit).
     pub max_upload_rate: Option<u64>,
+    /// Peer exchange (BEP 11), on unless `--no-pex` (never for a private torrent either way).
+    pub pex: bool,
 }
 
 pub const SWARM_OPTIONS_HELP: &str =
@@ -40,6 +42,7 @@ pub const SWARM_OPTIONS_HELP: &str =
   --max-peers N          most connections at once (default 50)
   --max-upload-rate R    serve at most R bytes per second to all peers together (suffix K or M; default: no limit)
   --recheck              hash all data on disk again instead of trusting the resume record
+  --no-pex               do not exchange peer addresses with peers (BEP 11; private torrents never do)
   -h, --help             print this help
 ";
 
@@ -53,6 +56,7 @@ impl SwarmOptions {
             recheck: false,
             max_peers: 50,
             max_upload_rate: None,
+            pex: true,
         }
     }
 
@@ -74,7 +78,8 @@ impl SwarmOptions {
         if max_upload_rate == Some(0) {
             return Err(Error::usage("--max-upload-rate must be at least 1 byte per second"));
         }
-        Ok(SwarmOptions { bind, port, peers, recheck, max_peers, max_upload_rate })
+        let pex = !args.contains("--no-pex");
+        Ok(SwarmOptions { bind, port, peers, recheck, max_peers, max_upload_rate, pex })
     }
 }
 
@@ -353,6 +358,7 @@ pub fn session_config(opts: &SwarmOptions, peer_port: u16, seed_time: Option<Dur
     cfg.max_peers = opts.max_peers;
     cfg.seed_time = seed_time;
     cfg.max_upload_rate = opts.max_upload_rate;
+    cfg.pex = opts.pex;
     cfg
 }
 

@@ -19,7 +19,7 @@ impl Torrent {
     /// Addresses a peer told us of: into the address book (which skips ourselves, port 0 and repeats, and is
     /// bounded), then dial within the usual limits.
     pub(super) fn on_pex(&mut self, now: Instant, key: usize, pex: Pex) {
-        if self.meta.private || self.stopping {
+        if !self.pex_allowed() || self.stopping {
             return;
         }
         if let Some(p) = self.peers.get(&key) {
@@ -31,7 +31,7 @@ impl Torrent {
 
     /// A PEX round, when due: every peer that speaks it hears what changed since it last heard from us.
     pub(super) fn exchange_peers(&mut self, now: Instant) {
-        if now < self.next_pex || self.meta.private {
+        if now < self.next_pex || !self.pex_allowed() {
             return;
         }
         self.next_pex = now + PEX_EVERY;

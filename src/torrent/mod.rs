@@ -66,6 +66,8 @@ pub struct Config {
     pub max_upload_rate: Option<u64>,
     /// Trackers tried before the torrent's own, e.g. the tracker this process runs itself.
     pub extra_trackers: Vec<String>,
+    /// Exchange peers (BEP 11) unless the torrent is private.
+    pub pex: bool,
 }
 
 impl Config {
@@ -80,6 +82,7 @@ impl Config {
             resume: None,
             max_upload_rate: None,
             extra_trackers: Vec::new(),
+            pex: true,
         }
     }
 }
@@ -329,7 +332,7 @@ impl Torrent {
             piece_count: self.meta.piece_count(),
             ext: ExtOffer {
                 metadata_size: self.metadata.size().and_then(|n| u32::try_from(n).ok()),
-                pex: !self.meta.private,
+                pex: self.pex_allowed(),
                 port: Some(self.cfg.listen_port),
             },
         }
@@ -532,6 +535,11 @@ impl Torrent {
         self.picker.peer_joined(key, &empty);
         self.dirty.push(key);
         Ok(())
+    }
+
+    /// PEX is on: not a private torrent (BEP 27), and not turned off.
+    fn pex_allowed(&self) -> bool {
+        self.cfg.pex && !self.meta.private
     }
 
     /// A newcomer with few pieces (BEP 6): the pieces of its allowed-fast set that we have, to fetch while choked.

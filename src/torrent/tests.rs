@@ -529,9 +529,9 @@ fn pex_news_is_dialled_within_limits_and_never_for_a_private_torrent() {
         let mut node = leech_node(&meta, 1);
         let now = Instant::now();
         extended_peer(&mut node, &meta, now);
-        // A flood: a thousand addresses, ourselves, port 0 and one address many times.
+        // A flood: ten thousand addresses, ourselves, port 0 and one address many times.
         let mut added: Vec<(SocketAddr, u8)> =
-            (0..1000u16).map(|i| (SocketAddr::from(([10, 0, (i >> 8) as u8, i as u8], 6881)), 0)).collect();
+            (0..10_000u16).map(|i| (SocketAddr::from(([10, 0, (i >> 8) as u8, i as u8], 6881)), 0)).collect();
         added.push((SocketAddr::from(([127, 0, 0, 1], 7001)), 0));
         added.push((SocketAddr::from(([10, 9, 9, 9], 0)), 0));
         added.extend(std::iter::repeat_n((SocketAddr::from(([10, 8, 8, 8], 1)), 0), 100));
@@ -548,6 +548,8 @@ fn pex_news_is_dialled_within_limits_and_never_for_a_private_torrent() {
         } else {
             assert_eq!(dials.len(), Config::new([1; 20], 7001).max_connecting, "dials stay capped: {dials:?}");
             assert!(dials.iter().all(|a| a.port() != 0 && a.port() != 7001), "{dials:?}");
+            let known = node.t.addrs.known().count();
+            assert!((1000..=2000).contains(&known), "the address book keeps at most 2000: {known}");
         }
     }
 }
