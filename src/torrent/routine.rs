@@ -6,11 +6,12 @@ use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
 
-use super::{TICK, Torrent};
+use super::addr_book::AddrBook;
+use super::{Action, Config, TICK, Torrent};
 use crate::choker::{self, Candidate};
 use crate::metainfo::Metainfo;
 use crate::resume;
-use crate::tracker::announce::{AnnounceResponse, TrackerUrl};
+use crate::tracker::announce::{self, AnnounceParams, AnnounceResponse, Due, Event as AnnounceEvent, TrackerUrl};
 
 /// A request unanswered this long goes to another peer (and back to the same one later if nobody else has it).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
@@ -44,6 +45,42 @@ pub(super) fn tracker_tiers(meta: &Metainfo, extra: &[String]) -> Vec<Vec<Tracke
                 .collect()
         })
         .collect()
+}
+
+impl Config {
+    /// Addresses from `addrs` to dial now, within the limits on connections being opened and open (`open`).
+    pub(super) fn dial(&self, addrs: &mut AddrBook, now: Instant, open: usize, complete: bool) -> Vec<Action> {
+        let connecting = addrs.connecting();
+        let room = self.max_connecting.saturating_sub(connecting).min(self.max_peers.saturating_sub(open + connecting));
+        addrs.take_due(now, room, complete).into_iter().map(Action::Connect).collect()
+    }
+
+    /// The announce to make when `due`, with the transfer figures so far (`left` unknown for a magnet download).
+    pub(super) fn announce(&self, due: Due, info_hash: [u8; 20], transfer: (u64, u64, u64), stopping: bool) -> Action {
+        let (uploaded, downloaded, left) = transfer;
+        let params = AnnounceParams {
+            info_hash,
+            peer_id: self.peer_id,
+            port: self.listen_port,
+            uploaded,
+            downloaded,
+            left,
+            event: due.event,
+            numwant: if due.event == Some(AnnounceEvent::Stopped) { 0 } else { 50 },
+            key: u32::from_le_bytes(self.peer_id[8..12].try_into().unwrap_or([0; 4])),
+        };
+        log::debug!("announcing to {}:{} ({:?})", due.url.host, due.url.port, due.event);
+        // A stop does not wait long for a silent tracker, nor does a UDP announce (no connection to fail fast)
+        // when another tracker can be tried.
+        let timeout = if stopping {
+            Duration::from_secs(5)
+        } else if due.fallback && due.url.scheme == announce::Scheme::Udp {
+            crate::tracker::udp::client::FALLBACK_TIMEOUT
+        } else {
+            announce::REQUEST_TIMEOUT
+        };
+        Action::Announce { url: due.url, params, timeout }
+    }
 }
 
 impl Torrent {
