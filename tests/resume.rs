@@ -540,7 +540,8 @@ fn a_read_only_folder_stops_downloading_but_not_seeding() {
     assert!(part.pieces > 0 && !part.complete, "{part:?}");
 
     disk.remount("ro");
-    let mut frozen = sw.leech("read-only", &out, &[seed_addr], &[]);
+    // Without PEX: it would tell the seed of the leecher below, and the seed would dial it.
+    let mut frozen = sw.leech("read-only", &out, &[seed_addr], &["--no-pex"]);
     assert_eq!(start_check(&frozen), Check { rehashed: 0, verified: part.pieces });
     let line = frozen.wait_line("cannot store piece", STEP);
     assert!(
@@ -549,8 +550,8 @@ fn a_read_only_folder_stops_downloading_but_not_seeding() {
     );
     let frozen_addr = listening_addr(&frozen.wait_line("peer listening on", STEP));
 
-    // Another leecher that knows only the read-only one gets every piece it has (and no more: without PEX it never
-    // hears of the seed).
+    // Another leecher that knows only the read-only one gets every piece it has (and no more: without PEX neither
+    // it nor the seed hears of the other).
     let other = sw.path("other");
     let mut fetch = sw.leech("from read-only", &other, &[frozen_addr], &["--no-pex"]);
     assert_eq!(wait_record(&sw, &other, part.pieces), part.pieces);
