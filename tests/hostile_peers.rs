@@ -46,8 +46,9 @@ fn fixture_of(prefix: &str, pieces: usize, piece_len: u32) -> Fixture {
     Fixture { torrent: t.path, data, content, dir }
 }
 
+/// Without PEX, so it reaches peers only as a test arranges (the leecher would otherwise tell it of the others).
 fn seed(f: &Fixture) -> (Proc, SocketAddr) {
-    sw::seed("seed", &f.torrent, &f.data, &[])
+    sw::seed("seed", &f.torrent, &f.data, &["--no-pex"])
 }
 
 /// Bytes sent after a correct handshake that must make the daemon close the connection.

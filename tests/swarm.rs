@@ -40,7 +40,8 @@ fn swarm(dir: &Path, content: &Path, n: usize, rate: u64) -> SwarmRun {
     let torrent = sw::create_torrent(content, &dir.join("seed.torrent"), "16K", None);
     let (_tracker, tracker_addr) = sw::tracker(&torrent.path);
     let tracked = torrent.with_announce(&sw::announce_url(tracker_addr), &dir.join("tracked.torrent"));
-    let (mut seed, seed_addr) = sw::seed("seed", &torrent.path, content, &[]);
+    // Without PEX: leechers would tell it of each other, and it would dial them around the throttle.
+    let (mut seed, seed_addr) = sw::seed("seed", &torrent.path, content, &["--no-pex"]);
     let throttle = Throttle::start(seed_addr, rate);
     let via = throttle.addr.to_string();
 
@@ -199,7 +200,7 @@ fn seed_restarted_mid_transfer() {
     write_file(&content, &data);
     let torrent = sw::create_torrent(&content, &dir.path().join("t.torrent"), "16K", None);
     let pieces = data.len().div_ceil(16 * 1024) as u32;
-    let (mut first, seed_addr) = sw::seed("seed-1", &torrent.path, &content, &[]);
+    let (mut first, seed_addr) = sw::seed("seed-1", &torrent.path, &content, &["--no-pex"]);
     // A slow link keeps the transfer going long enough to cut it in the middle.
     let throttle = Throttle::start(seed_addr, 1 << 20);
     let out = dir.path().join("leech");
