@@ -229,12 +229,19 @@ fn kill_9_at_random_moments_loses_only_what_was_in_flight() {
     let mut verified_before = 0;
     for run in 0..KILLS {
         let mut leech = sw.leech(&format!("leech run {run}"), &out, &[seed_addr], &[]);
+        // The kill moment: now and then during start-up (before the check, after it, once listening), otherwise
+        // once a random amount of data (up to ~0.8 s at the seed's rate) has reached the files since the transfer
+        // began.
         if run % 5 == 4 {
-            // Now and then during start-up: the check, the first record.
-            std::thread::sleep(Duration::from_millis(rng.below(300))); // the kill moment itself
+            match rng.below(3) {
+                0 => {}
+                1 => _ = leech.wait_line("re-hashed ", STEP),
+                _ => _ = leech.wait_line("peer listening on", STEP),
+            }
         } else {
             leech.wait_line("(we leech)", STEP);
-            std::thread::sleep(Duration::from_millis(rng.below(800))); // the kill moment itself
+            let from = allocated(&out.join(&sw.meta.name));
+            wait_data_written(&sw, &out, from + rng.below(800_000));
         }
         leech.kill9();
         if let Some(line) = leech.try_wait_line("re-hashed ", Duration::ZERO) {
@@ -496,19 +503,19 @@ fn a_full_disk_is_reported_keeps_what_is_verified_and_a_restart_completes() {
 /// Waits until at least `bytes` of verified data are on disk under `out` (pieces are written only once verified, into
 /// sparse files, so allocated blocks count them).
 fn wait_data_written(sw: &Swarm, out: &Path, bytes: u64) {
-    use std::os::unix::fs::MetadataExt;
-    fn allocated(path: &Path) -> u64 {
-        match fs::symlink_metadata(path) {
-            Ok(m) if m.is_dir() => {
-                fs::read_dir(path).into_iter().flatten().flatten().map(|e| allocated(&e.path())).sum()
-            }
-            Ok(m) => m.blocks() * 512,
-            Err(_) => 0,
-        }
-    }
     let content = out.join(&sw.meta.name);
     let ok = wait_until(STEP, || allocated(&content) >= bytes);
     assert!(ok, "{} never held {bytes} bytes", content.display());
+}
+
+/// Bytes the file system holds for `path` (a file, or a folder and everything in it).
+fn allocated(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => fs::read_dir(path).into_iter().flatten().flatten().map(|e| allocated(&e.path())).sum(),
+        Ok(m) => m.blocks() * 512,
+        Err(_) => 0,
+    }
 }
 
 /// Waits until the record in `out` says at least `pieces` pieces are verified; returns how many it says.

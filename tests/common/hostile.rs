@@ -7,8 +7,8 @@ use std::collections::{HashMap, VecDeque};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -504,7 +504,16 @@ pub struct Throttle {
     /// Bytes relayed from `target` so far.
     pub relayed: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
+    link: Arc<Link>,
     thread: Option<JoinHandle<()>>,
+}
+
+/// The slow link every relayed connection shares: when it is next free to send, and a signal for the pacing waits
+/// that a stop cuts short.
+#[derive(Default)]
+struct Link {
+    next_free: Mutex<Option<Instant>>,
+    stopped: Condvar,
 }
 
 impl Throttle {
@@ -513,9 +522,8 @@ impl Throttle {
         let addr = listener.local_addr().unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let relayed = Arc::new(AtomicU64::new(0));
-        // When the shared link is next free to send.
-        let next_free = Arc::new(Mutex::new(Instant::now()));
-        let (stop2, relayed2) = (stop.clone(), relayed.clone());
+        let link = Arc::new(Link::default());
+        let (stop2, relayed2, link2) = (stop.clone(), relayed.clone(), link.clone());
         let thread = std::thread::spawn(move || {
             let mut threads = Vec::new();
             accept_until_stopped(&listener, &stop2, |client| {
@@ -526,14 +534,14 @@ impl Throttle {
                 let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
                 let st = stop2.clone();
                 threads.push(std::thread::spawn(move || relay(c2, s2, &st, None)));
-                let (st, pace) = (stop2.clone(), Some((next_free.clone(), rate, relayed2.clone())));
+                let (st, pace) = (stop2.clone(), Some((link2.clone(), rate, relayed2.clone())));
                 threads.push(std::thread::spawn(move || relay(server, client, &st, pace)));
             });
             for t in threads {
                 let _ = t.join();
             }
         });
-        Throttle { addr, relayed, stop, thread: Some(thread) }
+        Throttle { addr, relayed, stop, link, thread: Some(thread) }
     }
 
     pub fn relayed(&self) -> u64 {
@@ -544,13 +552,19 @@ impl Throttle {
 impl Drop for Throttle {
     fn drop(&mut self) {
         stop_acceptor(self.addr, &self.stop);
+        // Taken so a relay between its check of `stop` and its wait cannot miss the wake-up.
+        drop(self.link.next_free.lock().unwrap());
+        self.link.stopped.notify_all();
+        // Taken so a relay between its check of `stop` and its wait cannot miss the wake-up.
+        drop(self.link.next_free.lock().unwrap());
+        self.link.stopped.notify_all();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
     }
 }
 
-type Pace = (Arc<Mutex<Instant>>, u64, Arc<AtomicU64>);
+type Pace = (Arc<Link>, u64, Arc<AtomicU64>);
 
 /// Copies `from` to `to` until either ends or `stop` is set; with `pace`, no faster than its rate.
 fn relay(mut from: TcpStream, mut to: TcpStream, stop: &AtomicBool, pace: Option<Pace>) {
@@ -565,15 +579,19 @@ fn relay(mut from: TcpStream, mut to: TcpStream, stop: &AtomicBool, pace: Option
             }
             Err(_) => break,
         };
-        if let Some((next_free, rate, relayed)) = &pace {
-            let at = {
-                let mut next = next_free.lock().unwrap();
-                let start = (*next).max(Instant::now());
-                *next = start + Duration::from_secs_f64(n as f64 / *rate as f64);
-                start
-            };
-            // pacing: this is the link's speed, not a synchronisation
-            std::thread::sleep(at.saturating_duration_since(Instant::now()));
+        if let Some((link, rate, relayed)) = &pace {
+            // The chunk goes when the link is free (its rate), or not at all once the throttle stops.
+            let mut next = link.next_free.lock().unwrap();
+            let at = next.map_or(Instant::now(), |t| t.max(Instant::now()));
+            *next = Some(at + Duration::from_secs_f64(n as f64 / *rate as f64));
+            let wait = at.saturating_duration_since(Instant::now());
+            let (_next, _) = link
+                .stopped
+                .wait_timeout_while(next, wait, |_| !stop.load(Ordering::SeqCst) && Instant::now() < at)
+                .unwrap();
+            if stop.load(Ordering::SeqCst) {
+                break;
+            }
             relayed.fetch_add(n as u64, Ordering::Relaxed);
         }
         if to.write_all(&chunk[..n]).is_err() {
