@@ -397,19 +397,7 @@ mod tests {
             let bytes: Vec<u8> = if round % 2 == 0 {
                 (0..rng.below(120)).map(|_| alphabet[rng.below(alphabet.len())]).collect()
             } else {
-                let mut v = valid.clone().into_bytes();
-                for _ in 0..1 + rng.below(6) {
-                    let at = rng.below(v.len());
-                    match rng.below(3) {
-                        0 => v[at] = alphabet[rng.below(alphabet.len())],
-                        1 => v.truncate(at),
-                        _ => v.insert(at, alphabet[rng.below(alphabet.len())]),
-                    }
-                    if v.is_empty() {
-                        break;
-                    }
-                }
-                v
+                rng.mutated(valid.as_bytes(), 6, |r| alphabet[r.below(alphabet.len())])
             };
             let text = String::from_utf8_lossy(&bytes);
             if let Ok(m) = Magnet::parse(&text) {

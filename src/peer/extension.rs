@@ -372,24 +372,14 @@ mod tests {
         let valid = body(&framed).to_vec();
         let mut rng = XorShift(11);
         for round in 0..20_000 {
-            let input: Vec<u8> = if round % 4 == 0 {
-                (0..rng.below(80)).map(|_| rng.next() as u8).collect()
-            } else {
-                let mut v = valid.clone();
-                for _ in 0..1 + rng.below(6) {
-                    let at = rng.below(v.len());
-                    let byte = b"de0123456789i:-"[rng.below(15)];
-                    match rng.below(3) {
-                        0 => v[at] = if rng.below(2) == 0 { byte } else { rng.next() as u8 },
-                        1 => v.truncate(at),
-                        _ => v.insert(at, byte),
-                    }
-                    if v.is_empty() {
-                        break;
-                    }
-                }
-                v
-            };
+            let input: Vec<u8> =
+                if round % 4 == 0 {
+                    (0..rng.below(80)).map(|_| rng.next() as u8).collect()
+                } else {
+                    rng.mutated(&valid, 6, |r| {
+                        if r.below(2) == 0 { b"de0123456789i:-"[r.below(15)] } else { r.next() as u8 }
+                    })
+                };
             if let Ok(hs) = ExtHandshake::decode(&input) {
                 assert!(hs.m.len() <= MAX_EXTENSIONS && hs.m.iter().all(|(n, _)| n.len() <= MAX_NAME_LEN));
                 assert!(hs.v.as_ref().is_none_or(|v| v.len() <= MAX_VERSION_LEN));

@@ -586,17 +586,8 @@ mod tests {
             let input: Vec<u8> = if round % 4 == 0 {
                 (0..rng.below(60)).map(|_| rng.next() as u8).collect()
             } else {
-                let mut v = valid[rng.below(valid.len())].clone();
-                for _ in 0..1 + rng.below(4) {
-                    let at = rng.below(v.len().min(60));
-                    let byte = b"de0123456789i:-"[rng.below(15)];
-                    match rng.below(3) {
-                        0 => v[at] = byte,
-                        1 => v.truncate(at.max(1)),
-                        _ => v.insert(at, byte),
-                    }
-                }
-                v
+                let pick = rng.below(valid.len());
+                rng.mutated(&valid[pick], 4, |r| b"de0123456789i:-"[r.below(15)])
             };
             match MetadataMsg::decode(&input) {
                 Ok(MetadataMsg::Data { piece, total_size, data }) => {

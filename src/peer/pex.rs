@@ -322,17 +322,7 @@ mod tests {
             let input: Vec<u8> = if round % 4 == 0 {
                 (0..rng.below(80)).map(|_| rng.next() as u8).collect()
             } else {
-                let mut v = valid.clone();
-                for _ in 0..1 + rng.below(5) {
-                    let at = rng.below(v.len());
-                    let byte = b"de0123456789:"[rng.below(13)];
-                    match rng.below(3) {
-                        0 => v[at] = if rng.below(2) == 0 { byte } else { rng.next() as u8 },
-                        1 => v.truncate(at.max(1)),
-                        _ => v.insert(at, byte),
-                    }
-                }
-                v
+                rng.mutated(&valid, 5, |r| if r.below(2) == 0 { b"de0123456789:"[r.below(13)] } else { r.next() as u8 })
             };
             if let Ok(pex) = Pex::decode(&input) {
                 assert!(pex.added.len() <= 2 * MAX_DECODED && pex.dropped.len() <= 2 * MAX_DECODED);

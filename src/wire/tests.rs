@@ -301,19 +301,7 @@ fn never_panics_on_hostile_input() {
         let mut input: Vec<u8> = if round % 2 == 0 {
             (0..rng.below(300)).map(|_| rng.next() as u8).collect()
         } else {
-            let mut v = valid.clone();
-            for _ in 0..1 + rng.below(8) {
-                let at = rng.below(v.len());
-                match rng.below(3) {
-                    0 => v[at] = rng.next() as u8,
-                    1 => v.truncate(at),
-                    _ => v.insert(at, rng.next() as u8),
-                }
-                if v.is_empty() {
-                    break;
-                }
-            }
-            v
+            rng.mutated(&valid, 8, |r| r.next() as u8)
         };
         // Small values in length fields reach the interesting branches far more often than random u32s.
         if round % 3 == 0 && input.len() >= 5 {

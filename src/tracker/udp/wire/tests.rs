@@ -277,19 +277,8 @@ fn never_panics_on_hostile_input() {
         let mut input: Vec<u8> = if round % 4 == 0 {
             (0..rng.below(200)).map(|_| rng.next() as u8).collect()
         } else {
-            let mut v = valid[rng.below(valid.len())].clone();
-            for _ in 0..1 + rng.below(6) {
-                let at = rng.below(v.len());
-                match rng.below(3) {
-                    0 => v[at] = rng.next() as u8,
-                    1 => v.truncate(at),
-                    _ => v.insert(at, rng.next() as u8),
-                }
-                if v.is_empty() {
-                    break;
-                }
-            }
-            v
+            let pick = rng.below(valid.len());
+            rng.mutated(&valid[pick], 6, |r| r.next() as u8)
         };
         // Small actions and events reach the interesting branches.
         if round % 3 == 0 && input.len() >= 16 {
