@@ -82,7 +82,6 @@ fn run_magnet(magnet: Magnet, dir: PathBuf, opts: SwarmOptions, seed_time: Optio
             let peer_id = cfg.peer_id;
             let start = Start {
                 info_hash: magnet.info_hash,
-                name: magnet.name.clone(),
                 trackers: magnet.trackers.clone(),
                 peers: magnet.peer_addrs().into_iter().chain(opts.peers.iter().copied()).collect(),
             };

@@ -5,7 +5,7 @@
 use super::extension::{self, ExtHandshake, Incoming};
 use super::metadata::MetadataMsg;
 use super::pex::Pex;
-use super::{CLIENT_VERSION, Event, ExtOffer, Extension, MAX_QUEUED_REQUESTS, MetadataEvent, Peer, Stage};
+use super::{CLIENT_VERSION, Event, Extension, MAX_QUEUED_REQUESTS, MetadataEvent, Peer};
 
 impl Peer {
     /// Our BEP 10 handshake: the extensions we speak with the ids we want them sent with, our request queue size
@@ -19,16 +19,6 @@ impl Peer {
         }
         hs.yourip = Some(self.addr.ip());
         hs.encode(&mut self.out);
-    }
-
-    /// The extended handshake changed what we offer (we got the metadata, say): tell the peer again.
-    pub fn update_ext_offer(&mut self, offer: ExtOffer) {
-        if offer != self.ext {
-            self.ext = offer;
-            if self.extensions && self.stage == Stage::Active {
-                self.send_ext_handshake();
-            }
-        }
     }
 
     /// A BEP 10 message; an extension message we cannot read is skipped, as an unknown one is.

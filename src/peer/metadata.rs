@@ -318,26 +318,27 @@ impl MetadataFetch {
 }
 
 /// Answers peers' metadata requests from the info dictionary we hold, if we hold one.
-#[derive(Debug, Clone, Default)]
-pub struct MetadataServe {
-    info: Option<Vec<u8>>,
+/// It borrows the dictionary from whoever keeps it (the torrent's metainfo), so serving costs no copy.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MetadataServe<'a> {
+    info: Option<&'a [u8]>,
 }
 
-impl MetadataServe {
+impl<'a> MetadataServe<'a> {
     /// `info` is the raw info dictionary, already known to match the info hash; one over [`MAX_METADATA_SIZE`] is not
     /// served (peers could not fetch it anyway).
-    pub fn new(info: Option<Vec<u8>>) -> MetadataServe {
+    pub fn new(info: Option<&'a [u8]>) -> MetadataServe<'a> {
         MetadataServe { info: info.filter(|i| !i.is_empty() && i.len() <= MAX_METADATA_SIZE) }
     }
 
     /// What to announce as `metadata_size` in our extended handshake.
     pub fn size(&self) -> Option<i64> {
-        self.info.as_ref().map(|i| i.len() as i64)
+        self.info.map(|i| i.len() as i64)
     }
 
     /// Appends the answer to a request for `piece`: its data, or a reject when we have no metadata or no such piece.
     pub fn answer(&self, piece: u32, peer_ut_metadata: u8, out: &mut Vec<u8>) {
-        let slice = self.info.as_deref().and_then(|info| {
+        let slice = self.info.and_then(|info| {
             let len = piece_len(info.len(), piece)?;
             let start = piece as usize * METADATA_PIECE_LEN;
             Some((info, &info[start..start + len]))
@@ -530,7 +531,7 @@ mod tests {
     #[test]
     fn serve_answers_data_or_reject() {
         let (bytes, _) = info(METADATA_PIECE_LEN + 5);
-        let serve = MetadataServe::new(Some(bytes.clone()));
+        let serve = MetadataServe::new(Some(&bytes));
         assert_eq!(serve.size(), Some(bytes.len() as i64));
         for (i, want) in
             [(0, Some(piece(&bytes, 0))), (1, Some(piece(&bytes, 1))), (2, None), (MAX_METADATA_PIECES - 1, None)]
@@ -543,19 +544,19 @@ mod tests {
                 None => assert_eq!(msg, MetadataMsg::Reject { piece: i }),
             }
         }
-        for none in [MetadataServe::new(None), MetadataServe::new(Some(vec![])), MetadataServe::default()] {
+        for none in [MetadataServe::new(None), MetadataServe::new(Some(&[])), MetadataServe::default()] {
             let mut out = Vec::new();
             none.answer(0, 6, &mut out);
             assert_eq!(MetadataMsg::decode(unframe(&out, 6)), Ok(MetadataMsg::Reject { piece: 0 }));
             assert_eq!(none.size(), None);
         }
-        assert_eq!(MetadataServe::new(Some(vec![0; MAX_METADATA_SIZE + 1])).size(), None);
+        assert_eq!(MetadataServe::new(Some(&vec![0; MAX_METADATA_SIZE + 1])).size(), None);
     }
 
     #[test]
     fn serve_and_fetch_agree() {
         let (bytes, hash) = info(5 * METADATA_PIECE_LEN - 3);
-        let serve = MetadataServe::new(Some(bytes.clone()));
+        let serve = MetadataServe::new(Some(&bytes));
         let mut f = MetadataFetch::new(hash, serve.size().unwrap()).unwrap();
         let mut result = None;
         while let Some(i) = f.next_piece_to_request(0) {

@@ -443,13 +443,9 @@ impl Peer {
         Ok(())
     }
 
-    /// Whether this connection serves a download that does not know its metadata yet (a magnet link).
-    pub fn is_metadata_only(&self) -> bool {
-        self.limits.num_pieces == 0
-    }
-
     fn piece_size(&self, index: u32) -> u32 {
-        if index + 1 == self.limits.num_pieces { self.last_piece_length } else { self.piece_length }
+        // Before the metadata (no pieces known) any index passes the codec: it must not overflow here.
+        if Some(index) == self.limits.num_pieces.checked_sub(1) { self.last_piece_length } else { self.piece_length }
     }
 
     /// Keep-alives, the rates' once-a-second sample, and closing for silence: `Err` says why to close.

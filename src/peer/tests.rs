@@ -543,3 +543,15 @@ fn extended_messages_from_a_peer_without_bep_10_close() {
     let theirs = their_ext_handshake(&[("ut_pex", 1)], None, None);
     assert!(feed(&mut p, t0, &theirs).unwrap_err().contains("extension protocol"));
 }
+
+#[test]
+fn before_the_metadata_any_index_is_taken_by_the_codec_and_a_request_is_refused() {
+    let t0 = Instant::now();
+    let unknown = Torrent { piece_length: 0, total_length: 0, piece_count: 0, ..torrent() };
+    let mut p = Peer::new(t0, &unknown, addr(), false, 1);
+    feed(&mut p, t0, &handshake(HASH, false)).unwrap();
+    p.accept(t0, &Bitfield::new(0));
+    assert_eq!(feed(&mut p, t0, &msg(|o| wire::encode_have(o, u32::MAX))).unwrap(), vec![], "haves are ignored");
+    let ask = msg(|o| wire::encode_request(o, u32::MAX, 0, 16384));
+    assert!(feed(&mut p, t0, &ask).unwrap_err().contains("past the end"));
+}

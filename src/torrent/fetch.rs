@@ -34,7 +34,6 @@ const STOP_GRACE: Duration = Duration::from_secs(6);
 #[derive(Debug, Clone)]
 pub struct Start {
     pub info_hash: [u8; 20],
-    pub name: Option<String>,
     /// Tracker URLs, each its own tier, in the link's order.
     pub trackers: Vec<String>,
     pub peers: Vec<SocketAddr>,

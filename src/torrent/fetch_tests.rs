@@ -25,7 +25,7 @@ fn real_torrent(dir: &std::path::Path, len: usize) -> (Metainfo, Vec<u8>) {
 }
 
 fn start(info_hash: [u8; 20]) -> Start {
-    Start { info_hash, name: None, trackers: vec![], peers: vec![] }
+    Start { info_hash, trackers: vec![], peers: vec![] }
 }
 
 fn addr(i: u16) -> SocketAddr {

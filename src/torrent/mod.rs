@@ -148,8 +148,6 @@ pub struct Torrent {
     actions: VecDeque<Action>,
     assembly: Assembly,
     addrs: AddrBook,
-    /// The info dictionary, served to peers that start from a magnet link (BEP 9).
-    metadata: MetadataServe,
     /// What each peer has heard from us of the swarm (BEP 11), by key, and when PEX is next sent.
     pex: HashMap<usize, PexState>,
     next_pex: Instant,
@@ -207,7 +205,6 @@ impl Torrent {
             actions: VecDeque::new(),
             assembly: Assembly::default(),
             addrs: AddrBook::new(cfg.listen_port),
-            metadata: MetadataServe::new(Some(meta.info.clone())),
             pex: HashMap::new(),
             next_pex: now + exchange::FIRST_PEX,
             choker: Choker::new(cfg.unchoke_slots, seed ^ 0x5bd1e995),
@@ -295,7 +292,7 @@ impl Torrent {
             total_length: self.meta.total_length,
             piece_count: self.meta.piece_count(),
             ext: ExtOffer {
-                metadata_size: self.metadata.size().and_then(|n| u32::try_from(n).ok()),
+                metadata_size: self.metadata().size().and_then(|n| u32::try_from(n).ok()),
                 pex: self.pex_allowed(),
                 port: Some(self.cfg.listen_port),
             },
@@ -458,7 +455,7 @@ impl Torrent {
                 self.on_block(now, key, block, &message[data], requested_at);
             }
             Event::Metadata(MetadataEvent::Request(piece)) => {
-                let serve = &self.metadata;
+                let serve = MetadataServe::new(Some(&self.meta.info));
                 if let Some(p) = self.peers.get_mut(&key)
                     && p.send_extension(Extension::Metadata, |id, out| serve.answer(piece, id, out))
                 {
@@ -499,6 +496,11 @@ impl Torrent {
         self.picker.peer_joined(key, &empty);
         self.dirty.push(key);
         Ok(())
+    }
+
+    /// The info dictionary, served to peers that start from a magnet link (BEP 9).
+    fn metadata(&self) -> MetadataServe<'_> {
+        MetadataServe::new(Some(&self.meta.info))
     }
 
     /// PEX is on: not a private torrent (BEP 27), and not turned off.
