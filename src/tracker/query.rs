@@ -143,22 +143,7 @@ fn decode_u64(name: &str, raw: &[u8]) -> Result<u64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const HASH: [u8; 20] = [0xAB; 20];
-
-    fn pct(bytes: &[u8]) -> String {
-        bytes.iter().map(|b| format!("%{b:02X}")).collect()
-    }
-
-    fn peer_id(n: u32) -> [u8; 20] {
-        let mut id = *b"-TB0001-000000000000";
-        id[16..].copy_from_slice(&n.to_be_bytes());
-        id
-    }
-
-    fn query(id: [u8; 20], port: u16, extra: &str) -> String {
-        format!("info_hash={}&peer_id={}&port={port}&uploaded=0&downloaded=0{extra}", pct(&HASH), pct(&id))
-    }
+    use crate::tracker::tests::{HASH, peer_id, query};
 
     #[test]
     fn decodes_every_announce_parameter_and_ignores_unknown_ones() {

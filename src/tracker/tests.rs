@@ -8,19 +8,19 @@ use super::registry::{Counts, NUMWANT_DEFAULT, NUMWANT_MAX};
 use super::{Config, Registry, announce_query, scrape_query};
 use crate::bencode::{Value, decode};
 
-const HASH: [u8; 20] = [0xAB; 20];
+pub(super) const HASH: [u8; 20] = [0xAB; 20];
 
-fn pct(bytes: &[u8]) -> String {
+pub(super) fn pct(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("%{b:02X}")).collect()
 }
 
-fn peer_id(n: u32) -> [u8; 20] {
+pub(super) fn peer_id(n: u32) -> [u8; 20] {
     let mut id = *b"-TB0001-000000000000";
     id[16..].copy_from_slice(&n.to_be_bytes());
     id
 }
 
-fn query(id: [u8; 20], port: u16, extra: &str) -> String {
+pub(super) fn query(id: [u8; 20], port: u16, extra: &str) -> String {
     format!("info_hash={}&peer_id={}&port={port}&uploaded=0&downloaded=0{extra}", pct(&HASH), pct(&id))
 }
 
