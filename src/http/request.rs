@@ -46,6 +46,28 @@ pub struct Request<'a> {
     pub body: &'a [u8],
     /// Bytes of input this request used, head and body.
     pub len: usize,
+    /// Every header line, for services that read more than the framing does (a session id, credentials).
+    pub headers: Headers<'a>,
+}
+
+impl<'a> Request<'a> {
+    /// The value of the first header named `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&'a [u8]> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| *v)
+    }
+}
+
+/// A request's header lines, borrowed from the input, in a fixed array: parsing allocates nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Headers<'a> {
+    lines: [(&'a str, &'a [u8]); MAX_HEADERS],
+    len: usize,
+}
+
+impl<'a> Headers<'a> {
+    pub fn iter(&self) -> impl Iterator<Item = &(&'a str, &'a [u8])> {
+        self.lines[..self.len].iter()
+    }
 }
 
 /// Parses the request at the start of `buf`, accepting a body of up to `max_body` bytes. `Ok(None)` means the
@@ -78,7 +100,13 @@ pub fn parse_request(buf: &[u8], max_body: usize) -> Result<Option<Request<'_>>,
     let mut keep_alive = minor >= 1;
     let mut host = None;
     let mut content_length: Option<u64> = None;
+    let mut headers = Headers { lines: [("", &b""[..]); MAX_HEADERS], len: 0 };
     for h in req.headers.iter() {
+        // httparse fills at most MAX_HEADERS entries, so there is always room.
+        if let Some(slot) = headers.lines.get_mut(headers.len) {
+            *slot = (h.name, h.value);
+            headers.len += 1;
+        }
         if h.name.eq_ignore_ascii_case("content-length") {
             let n = std::str::from_utf8(h.value).ok().and_then(|s| s.trim().parse::<u64>().ok());
             match (n, content_length) {
@@ -119,7 +147,7 @@ pub fn parse_request(buf: &[u8], max_body: usize) -> Result<Option<Request<'_>>,
         Some((p, q)) => (p, q.as_bytes()),
         None => (target, &b""[..]),
     };
-    Ok(Some(Request { method, path, query, host, keep_alive, body, len: head_len + body_len }))
+    Ok(Some(Request { method, path, query, host, keep_alive, body, len: head_len + body_len, headers }))
 }
 
 /// The `key=value` pairs of a query string, raw (still percent-encoded). A pair without `=` has an empty value.
@@ -186,6 +214,16 @@ mod tests {
         assert_eq!(r.query, b"info_hash=%01&port=1");
         assert!(r.keep_alive);
         assert_eq!(&raw[r.len..], b"GET /next");
+    }
+
+    #[test]
+    fn headers_are_found_by_name_in_any_case() {
+        let raw = b"POST /rpc HTTP/1.1\r\nHost: x\r\nX-Transmission-Session-Id: abc\r\nx-a: 1\r\nX-A: 2\r\n\r\n";
+        let r = parse(raw).unwrap().unwrap();
+        assert_eq!(r.header("x-transmission-session-id"), Some(&b"abc"[..]));
+        assert_eq!(r.header("X-A"), Some(&b"1"[..]), "the first of two");
+        assert_eq!(r.header("authorization"), None);
+        assert_eq!(r.headers.iter().count(), 4);
     }
 
     #[test]
