@@ -5,3 +5,7 @@
 
 pub mod access;
 pub mod rpc;
+
+/// The status page served on `/` of the RPC port: plain HTML, CSS and a little JavaScript that drives the same RPC
+/// as `transmission-remote`, so it needs no build step and no endpoint of its own.
+pub const STATUS_PAGE: &str = include_str!("page.html");
