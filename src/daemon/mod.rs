@@ -2,9 +2,11 @@
 //!
 //! - [`access`]: who may use the RPC (credentials, Host, session id).
 //! - [`rpc`]: the RPC's requests and responses as plain data.
+//! - [`store`]: what the daemon keeps across restarts in its state folder.
 
 pub mod access;
 pub mod rpc;
+pub mod store;
 
 /// The status page served on `/` of the RPC port: plain HTML, CSS and a little JavaScript that drives the same RPC
 /// as `transmission-remote`, so it needs no build step and no endpoint of its own.
