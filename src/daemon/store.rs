@@ -222,7 +222,7 @@ mod tests {
             info_hash: [n; 20],
             magnet: None,
             download_dir: PathBuf::from("/srv/data"),
-            stopped: n % 2 == 0,
+            stopped: n.is_multiple_of(2),
             added: 1_700_000_000,
             done: 0,
             unwanted: vec![1, 3],
