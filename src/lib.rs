@@ -14,6 +14,7 @@ pub mod http;
 pub mod json;
 pub mod magnet;
 pub mod metainfo;
+pub mod metrics;
 pub mod peer;
 pub mod picker;
 pub mod progress;

@@ -430,3 +430,43 @@ fn serves_only_the_listed_torrents() {
     assert_eq!(entries.len(), 1);
     assert_eq!(entries[0].0, &hash[..]);
 }
+
+#[test]
+fn metrics_pass_promtool_and_stats_list_the_swarms() {
+    assert!(common::which("promtool"), "promtool is not installed; the tests need Debian's prometheus package");
+    let (_t, addr) = tracker(&["--open"]);
+    let mut c = Conn::open(addr);
+    c.get(&announce_target(&HASH, peer_id(1), 6001, "&event=started&compact=1"));
+    c.get(&announce_target(&HASH, peer_id(2), 6002, "&event=completed&compact=1&left=0"));
+    c.get("/scrape");
+
+    let metrics = c.get("/metrics");
+    assert_eq!(metrics.status, 200, "{}", metrics.head);
+    assert!(metrics.head.contains("Content-Type: text/plain; version=0.0.4"), "{}", metrics.head);
+    let text = String::from_utf8(metrics.body.clone()).unwrap();
+    assert!(text.contains("toybt_tracker_announces_total{protocol=\"http\"} 2\n"), "{text}");
+    assert!(text.contains("toybt_tracker_scrapes_total{protocol=\"http\"} 1\n"), "{text}");
+    assert!(text.contains("toybt_tracker_swarms 1\n"), "{text}");
+    let mut promtool = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    promtool.stdin.take().unwrap().write_all(&metrics.body).unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let stats = c.get("/stats");
+    assert_eq!(stats.status, 200, "{}", stats.head);
+    assert!(stats.head.contains("Content-Type: text/html"), "{}", stats.head);
+    let page = String::from_utf8(stats.body).unwrap();
+    let hash_hex: String = HASH.iter().map(|b| format!("{b:02x}")).collect();
+    assert!(page.contains(&format!("<tr><td>{hash_hex}</td><td>1</td><td>1</td><td>1</td></tr>")), "{page}");
+}

@@ -11,7 +11,9 @@ pub mod announce;
 pub mod query;
 pub mod registry;
 pub mod response;
+pub mod traffic;
 pub mod udp;
+pub mod views;
 
 pub use registry::Registry;
 
@@ -57,12 +59,19 @@ impl Default for Config {
 pub fn announce_query(registry: &mut Registry, now: Instant, query: &[u8], ip: IpAddr, body: &mut Vec<u8>) {
     let q = match AnnounceQuery::from_query(query) {
         Ok(q) => q,
-        Err(reason) => return response::write_failure(body, &reason),
+        Err(reason) => {
+            registry.traffic_mut().http.refused += 1;
+            return response::write_failure(body, &reason);
+        }
     };
     match registry.announce(now, &q.announce, ip) {
         Ok(answer) => response::write_announce(body, &answer, q.compact, q.no_peer_id),
-        Err(refusal) => response::write_failure(body, refusal.reason()),
+        Err(refusal) => {
+            registry.traffic_mut().http.refused += 1;
+            return response::write_failure(body, refusal.reason());
+        }
     }
+    registry.traffic_mut().http.count_announce(now);
 }
 
 /// Answers a scrape query, appending to `body`.
@@ -117,7 +126,8 @@ impl Client {
     }
 }
 
-/// The tracker's routes: `GET /announce` and `GET /scrape` from the client at `from`.
+/// The tracker's routes: `GET /announce` and `GET /scrape` from the client at `from`, and its views for people and
+/// scrapers: `GET /stats` (HTML) and `GET /metrics` (Prometheus).
 pub fn route(now: Instant, from: SocketAddr, req: &Request<'_>, resp: &mut Response<'_>, registry: &mut Registry) {
     // Clients show the body as it is: plain text, bencoded or not.
     resp.content_type = "text/plain";
@@ -131,10 +141,21 @@ pub fn route(now: Instant, from: SocketAddr, req: &Request<'_>, resp: &mut Respo
     // The body is written where the response goes and the head put in front of it: no buffer per request.
     match req.path {
         "/announce" => announce_query(registry, now, req.query, from.ip(), resp.body()),
-        "/scrape" => scrape_query(registry, req.query, resp.body()),
+        "/scrape" => {
+            registry.traffic_mut().http.scrapes += 1;
+            scrape_query(registry, req.query, resp.body())
+        }
+        "/metrics" => {
+            resp.content_type = crate::metrics::CONTENT_TYPE;
+            views::write_metrics(registry, now, resp.body());
+        }
+        "/stats" => {
+            resp.content_type = "text/html; charset=utf-8";
+            views::write_stats_page(registry, now, resp.body());
+        }
         _ => {
             resp.status = Status::NotFound;
-            resp.body().extend_from_slice(b"try /announce or /scrape\n");
+            resp.body().extend_from_slice(b"try /announce, /scrape, /stats or /metrics\n");
         }
     }
 }
@@ -201,6 +222,24 @@ mod client_tests {
         assert!(r[3].starts_with("200 OK") && r[3].ends_with("d14:failure reason17:missing info_hashe"), "{}", r[3]);
         assert!(!c.wants_close());
         assert_eq!(c.requests(), 4);
+        let http = &t.traffic().http;
+        assert_eq!((http.announces, http.refused, http.scrapes), (1, 1, 1));
+    }
+
+    #[test]
+    fn the_views_are_served_with_their_content_types() {
+        let (mut c, mut t, now) = setup();
+        let (out, _) = feed(&mut c, &mut t, now, &announce_request(1000, ""));
+        assert!(out.starts_with(b"HTTP/1.1 200 OK"));
+        let (out, _) = feed(&mut c, &mut t, now, b"GET /metrics HTTP/1.1\r\n\r\n");
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("Content-Type: text/plain; version=0.0.4"), "{text}");
+        assert!(text.contains("toybt_tracker_announces_total{protocol=\"http\"} 1\n"), "{text}");
+        assert!(text.contains("toybt_tracker_peers{role=\"leecher\"} 1\n"), "{text}");
+        let (out, _) = feed(&mut c, &mut t, now, b"GET /stats HTTP/1.1\r\n\r\n");
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("Content-Type: text/html"), "{text}");
+        assert!(text.contains(&format!("<tr><td>{}</td><td>0</td><td>1</td><td>0</td></tr>", "42".repeat(20))));
     }
 
     #[test]

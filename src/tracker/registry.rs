@@ -18,6 +18,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use super::Config;
+use super::traffic::Traffic;
 
 pub const NUMWANT_DEFAULT: usize = 50;
 pub const NUMWANT_MAX: usize = 200;
@@ -173,6 +174,10 @@ enum Stored {
 }
 
 impl Swarm {
+    fn counts(&self) -> Counts {
+        Counts { complete: self.seeds.len(), incomplete: self.leeches.len(), downloaded: self.downloaded }
+    }
+
     fn len(&self) -> usize {
         self.index.len()
     }
@@ -343,6 +348,8 @@ pub struct Registry {
     next_sweep: Instant,
     /// The last announce's sample, which its [`Answer`] lends out.
     picked: Picked,
+    /// What the front ends have served, counted by them.
+    traffic: Traffic,
 }
 
 impl Registry {
@@ -350,7 +357,15 @@ impl Registry {
     pub fn new(cfg: Config, torrents: impl IntoIterator<Item = [u8; 20]>, seed: u64, now: Instant) -> Registry {
         let swarms = torrents.into_iter().map(|h| (h, Swarm { registered: true, ..Swarm::default() })).collect();
         let next_sweep = now + sweep_period(cfg.interval);
-        Registry { cfg, swarms, peers: 0, rng: Rng(seed | 1), next_sweep, picked: Picked::EMPTY }
+        Registry {
+            cfg,
+            swarms,
+            peers: 0,
+            rng: Rng(seed | 1),
+            next_sweep,
+            picked: Picked::EMPTY,
+            traffic: Traffic::default(),
+        }
     }
 
     pub fn config(&self) -> &Config {
@@ -367,11 +382,21 @@ impl Registry {
     }
 
     pub fn counts(&self, info_hash: &[u8; 20]) -> Option<Counts> {
-        self.swarms.get(info_hash).map(|s| Counts {
-            complete: s.seeds.len(),
-            incomplete: s.leeches.len(),
-            downloaded: s.downloaded,
-        })
+        self.swarms.get(info_hash).map(Swarm::counts)
+    }
+
+    /// Every swarm with its counts, in no order.
+    pub fn swarms(&self) -> impl Iterator<Item = ([u8; 20], Counts)> + '_ {
+        self.swarms.iter().map(|(h, s)| (*h, s.counts()))
+    }
+
+    pub fn traffic(&self) -> &Traffic {
+        &self.traffic
+    }
+
+    /// For the front ends, which count what they serve.
+    pub fn traffic_mut(&mut self) -> &mut Traffic {
+        &mut self.traffic
     }
 
     /// Registers the announce of the peer at `ip` and answers it: counts, intervals and a random sample of other

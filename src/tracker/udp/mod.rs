@@ -9,4 +9,4 @@ pub mod server;
 pub mod wire;
 
 pub use client::{UdpAnnounce, UdpAnnouncer};
-pub use server::UdpFront;
+pub use server::{FrontStats, UdpFront};

@@ -117,6 +117,11 @@ impl UdpFront {
 
     /// One datagram from `from`; its answer, if any, waits for [`UdpFront::poll_datagram`].
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8], registry: &mut Registry) {
+        self.serve(now, from, datagram, registry);
+        registry.traffic_mut().udp_front = self.stats;
+    }
+
+    fn serve(&mut self, now: Instant, from: SocketAddr, datagram: &[u8], registry: &mut Registry) {
         let head = match RequestHeader::peek(datagram) {
             Some(h) if datagram.len() <= MAX_REQUEST => h,
             _ => return self.drop_it(from, "too short or too long"),
@@ -141,6 +146,7 @@ impl UdpFront {
             Ok(Request::Scrape { info_hashes: [], .. }) => self.error(from, tid, "no info hash to scrape"),
             Ok(Request::Scrape { info_hashes, .. }) => {
                 self.stats.scrapes += 1;
+                registry.traffic_mut().udp.scrapes += 1;
                 self.respond(from, |out| {
                     Response::Scrape { transaction_id: tid, stats: &[] }.encode(out);
                     for h in wire::hashes(info_hashes) {
@@ -192,8 +198,12 @@ impl UdpFront {
                     Peers::push(&mut out, p.addr, v6);
                 }
             }
-            Err(refusal) => return self.error(from, tid, refusal.reason()),
+            Err(refusal) => {
+                registry.traffic_mut().udp.refused += 1;
+                return self.error(from, tid, refusal.reason());
+            }
         }
+        registry.traffic_mut().udp.count_announce(now);
         self.stats.announces += 1;
         self.push(from, out);
     }

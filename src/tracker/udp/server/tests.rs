@@ -112,6 +112,9 @@ fn connect_announce_scrape() {
     assert_eq!(stats, vec![ScrapeStats::default(), ScrapeStats { seeders: 1, completed: 0, leechers: 1 }]);
     let s = f.stats();
     assert_eq!((s.connects, s.announces, s.scrapes, s.dropped), (2, 2, 1, 0));
+    let t = r.traffic();
+    assert_eq!((t.udp.announces, t.udp.scrapes, t.http.announces), (2, 1, 0), "counted where /metrics reads");
+    assert_eq!(t.udp_front, s);
 }
 
 #[test]
