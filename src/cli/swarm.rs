@@ -416,7 +416,7 @@ pub fn add_session(reactor: &mut crate::reactor::Reactor, plan: SessionPlan, pee
     if let Some(port) = tracker_port {
         let ip = if opts.bind.is_unspecified() { IpAddr::V4(Ipv4Addr::LOCALHOST) } else { opts.bind };
         let tracker_cfg = crate::tracker::Config::default();
-        let addr = crate::cli::tracker::start(
+        let (addr, _) = crate::cli::tracker::start(
             reactor,
             SocketAddr::new(opts.bind, port),
             Some(port),

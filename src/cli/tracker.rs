@@ -91,7 +91,7 @@ pub fn run(mut args: pico_args::Arguments) -> Result<()> {
 
 /// Binds the tracker's port (and, with `udp_port`, its UDP port on the same address) and adds the tracker service
 /// to `reactor`, then prints the start-up lines: the addresses and announce URLs, and one line per torrent. A `seed`
-/// process that also runs a tracker calls this on its own loop. Returns the HTTP address.
+/// process that also runs a tracker calls this on its own loop. Returns the HTTP address and the UDP one.
 pub fn start(
     reactor: &mut Reactor,
     addr: SocketAddr,
@@ -99,7 +99,7 @@ pub fn start(
     cfg: Config,
     torrents: &[([u8; 20], String)],
     max_conns: usize,
-) -> Result<SocketAddr> {
+) -> Result<(SocketAddr, Option<SocketAddr>)> {
     let listener = reactor::bind_listener(addr).map_err(|e| Error::io(format!("cannot listen on {addr}"), &e))?;
     let local = listener.local_addr().map_err(|e| Error::io(format!("cannot listen on {addr}"), &e))?;
     reactor::defer_accept(&listener, DEFER_ACCEPT)
@@ -110,16 +110,18 @@ pub fn start(
         .listen(listener, ListenKind::Tracker, max_conns)
         .map_err(|e| Error::io(format!("cannot listen on {local}"), &e))?;
     eprintln!("tracker listening on {local} (announce http://{local}/announce)");
+    let mut udp = None;
     if let Some(port) = udp_port {
         let want = SocketAddr::new(addr.ip(), port);
-        let udp = start_udp(reactor, want).map_err(|e| Error::io(format!("cannot serve UDP on {want}"), &e))?;
-        eprintln!("udp tracker listening on {udp} (announce udp://{udp}/announce)");
+        let bound = start_udp(reactor, want).map_err(|e| Error::io(format!("cannot serve UDP on {want}"), &e))?;
+        eprintln!("udp tracker listening on {bound} (announce udp://{bound}/announce)");
+        udp = Some(bound);
     }
     for (hash, name) in torrents {
         let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
         eprintln!("tracker serving {name} (info hash {hex})");
     }
-    Ok(local)
+    Ok((local, udp))
 }
 
 /// Binds `addr` and serves the UDP tracker front end on it; returns the bound address.

@@ -50,6 +50,9 @@ pub struct Services {
     pub progress: Option<Progress>,
     /// The sessions' announces to `udp://` trackers and the socket they share; `None` when no torrent has one.
     pub udp_announce: Option<UdpAnnounceSocket>,
+    /// `share --hosts N`: the loop is done once this process's tracker has seen N completed downloads of the
+    /// torrent with this info hash.
+    pub completions_goal: Option<([u8; 20], u64)>,
 }
 
 /// The datagram socket (a [`super::DatagramKind::UdpAnnounce`]) that carries every UDP announce, and the machine
@@ -124,6 +127,11 @@ impl Services {
 
     /// True when the services have finished their job and the loop should end (a leech with its seed time over).
     pub(super) fn is_done(&self) -> bool {
+        if let (Some((hash, goal)), Some(registry)) = (self.completions_goal, &self.tracker)
+            && registry.counts(&hash).is_some_and(|c| c.downloaded >= goal)
+        {
+            return true;
+        }
         !self.torrents.is_empty() && self.torrents.values().all(Session::is_finished)
     }
 

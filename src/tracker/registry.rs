@@ -140,6 +140,9 @@ struct Peer {
     /// As handed out, so an answer lends it rather than copies it.
     listed: Listed,
     last_seen: Instant,
+    /// Its `completed` announce has been counted: a client that says it twice (to the HTTP and the UDP front end, or
+    /// after a restart) is one download.
+    completed: bool,
 }
 
 impl Peer {
@@ -168,7 +171,7 @@ struct Swarm {
 }
 
 enum Stored {
-    Updated { was_seed: bool },
+    Updated,
     Added,
     Full,
 }
@@ -186,7 +189,8 @@ impl Swarm {
         if seed { &mut self.seeds } else { &mut self.leeches }
     }
 
-    fn remove(&mut self, key: &PeerKey) -> Option<Peer> {
+    /// Takes a peer out; returns it and whether it was a seed.
+    fn remove(&mut self, key: &PeerKey) -> Option<(Peer, bool)> {
         let slot = self.index.remove(key)?;
         let list = self.list(slot.seed);
         let peer = list.swap_remove(slot.pos);
@@ -194,7 +198,14 @@ impl Swarm {
             let moved = moved.key();
             self.index.insert(moved, slot);
         }
-        Some(peer)
+        Some((peer, slot.seed))
+    }
+
+    /// Whether a stored peer is a seed, and whether its download was counted.
+    fn state_of(&self, key: &PeerKey) -> Option<(bool, bool)> {
+        let slot = self.index.get(key)?;
+        let list = if slot.seed { &self.seeds } else { &self.leeches };
+        Some((slot.seed, list[slot.pos].completed))
     }
 
     /// Inserts or refreshes a peer; `room` says whether a new one may be added.
@@ -207,7 +218,7 @@ impl Swarm {
                 self.remove(&key);
                 self.push(key, peer, seed);
             }
-            return Stored::Updated { was_seed: slot.seed };
+            return Stored::Updated;
         }
         if !room {
             return Stored::Full;
@@ -415,28 +426,29 @@ impl Registry {
         let me = PeerKey { id: a.peer_id, ip };
         let me_addr = SocketAddr::new(ip, a.port);
         let seed = a.left == Some(0);
+        // A download is counted once per peer, when it says `completed` or when a peer we knew as a leecher says it
+        // has everything (aria2 with --seed-time=0 never says `completed`, only `stopped` with left=0). Having
+        // been a seed before proves nothing: aria2 says `left=0` while it fetches a magnet link's metadata.
+        let before = swarm.state_of(&me);
+        let finished = a.event == Event::Completed || (seed && before.is_some_and(|(was_seed, _)| !was_seed));
+        let count = finished && !before.is_some_and(|(_, counted)| counted);
         if a.event == Event::Stopped {
             if swarm.remove(&me).is_some() {
                 self.peers -= 1;
             }
         } else {
             let room = swarm.len() < self.cfg.max_peers_per_swarm && self.peers < self.cfg.max_peers_total;
-            let peer = Peer { listed: Listed { id: a.peer_id, addr: me_addr }, last_seen: now };
-            let was_seed = match swarm.store(peer, seed, room) {
-                Stored::Added => {
-                    self.peers += 1;
-                    false
-                }
-                Stored::Updated { was_seed } => was_seed,
-                Stored::Full => {
-                    log::debug!("swarm or tracker full, not storing a peer from {me_addr}");
-                    false
-                }
-            };
-            if a.event == Event::Completed && !was_seed {
-                swarm.downloaded += 1;
+            let listed = Listed { id: a.peer_id, addr: me_addr };
+            let peer = Peer { listed, last_seen: now, completed: count || before.is_some_and(|(_, c)| c) };
+            match swarm.store(peer, seed, room) {
+                Stored::Added => self.peers += 1,
+                Stored::Updated => {}
+                Stored::Full => log::debug!("swarm or tracker full, not storing a peer from {me_addr}"),
             }
             swarm.pick(&me, me_addr, seed, a.numwant, &mut self.rng, &mut self.picked);
+        }
+        if count {
+            swarm.downloaded += 1;
         }
         let interval = self.cfg.interval.as_secs().max(1);
         Ok(Answer {

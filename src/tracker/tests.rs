@@ -174,6 +174,30 @@ fn stopped_removes_and_completed_counts_once() {
     assert_eq!(t.counts(&HASH).unwrap(), Counts { complete: 0, incomplete: 0, downloaded: 1 });
 }
 
+/// aria2 announces `left=0` while it fetches a magnet link's metadata; its `completed` later is still a download,
+/// and so is its `stopped` with left=0 after downloading when it runs with --seed-time=0.
+#[test]
+fn a_completion_counts_even_after_announcing_left_zero_before() {
+    let (mut t, now) = tracker(Config::default());
+    announce(&mut t, now, &query(peer_id(3), 3, "&left=0&event=started"), ip(3));
+    announce(&mut t, now, &query(peer_id(3), 3, "&left=0&event=completed"), ip(3));
+    announce(&mut t, now, &query(peer_id(3), 3, "&left=0"), ip(3));
+    announce(&mut t, now, &query(peer_id(3), 3, "&left=0&event=completed"), ip(3));
+    assert_eq!(t.counts(&HASH).unwrap(), Counts { complete: 1, incomplete: 0, downloaded: 1 });
+    // aria2 with --seed-time=0 fetched the metadata (left=0), downloaded (left>0) and quit: `stopped` with left=0.
+    announce(&mut t, now, &query(peer_id(4), 4, "&left=0&event=started"), ip(4));
+    announce(&mut t, now, &query(peer_id(4), 4, "&left=500"), ip(4));
+    announce(&mut t, now, &query(peer_id(4), 4, "&left=0&event=stopped"), ip(4));
+    // A seed that only ever seeded and stops is no download.
+    announce(&mut t, now, &query(peer_id(5), 5, "&left=0&event=started"), ip(5));
+    announce(&mut t, now, &query(peer_id(5), 5, "&left=0&event=stopped"), ip(5));
+    // A leecher that re-announces left=0 without the event, then says `completed` anyway: one download.
+    announce(&mut t, now, &query(peer_id(6), 6, "&left=9&event=started"), ip(6));
+    announce(&mut t, now, &query(peer_id(6), 6, "&left=0"), ip(6));
+    announce(&mut t, now, &query(peer_id(6), 6, "&left=0&event=completed"), ip(6));
+    assert_eq!(t.counts(&HASH).unwrap(), Counts { complete: 2, incomplete: 0, downloaded: 3 });
+}
+
 #[test]
 fn numwant_default_cap_and_random_distinct_samples() {
     let (mut t, now) = tracker(Config::default());
