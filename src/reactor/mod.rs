@@ -27,7 +27,8 @@
 //! event would not come again). See `buffer.rs` for the bounds.
 //!
 //! # Datagrams
-//! A datagram socket is registered edge-triggered for both directions, like a connection. On any event the loop
+//! A datagram socket is registered edge-triggered for reading, and for writing only while its queue is blocked. On
+//! any event the loop
 //! reads in batches (`recvmmsg` on Linux, see `udp.rs`) until the socket is drained (retrying `Interrupted`), at most
 //! `DATAGRAM_BUDGET` datagrams per turn: a socket with datagrams left over is read again next turn, after the other
 //! events, without waiting (so a flood is read at a steady pace while connections and timers keep being served). Each

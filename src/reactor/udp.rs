@@ -33,6 +33,9 @@ pub(super) struct UdpEntry {
     pub(super) readable: bool,
     /// The last send said `WouldBlock`: the queue waits for a writable event.
     pub(super) blocked: bool,
+    /// Registered for writable events too. Only while `blocked`: otherwise every answer the peer reads would free send
+    /// buffer space and wake the loop for nothing (on a tracker under light load, one spurious wake-up per answer).
+    writable_interest: bool,
     pub(super) received: u64,
     /// The turn `read_in_turn` counts for, and the datagrams read in it (see `DATAGRAM_BUDGET`).
     pub(super) read_turn: u64,
@@ -61,7 +64,7 @@ impl Reactor {
         sock.set_nonblocking(true)?;
         let mut sock = mio::net::UdpSocket::from_std(sock);
         let index = self.udp.len();
-        self.poll.registry().register(&mut sock, Token(UDP_BASE + index), Interest::READABLE | Interest::WRITABLE)?;
+        self.poll.registry().register(&mut sock, Token(UDP_BASE + index), Interest::READABLE)?;
         if self.udp_in.is_empty() {
             // One slot of the largest datagram per datagram of a batch, so none is cut short. Allocated zeroed, the
             // pages come from the kernel as they are first written: a slot costs the memory of what it received.
@@ -73,6 +76,7 @@ impl Reactor {
             queue: DatagramQueue::new(limits),
             readable: false,
             blocked: false,
+            writable_interest: false,
             received: 0,
             read_turn: 0,
             read_in_turn: 0,
@@ -116,7 +120,7 @@ impl Reactor {
     /// each to the machine and drains what the machine has to send into the queue after each, sending whenever a
     /// batch's worth waits; then sends from the queue until it is empty or the socket would block.
     pub(super) fn pump_udp(&mut self, index: usize, now: Instant) {
-        let Reactor { udp, udp_in, udp_out, services, ctl, turn_no, .. } = self;
+        let Reactor { poll, udp, udp_in, udp_out, services, ctl, turn_no, .. } = self;
         let Some(u) = udp.get_mut(index) else { return };
         if u.read_turn != *turn_no {
             u.read_turn = *turn_no;
@@ -166,6 +170,15 @@ impl Reactor {
         }
         drain_datagrams(u, now, udp_out, services);
         flush_datagrams(u, services);
+        if u.blocked != u.writable_interest {
+            // Re-registering reports the socket's current state, so room that appeared since the `WouldBlock` is not
+            // missed.
+            let interest = if u.blocked { Interest::READABLE | Interest::WRITABLE } else { Interest::READABLE };
+            match poll.registry().reregister(&mut u.sock, Token(UDP_BASE + index), interest) {
+                Ok(()) => u.writable_interest = u.blocked,
+                Err(e) => log::warn!("datagram socket {index}: cannot change its registration: {e}"),
+            }
+        }
     }
 }
 
