@@ -1,7 +1,7 @@
 //! Datagrams in batches: up to [`BATCH`] received with one `recvmmsg` and up to [`BATCH`] sent with one `sendmmsg`
 //! (Linux), instead of one `recvfrom` / `sendto` each. On a loaded UDP tracker most of the cost of an announce is the
 //! kernel's cost of a system call and its socket lookup, so fewer calls per datagram is what makes it cheaper. Other
-//! systems get the same two functions over std's `recv_from` / `send_to`, one datagram per call.
+//! systems get the same two functions over std's `recv_from` / `send_to`, one system call per datagram.
 //!
 //! All the unsafe code of the datagram path is in this file: the two calls, and reading the sender's address the
 //! kernel wrote. Each `unsafe` block says why it is sound; the pointers handed to the kernel all point into arrays and
@@ -114,7 +114,7 @@ pub fn send_batch(sock: &UdpSocket, datagrams: &[(SocketAddr, &[u8])]) -> io::Re
     Ok(n as usize)
 }
 
-/// [`recv_batch`] where there is no `recvmmsg`: one datagram per call.
+/// [`recv_batch`] where there is no `recvmmsg`: the same, one system call per datagram.
 #[cfg(not(target_os = "linux"))]
 pub fn recv_batch(
     sock: &UdpSocket,
@@ -124,22 +124,31 @@ pub fn recv_batch(
     got: &mut Vec<Received>,
 ) -> io::Result<usize> {
     got.clear();
-    if max == 0 || slot == 0 || buf.len() < slot {
-        return Ok(0);
+    let want = max.min(BATCH).min(buf.len().checked_div(slot).unwrap_or(0));
+    for i in 0..want {
+        // std does not say whether a datagram was cut short; a slot of the largest datagram's size never cuts one.
+        match sock.recv_from(&mut buf[i * slot..(i + 1) * slot]) {
+            Ok((len, from)) => got.push(Received { from, offset: i * slot, len, truncated: false }),
+            // As `recvmmsg`: an error after some datagrams ends the batch, and the next call reports it.
+            Err(_) if i > 0 => return Ok(i),
+            Err(e) => return Err(e),
+        }
     }
-    // std does not say whether a datagram was cut short; a slot of the largest datagram's size never cuts one.
-    let (len, from) = sock.recv_from(&mut buf[..slot])?;
-    got.push(Received { from, offset: 0, len, truncated: false });
-    Ok(1)
+    Ok(want)
 }
 
-/// [`send_batch`] where there is no `sendmmsg`: one datagram per call.
+/// [`send_batch`] where there is no `sendmmsg`: the same, one system call per datagram.
 #[cfg(not(target_os = "linux"))]
 pub fn send_batch(sock: &UdpSocket, datagrams: &[(SocketAddr, &[u8])]) -> io::Result<usize> {
-    match datagrams.first() {
-        Some((to, bytes)) => sock.send_to(bytes, *to).map(|_| 1),
-        None => Ok(0),
+    for (i, (to, bytes)) in datagrams.iter().take(BATCH).enumerate() {
+        match sock.send_to(bytes, *to) {
+            Ok(_) => {}
+            // As `sendmmsg`: an error after some datagrams ends the batch, and sending the rest reports it.
+            Err(_) if i > 0 => return Ok(i),
+            Err(e) => return Err(e),
+        }
     }
+    Ok(datagrams.len().min(BATCH))
 }
 
 /// A socket address as the kernel reads and writes it: room for IPv4 and IPv6, told apart by the family field, which
@@ -293,6 +302,8 @@ mod tests {
         assert!(got.iter().all(|r| r.offset + r.len <= 3 * 16));
     }
 
+    /// Only `recvmmsg` says a datagram was cut short; elsewhere slots are as large as the largest datagram.
+    #[cfg(target_os = "linux")]
     #[test]
     fn a_datagram_longer_than_its_slot_is_marked_truncated_and_the_next_is_whole() {
         let (server, client) = pair("127.0.0.1:0");
