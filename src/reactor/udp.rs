@@ -2,8 +2,8 @@
 //! to its machine, and sending from a bounded queue. Which machines exist is `datagram.rs`'s business.
 //!
 //! Reads and sends go in batches of up to [`BATCH`] datagrams per system call (`mmsg.rs`: `recvmmsg` / `sendmmsg`
-//! on Linux, one datagram per call elsewhere): on a loaded UDP tracker the system calls are most of the cost of an
-//! announce. A batch's answers are queued as each datagram is handled and sent together after the batch (or as soon
+//! on Linux, one datagram per call elsewhere), so a loaded UDP tracker pays a system call's fixed cost once per batch
+//! rather than twice per announce. A batch's answers are queued as each datagram is handled and sent together after the batch (or as soon
 //! as a batch's worth waits, or half the queue's bounds), so one `sendmmsg` answers what one `recvmmsg` read.
 
 mod mmsg;

@@ -1,6 +1,7 @@
 //! Datagrams in batches: up to [`BATCH`] received with one `recvmmsg` and up to [`BATCH`] sent with one `sendmmsg`
-//! (Linux), instead of one `recvfrom` / `sendto` each. On a loaded UDP tracker most of the cost of an announce is the
-//! kernel's cost of a system call and its socket lookup, so fewer calls per datagram is what makes it cheaper. Other
+//! (Linux), instead of one `recvfrom` / `sendto` each: a loaded UDP tracker then pays a system call's fixed cost (entry
+//! and exit, the file lookup, waking to an empty socket) once per batch rather than twice per announce. The kernel's
+//! work for each datagram (routing, building and delivering the packet) stays, and is most of what is left. Other
 //! systems get the same two functions over std's `recv_from` / `send_to`, one system call per datagram.
 //!
 //! All the unsafe code of the datagram path is in this file: the two calls, and reading the sender's address the
