@@ -3,8 +3,9 @@
 //!
 //! Reads and sends go in batches of up to [`BATCH`] datagrams per system call (`mmsg.rs`: `recvmmsg` / `sendmmsg`
 //! on Linux, one datagram per call elsewhere), so a loaded UDP tracker pays a system call's fixed cost once per batch
-//! rather than twice per announce. A batch's answers are queued as each datagram is handled and sent together after the batch (or as soon
-//! as a batch's worth waits, or half the queue's bounds), so one `sendmmsg` answers what one `recvmmsg` read.
+//! rather than twice per announce. A batch's answers are queued as each datagram is handled and sent together after
+//! the batch (or as soon as a batch's worth waits, or half the queue's bounds), so one `sendmmsg` answers what one
+//! `recvmmsg` read.
 
 mod mmsg;
 
