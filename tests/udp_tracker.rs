@@ -257,3 +257,79 @@ fn a_dead_udp_first_tier_falls_back_to_a_live_http_tier() {
     assert!(done >= Duration::from_secs(19), "no peer can be known before the udp tier is given up: {done:?}");
     assert!(exited < done + Duration::from_secs(10), "the completed announce paid the dead tier again: {exited:?}");
 }
+
+/// A magnet link's `tr` value: the URL with everything but unreserved characters percent-encoded.
+fn percent_encoded(url: &str) -> String {
+    url.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// A magnet link whose only tracker is toybt's own UDP tracker: the leech learns the seed from it alone (no `x.pe`,
+/// no HTTP tracker), fetches the metadata from the seed, then the data, byte for byte.
+#[test]
+fn a_magnet_link_whose_only_tracker_is_a_udp_tracker_completes() {
+    use common::swarm as sw;
+    let dir = tempfile::Builder::new().prefix("toybt-udp-magnet").tempdir().unwrap();
+    let (_tracker, addr) = tracker();
+    let content = dir.path().join("seed/magnet.bin");
+    common::clients::write_random_file(&content, 300_000, 13);
+    let url = format!("udp://{addr}/announce");
+    let torrent = sw::create_torrent(&content, &dir.path().join("magnet.torrent"), "16K", Some(&url));
+    let (mut seed, _) = sw::seed("seed", &torrent.path, &content, &[]);
+    seed.wait_line("tracker: 0 peer(s)", WAIT);
+    let hex: String = torrent.info_hash.iter().map(|b| format!("{b:02x}")).collect();
+    let link = format!("magnet:?xt=urn:btih:{hex}&dn=magnet.bin&tr={}", percent_encoded(&url));
+    let out = dir.path().join("leech");
+    let (mut leech, _) = sw::leech("leech", std::path::Path::new(&link), &out, &["--seed-time", "0"]);
+    leech.wait_line("metadata complete", Duration::from_secs(30));
+    sw::assert_exits_0(&mut leech, Duration::from_secs(30));
+    assert!(leech.output().contains("tracker: 1 peer(s)"), "{}", leech.output());
+    common::clients::assert_same_tree(&content, &out.join("magnet.bin"));
+    let st = sw::stop(&mut seed, WAIT);
+    assert_eq!(st.uploaded, 300_000);
+}
+
+/// The address in a `... listening on ADDR:PORT ...` line, `[::1]:PORT` included.
+fn listen_addr(line: &str) -> SocketAddr {
+    let after = line.split("listening on ").nth(1).unwrap_or_else(|| panic!("no address in {line:?}"));
+    let text = after.split_whitespace().next().unwrap_or_default();
+    text.parse().unwrap_or_else(|e| panic!("{text:?} in {line:?}: {e}"))
+}
+
+/// `toybt tracker --bind ::1` over UDP only: a toybt seed and leech, both on ::1, meet through
+/// `udp://[::1]:N/announce` (an IPv6 announce, answered with 18-byte peers) and trade, byte for byte.
+#[test]
+fn seed_and_leech_find_each_other_through_an_ipv6_udp_tracker() {
+    use common::swarm as sw;
+    if let Err(e) = std::net::UdpSocket::bind("[::1]:0") {
+        panic!("cannot bind [::1] ({e}): this test needs ::1 on the loopback interface (`ip -6 addr show lo`)");
+    }
+    let dir = tempfile::Builder::new().prefix("toybt-udp6").tempdir().unwrap();
+    let tracker = Proc::toybt("tracker", &["tracker", "--bind", "::1", "--port", "0", "--udp-port", "0", "--open"]);
+    let line = tracker.wait_line("udp tracker listening on", WAIT);
+    let addr = listen_addr(&line);
+    assert_eq!(addr.ip(), std::net::Ipv6Addr::LOCALHOST, "{line}");
+    let url = format!("udp://{addr}/announce");
+    assert!(line.ends_with(&format!("(announce {url})")), "{line}");
+
+    let content = dir.path().join("seed/six.bin");
+    common::clients::write_random_file(&content, 300_000, 14);
+    let torrent = sw::create_torrent(&content, &dir.path().join("six.torrent"), "16K", Some(&url));
+    let (t, data) = (torrent.path.to_str().unwrap(), content.to_str().unwrap());
+    let mut seed = Proc::toybt("seed", &["seed", t, data, "--port", "0", "--bind", "::1"]);
+    let seed_addr = listen_addr(&seed.wait_line("peer listening on", WAIT));
+    assert_eq!(seed_addr.ip(), std::net::Ipv6Addr::LOCALHOST);
+    seed.wait_line("tracker: 0 peer(s)", WAIT);
+    let out = dir.path().join("leech");
+    let o = out.to_str().unwrap();
+    let mut leech = Proc::toybt("leech", &["leech", t, "-o", o, "--port", "0", "--bind", "::1", "--seed-time", "0"]);
+    sw::assert_exits_0(&mut leech, Duration::from_secs(30));
+    assert!(leech.output().contains("tracker: 1 peer(s)"), "{}", leech.output());
+    common::clients::assert_same_tree(&content, &out.join("six.bin"));
+    let st = sw::stop(&mut seed, WAIT);
+    assert_eq!(st.uploaded, 300_000);
+}

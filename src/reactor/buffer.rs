@@ -19,9 +19,10 @@
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 
 use super::datagram::DatagramLimits;
+use super::udp::BATCH as SEND_BATCH;
 
 /// Bounds for one connection's buffers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -217,6 +218,11 @@ impl DatagramQueue {
         self.bytes
     }
 
+    /// At least half of either bound is taken: the next datagram's output might not fit, so send before making more.
+    pub fn half_full(&self) -> bool {
+        self.items.len() * 2 >= self.limits.max_queued || self.bytes * 2 >= self.limits.max_queued_bytes
+    }
+
     /// Queues a copy of `datagram` for `to`; false (and counted as dropped) if the queue is full.
     pub fn push(&mut self, to: SocketAddr, datagram: &[u8]) -> bool {
         if self.items.len() >= self.limits.max_queued || self.bytes + datagram.len() > self.limits.max_queued_bytes {
@@ -229,25 +235,41 @@ impl DatagramQueue {
         true
     }
 
-    /// Sends queued datagrams in order until the queue is empty (true) or `send` says `WouldBlock` (false: the rest
-    /// waits for the socket to be writable). `Interrupted` is retried; any other error drops that datagram, counts it
-    /// as failed and hands it to `failed`.
+    /// Sends queued datagrams in order until the queue is empty (true) or the socket says `WouldBlock` (false: the
+    /// rest waits for the socket to be writable). `send` is given up to `SEND_BATCH` datagrams from the front and says
+    /// how many the socket took; when it took none, its error is the first one's. `Interrupted` is retried; any other
+    /// error drops that datagram, counts it as failed and hands it to `failed`.
     pub fn flush(
         &mut self,
-        mut send: impl FnMut(&[u8], SocketAddr) -> io::Result<usize>,
+        mut send: impl FnMut(&[(SocketAddr, &[u8])]) -> io::Result<usize>,
         mut failed: impl FnMut(SocketAddr, io::Error),
     ) -> bool {
-        while let Some((to, datagram)) = self.items.front() {
-            match send(datagram, *to) {
-                Ok(_) => self.sent += 1,
+        const NOWHERE: (SocketAddr, &[u8]) =
+            (SocketAddr::V4(std::net::SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)), &[]);
+        while !self.items.is_empty() {
+            let mut batch = [NOWHERE; SEND_BATCH];
+            let mut count = 0;
+            for ((to, datagram), slot) in self.items.iter().zip(&mut batch) {
+                *slot = (*to, datagram.as_slice());
+                count += 1;
+            }
+            let taken = match send(&batch[..count]) {
+                // Nothing taken without an error would loop forever: wait for the socket instead.
+                Ok(0) => return false,
+                Ok(n) => {
+                    let n = n.min(count);
+                    self.sent += n as u64;
+                    n
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     self.failed += 1;
-                    failed(*to, e);
+                    failed(batch[0].0, e);
+                    1
                 }
-            }
-            if let Some((_, datagram)) = self.items.pop_front() {
+            };
+            for (_, datagram) in self.items.drain(..taken) {
                 self.bytes -= datagram.len();
             }
         }
@@ -407,20 +429,24 @@ mod tests {
         assert!(q.push(to, b"cc"));
         assert!(!q.push(to, b""), "a fourth datagram is over the count bound");
         assert_eq!((q.len(), q.bytes(), q.dropped, q.peak), (3, 10, 2, 3));
-        // The socket takes one, fails one, then would block: the third waits.
+        // The socket takes one of three, is interrupted, fails the next, then would block: the third waits.
         let mut calls = 0;
         let mut sent = Vec::new();
         let mut failures = Vec::new();
         let done = q.flush(
-            |d, _| {
+            |batch| {
                 calls += 1;
                 match calls {
                     1 => {
-                        sent.push(d.to_vec());
-                        Ok(d.len())
+                        assert_eq!(batch.len(), 3);
+                        sent.push(batch[0].1.to_vec());
+                        Ok(1)
                     }
                     2 => Err(io::ErrorKind::Interrupted.into()),
-                    3 => Err(io::ErrorKind::ConnectionRefused.into()),
+                    3 => {
+                        assert_eq!(batch[0].1, b"bbbb", "a partial send resumes at the first datagram not taken");
+                        Err(io::ErrorKind::ConnectionRefused.into())
+                    }
                     _ => Err(io::ErrorKind::WouldBlock.into()),
                 }
             },
@@ -430,7 +456,32 @@ mod tests {
         assert_eq!(sent, [b"aaaa".to_vec()]);
         assert_eq!(failures, [(to, io::ErrorKind::ConnectionRefused)]);
         assert_eq!((q.len(), q.bytes(), q.sent, q.failed), (1, 2, 1, 1));
-        assert!(q.flush(|d, _| Ok(d.len()), |_, _| panic!("no failure")));
+        assert!(!q.flush(|_| Ok(0), |_, _| panic!("no failure")), "a socket that takes nothing waits");
+        assert!(q.flush(|batch| Ok(batch.len()), |_, _| panic!("no failure")));
         assert_eq!((q.len(), q.bytes(), q.sent), (0, 0, 2));
+    }
+
+    #[test]
+    fn the_datagram_queue_hands_the_socket_at_most_a_batch_and_resumes_after_a_partial_send() {
+        let to: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let total = 2 * SEND_BATCH + 3;
+        let mut q = DatagramQueue::new(DatagramLimits { max_queued: total, max_queued_bytes: 1 << 20 });
+        for i in 0..total {
+            assert!(q.push(to, &(i as u32).to_be_bytes()));
+        }
+        // The socket takes at most five per call: every datagram goes once, in order.
+        let mut order = Vec::new();
+        let done = q.flush(
+            |batch| {
+                assert!(!batch.is_empty() && batch.len() <= SEND_BATCH);
+                let n = batch.len().min(5);
+                order.extend(batch[..n].iter().map(|(_, d)| u32::from_be_bytes([d[0], d[1], d[2], d[3]])));
+                Ok(n)
+            },
+            |_, _| panic!("no failure"),
+        );
+        assert!(done);
+        assert_eq!(order, (0..total as u32).collect::<Vec<_>>());
+        assert_eq!((q.len(), q.bytes(), q.sent), (0, 0, total as u64));
     }
 }

@@ -27,12 +27,14 @@
 //! event would not come again). See `buffer.rs` for the bounds.
 //!
 //! # Datagrams
-//! A datagram socket is registered edge-triggered for both directions, like a connection. On any event the loop
-//! reads with `recv_from` until `WouldBlock` (retrying `Interrupted`), at most `DATAGRAM_BUDGET` datagrams per
-//! turn: a socket with datagrams left over is read again next turn, after the other events, without waiting (so a
-//! flood is read at a steady pace while connections and timers keep being served). Each datagram goes to the machine
-//! as `handle_datagram(now, from, bytes)`; right after, its `poll_datagram` is drained into the socket's send queue,
-//! which is then written with `send_to` until empty or `WouldBlock` (the rest waits for a writable event). The queue
+//! A datagram socket is registered edge-triggered for reading, and for writing only while its queue is blocked. On
+//! any event the loop
+//! reads in batches (`recvmmsg` on Linux, see `udp.rs`) until the socket is drained (retrying `Interrupted`), at most
+//! `DATAGRAM_BUDGET` datagrams per turn: a socket with datagrams left over is read again next turn, after the other
+//! events, without waiting (so a flood is read at a steady pace while connections and timers keep being served). Each
+//! datagram goes to the machine as `handle_datagram(now, from, bytes)`; right after, its `poll_datagram` is drained
+//! into the socket's send queue, which is written in batches (`sendmmsg`) once a batch's worth waits and after each
+//! read batch, until empty or `WouldBlock` (the rest waits for a writable event). The queue
 //! is bounded in datagrams and bytes ([`DatagramLimits`]); what a machine produces past the bounds is dropped and
 //! counted ([`DatagramStats`]), never queued, so it also bounds what one call may produce. A send that fails for
 //! another reason drops that datagram and tells the machine (`on_send_failed`).
