@@ -81,6 +81,15 @@ impl Session {
         }
     }
 
+    /// Whether this session looks for peers in the DHT now (see `Torrent::uses_dht`, `Fetch::uses_dht`).
+    pub fn uses_dht(&self) -> bool {
+        match self {
+            Session::Metadata { fetch, .. } => fetch.uses_dht(),
+            Session::Data(t) => t.uses_dht(),
+            Session::Failed { .. } => false,
+        }
+    }
+
     pub fn tracker_urls(&self) -> Vec<TrackerUrl> {
         match self {
             Session::Metadata { fetch, .. } => fetch.tracker_urls(),
