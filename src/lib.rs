@@ -20,6 +20,7 @@ pub mod progress;
 pub mod reactor;
 pub mod resume;
 pub mod sha1;
+pub mod state_dir;
 pub mod storage;
 pub mod terminal;
 #[cfg(test)]

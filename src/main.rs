@@ -11,7 +11,8 @@ Usage:
   toybt create PATH -t URL [-t URL]... [-l BYTES] [-o OUT.torrent] [--private] [-c COMMENT]
   toybt tracker FILE.torrent... [--bind ADDR] [--port N] [--udp-port M] [--no-udp] [--interval SECS] [--open]
   toybt seed FILE.torrent PATH [options]
-  toybt leech FILE.torrent [-o DIR] [options]
+  toybt leech FILE.torrent|MAGNET [-o DIR] [options]
+  toybt dht [--bind ADDR] [--port N] [--bootstrap HOST:PORT]... [--state FILE]
 
 Run `toybt SUBCOMMAND --help` for the options of one subcommand.
 Options:
@@ -40,6 +41,7 @@ fn run(mut args: pico_args::Arguments) -> Result<(), Error> {
         Some("tracker") => cli::tracker::run(args),
         Some("seed") => cli::seed::run(args),
         Some("leech") => cli::leech::run(args),
+        Some("dht") => cli::dht::run(args),
         Some("help") => {
             print!("{USAGE}");
             Ok(())

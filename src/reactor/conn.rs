@@ -63,11 +63,29 @@ pub struct DhtSocket {
     pub peer_port: u16,
     /// Info hashes the node is tracking, kept in step with the sessions' `uses_dht` (see `sync_dht`).
     tracked: HashSet<[u8; 20]>,
+    /// Queries in and out at the last readout, and when: the readout's rates are over the time since.
+    last_readout: Option<(Instant, u64)>,
 }
 
 impl DhtSocket {
     pub fn new(id: super::UdpId, node: crate::dht::Node, peer_port: u16) -> DhtSocket {
-        DhtSocket { id, node, peer_port, tracked: HashSet::new() }
+        DhtSocket { id, node, peer_port, tracked: HashSet::new(), last_readout: None }
+    }
+
+    /// The one-line readout of the node (for `toybt dht`'s status line): the routing table's size and the queries
+    /// per second, in and out together, since the last readout.
+    pub fn readout(&mut self, now: Instant) -> String {
+        let s = self.node.stats();
+        let queries = s.queries_in + s.queries_out;
+        let rate = match self.last_readout {
+            Some((at, before)) if now > at => queries.saturating_sub(before) as f64 / (now - at).as_secs_f64(),
+            _ => 0.0,
+        };
+        self.last_readout = Some((now, queries));
+        format!(
+            "dht: {} nodes, {rate:.1} queries/s ({} in, {} out), {} peers stored, {} dropped",
+            s.nodes, s.queries_in, s.queries_out, s.peers_stored, s.dropped
+        )
     }
 
     /// Whether the node is looking up `info_hash` for a session.
@@ -137,6 +155,10 @@ impl Services {
             p.next = now + p.every;
             for t in self.torrents.values() {
                 (p.show)(&t.progress_line());
+            }
+            // A bare DHT node (`toybt dht`) shows the node instead.
+            if let Some(d) = self.dht.as_mut().filter(|_| self.torrents.is_empty()) {
+                (p.show)(&d.readout(now));
             }
         }
     }
