@@ -8,7 +8,7 @@ toybt - a small BitTorrent client and tracker
 
 Usage:
   toybt info FILE.torrent [--json | --magnet]
-  toybt create PATH -t URL [-t URL]... [-l BYTES] [-o OUT.torrent] [--private] [-c COMMENT]
+  toybt create PATH [-t URL]... [-l BYTES] [-o OUT.torrent] [--private] [-c COMMENT]
   toybt tracker FILE.torrent... [--bind ADDR] [--port N] [--udp-port M] [--no-udp] [--interval SECS] [--open]
   toybt seed FILE.torrent PATH [options]
   toybt leech FILE.torrent|MAGNET [-o DIR] [options]
