@@ -125,8 +125,11 @@ fn a_trackerless_magnet_completes_through_twenty_toybt_dht_nodes() {
     .map(String::from);
     let seed = Proc::toybt("seed", &seed_args.iter().map(String::as_str).collect::<Vec<_>>());
     seed.wait_line("dht listening on", STEP);
-
+    // The leech starts once the seed is announced: a lookup running alongside the seed's own may end before the
+    // announce is stored, and the next one is many minutes away.
     let hex: String = torrent.info_hash.iter().map(|b| format!("{b:02x}")).collect();
+    let announced = seed.wait_line(&format!("dht lookup for {hex} done"), STEP);
+    assert!(!announced.contains("announced to 0 node"), "the seed is announced to some node: {announced}");
     let link = format!("magnet:?xt=urn:btih:{hex}");
     let out = dir.path().join("leech");
     let leech_args = [
