@@ -196,7 +196,7 @@ impl Services {
                 crate::dht::Event::Peers { info_hash, peers } => {
                     log::debug!("dht: {} peer(s) for {}", peers.len(), hex(&info_hash));
                     if let Some(t) = self.torrents.get_mut(&info_hash) {
-                        t.add_peer_addrs(peers);
+                        t.found_peers(now, peers);
                         self.carry_out_for(&info_hash, now, ctl);
                     }
                 }

@@ -132,6 +132,12 @@ impl Fetch {
         self.addrs.add(addrs);
     }
 
+    /// Peers the DHT found: into the address book and dialled at once, as a tracker's are.
+    pub fn found_peers(&mut self, now: Instant, addrs: impl IntoIterator<Item = SocketAddr>) {
+        self.addrs.add(addrs);
+        self.dial(now);
+    }
+
     pub fn accepts_peers(&self) -> bool {
         !self.stopping && self.info.is_none() && self.peers.len() < self.cfg.max_peers
     }

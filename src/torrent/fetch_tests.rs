@@ -217,3 +217,13 @@ fn a_magnet_fetch_uses_the_dht_and_turns_port_messages_into_nodes() {
     // Off unless asked.
     assert!(!fetch_for([0x42; 20]).uses_dht());
 }
+
+#[test]
+fn peers_the_dht_finds_are_dialled_at_once() {
+    let now = Instant::now();
+    let mut f = fetch_for([0x42; 20]);
+    while f.poll_action().is_some() {}
+    f.found_peers(now, [addr(1), addr(2)]);
+    let dials: Vec<Action> = std::iter::from_fn(|| f.poll_action()).collect();
+    assert_eq!(dials, vec![Action::Connect(addr(1)), Action::Connect(addr(2))]);
+}

@@ -280,6 +280,12 @@ impl Torrent {
         self.addrs.add(addrs);
     }
 
+    /// Peers the DHT found: into the address book and dialled at once, as a tracker's are.
+    pub fn found_peers(&mut self, now: Instant, addrs: impl IntoIterator<Item = SocketAddr>) {
+        self.addrs.add(addrs);
+        self.dial(now);
+    }
+
     pub fn poll_action(&mut self) -> Option<Action> {
         self.actions.pop_front()
     }

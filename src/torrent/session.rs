@@ -106,6 +106,15 @@ impl Session {
         }
     }
 
+    /// Peers the DHT found: added to the address book and dialled at once (see `Torrent::found_peers`).
+    pub fn found_peers(&mut self, now: Instant, addrs: impl IntoIterator<Item = SocketAddr>) {
+        match self {
+            Session::Metadata { fetch, .. } => fetch.found_peers(now, addrs),
+            Session::Data(t) => t.found_peers(now, addrs),
+            Session::Failed { .. } => {}
+        }
+    }
+
     pub fn peer_connected(&mut self, now: Instant, key: usize, generation: u64, addr: SocketAddr, outbound: bool) {
         match self {
             Session::Metadata { fetch, .. } => fetch.peer_connected(now, key, generation, addr, outbound),

@@ -620,3 +620,16 @@ fn a_peers_port_message_becomes_a_dht_node_and_a_private_torrent_never_uses_the_
         assert!(!t.uses_dht(), "a stopping session leaves the DHT");
     }
 }
+
+#[test]
+fn peers_the_dht_finds_are_dialled_at_once_but_never_ourselves() {
+    let content = data(50_000, 14);
+    let meta = meta_for(&content, 16 * 1024);
+    let mut node = leech_node(&meta, 1);
+    let now = Instant::now();
+    while node.t.poll_action().is_some() {}
+    // 127.0.0.1:7001 is our own listen port: our own announce coming back.
+    node.t.found_peers(now, [addr(2), addr(1), addr(2)]);
+    let dials: Vec<Action> = std::iter::from_fn(|| node.t.poll_action()).collect();
+    assert_eq!(dials, vec![Action::Connect(addr(2))]);
+}
