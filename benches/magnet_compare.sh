@@ -152,7 +152,7 @@ create=("$TOYBT" create "$DATA/payload.bin" -l 262144 -d -o "$TORRENT")
 "${create[@]}" >"$RUN/create.log" 2>&1 || die "toybt create failed: $(cat "$RUN/create.log")"
 MAGNET=$("$TOYBT" info --magnet "$TORRENT") || die "toybt info --magnet failed"
 
-start seed "$TOYBT" seed "$TORRENT" "$DATA/payload.bin" --bind 127.0.0.1 --port 0
+start seed "$TOYBT" seed "$TORRENT" "$DATA/payload.bin" --bind 127.0.0.1 --port 0 --no-dht
 SEED_PID=$LAST_PID
 wait_log "$RUN/seed.log" "peer listening on" "$TIMEOUT" "$SEED_PID" ||
     die "the toybt seed did not start: $(tail -c 600 "$RUN/seed.log")"
@@ -186,10 +186,10 @@ download() {
     now_us; t0=$NOW
     case $client in
         toybt)
-            start "$name" env RUST_LOG="$TOYBT_LOG" "$TOYBT" leech "$LINK" -o "$out" --bind 127.0.0.1 --port 0 --seed-time 0
+            start "$name" env RUST_LOG="$TOYBT_LOG" "$TOYBT" leech "$LINK" -o "$out" --bind 127.0.0.1 --port 0 --seed-time 0 --no-dht
             done_pat="download complete" ;;
         toybt-file)
-            start "$name" env RUST_LOG="$TOYBT_LOG" "$TOYBT" leech "$TORRENT" -o "$out" --bind 127.0.0.1 --port 0 \
+            start "$name" env RUST_LOG="$TOYBT_LOG" "$TOYBT" leech "$TORRENT" -o "$out" --bind 127.0.0.1 --port 0 --no-dht \
                 --peer "$PEER" --seed-time 0
             done_pat="download complete" ;;
         libtorrent)

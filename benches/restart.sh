@@ -52,7 +52,7 @@ mib_s() { python3 -c "import sys; print(f'{$bytes / float(sys.argv[1]) / 2**20:.
 
 # A complete download restarted with --seed-time 0 checks its data, finds it complete and exits (trackerless, so no
 # tracker to tell): the whole restart as one command hyperfine can time.
-restart_cmd="$TOYBT leech $work/data.torrent -o $work --seed-time 0 --port 0 --bind 127.0.0.1"
+restart_cmd="$TOYBT leech $work/data.torrent -o $work --seed-time 0 --port 0 --bind 127.0.0.1 --no-dht"
 export RUST_LOG=info
 
 echo "== toybt"
@@ -74,7 +74,7 @@ seed_ready=$(python3 - "$TOYBT" "$work" <<'PY'
 import os, signal, subprocess, sys, time
 toybt, work = sys.argv[1], sys.argv[2]
 t0 = time.monotonic()
-p = subprocess.Popen([toybt, "seed", f"{work}/data.torrent", f"{work}/data.bin", "--port", "0", "--bind", "127.0.0.1"],
+p = subprocess.Popen([toybt, "seed", f"{work}/data.torrent", f"{work}/data.bin", "--port", "0", "--bind", "127.0.0.1", "--no-dht"],
                      stderr=subprocess.PIPE, text=True)
 rehashed = "?"
 for line in p.stderr:

@@ -203,7 +203,7 @@ seed() {
     SEED_PORT=$(free_port)
     case $kind in
         toybt)
-            start "$name" "$TOYBT" seed "$TORRENT" "$data/payload.bin" --bind 127.0.0.1 --port 0
+            start "$name" "$TOYBT" seed "$TORRENT" "$data/payload.bin" --bind 127.0.0.1 --port 0 --no-dht
             ready="peer listening on" ;;
         libtorrent)
             start "$name" "$LT_PY" "$LT_CLIENT" seed "$TORRENT" "$data" --port "$SEED_PORT" --max-seconds $((TIMEOUT * 3))
@@ -255,7 +255,7 @@ leech() {
     port=$(free_port)
     case $kind in
         toybt)
-            start "$name" env RUST_LOG=info "$TOYBT" leech "$TORRENT" -o "$out" --bind 127.0.0.1 --port 0 \
+            start "$name" env RUST_LOG=info "$TOYBT" leech "$TORRENT" -o "$out" --bind 127.0.0.1 --port 0 --no-dht \
                 --seed-time 3600 --peer "127.0.0.1:$SEED_PORT" ;;
         libtorrent)
             start "$name" "$LT_PY" "$LT_CLIENT" leech "$TORRENT" "$out" --port "$port" --peer "127.0.0.1:$SEED_PORT" \

@@ -9,6 +9,7 @@ pub mod choker;
 pub mod cli;
 pub mod create;
 pub mod daemon;
+pub mod dht;
 pub mod error;
 pub mod http;
 pub mod json;
@@ -21,6 +22,7 @@ pub mod progress;
 pub mod reactor;
 pub mod resume;
 pub mod sha1;
+pub mod state_dir;
 pub mod storage;
 pub mod terminal;
 #[cfg(test)]

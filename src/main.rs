@@ -8,11 +8,12 @@ toybt - a small BitTorrent client and tracker
 
 Usage:
   toybt info FILE.torrent [--json | --magnet]
-  toybt create PATH -t URL [-t URL]... [-l BYTES] [-o OUT.torrent] [--private] [-c COMMENT]
+  toybt create PATH [-t URL]... [-l BYTES] [-o OUT.torrent] [--private] [-c COMMENT]
   toybt tracker FILE.torrent... [--bind ADDR] [--port N] [--udp-port M] [--no-udp] [--interval SECS] [--open]
   toybt seed FILE.torrent PATH [options]
   toybt leech FILE.torrent|MAGNET [-o DIR] [options]
   toybt share PATH [--tracker-port N] [--hosts N] [options]
+  toybt dht [--bind ADDR] [--port N] [--bootstrap HOST:PORT]... [--state FILE]
 
 Run `toybt SUBCOMMAND --help` for the options of one subcommand.
 Options:
@@ -42,6 +43,7 @@ fn run(mut args: pico_args::Arguments) -> Result<(), Error> {
         Some("seed") => cli::seed::run(args),
         Some("leech") => cli::leech::run(args),
         Some("share") => cli::share::run(args),
+        Some("dht") => cli::dht::run(args),
         Some("help") => {
             print!("{USAGE}");
             Ok(())

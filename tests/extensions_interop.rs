@@ -11,10 +11,9 @@
 mod common;
 
 use common::clients::{self, Fixture, Launched};
-use common::{Proc, port_from_line, run_toybt, toybt_bin};
+use common::{Proc, port_from_line, run_toybt};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// Bound on a toybt process printing its listening line (it checks a few MiB of data first).
@@ -30,8 +29,8 @@ const SCRAPE_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// The toybt binary with debug logging unless RUST_LOG says otherwise (PEX news is a debug line).
 fn toybt(name: &str, args: &[String]) -> Proc {
-    let mut cmd = Command::new(toybt_bin());
-    cmd.args(args).env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "debug".into()));
+    let mut cmd = common::toybt_command(args);
+    cmd.env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "debug".into()));
     Proc::spawn(name, cmd)
 }
 

@@ -14,12 +14,11 @@
 
 mod common;
 
+use common::Proc;
 use common::clients::{self, Fixture};
 use common::swarm::{assert_exits_0, stop, totals};
-use common::{Proc, toybt_bin};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 /// Bound on one download of a few MiB on loopback (they take well under a second; libtorrent starts in about one).
@@ -36,8 +35,8 @@ const V4_LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
 /// The toybt binary with debug logging unless RUST_LOG says otherwise.
 fn toybt(name: &str, args: &[&str]) -> Proc {
-    let mut cmd = Command::new(toybt_bin());
-    cmd.args(args).env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "debug".into()));
+    let mut cmd = common::toybt_command(args);
+    cmd.env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "debug".into()));
     Proc::spawn(name, cmd)
 }
 

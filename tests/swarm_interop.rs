@@ -15,10 +15,9 @@
 mod common;
 
 use common::clients::{self, Fixture, Kind, Launched, Scrape};
-use common::{Proc, port_from_line, toybt_bin};
+use common::{Proc, port_from_line};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// Bound on one download; they take 0.1-22 s here (Transmission waits about 10 s before it unchokes or asks).
@@ -99,8 +98,8 @@ fn wait_scrape(tracker: SocketAddr, fx: &Fixture, want: impl Fn(&Scrape) -> bool
 
 /// The toybt binary with debug logging unless RUST_LOG says otherwise.
 fn toybt(name: &str, args: &[&str]) -> Proc {
-    let mut cmd = Command::new(toybt_bin());
-    cmd.args(args).env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "debug".into()));
+    let mut cmd = common::toybt_command(args);
+    cmd.env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "debug".into()));
     Proc::spawn(name, cmd)
 }
 

@@ -23,7 +23,7 @@ Usage:
 
 The content is written to DIR/NAME. A resume record (DIR/NAME.toybt) lets a restarted download continue
 where it stopped without hashing again. From a magnet link, the torrent's metadata is first fetched from
-peers (the link's x.pe peers, --peer, and its trackers), checked against the info hash, and kept as
+peers (the link's x.pe peers, --peer, its trackers and the DHT), checked against the info hash, and kept as
 DIR/.HASH.torrent, so a restart needs no peer for it.
 
 Options:
@@ -76,7 +76,8 @@ fn run_magnet(magnet: Magnet, dir: PathBuf, opts: SwarmOptions, seed_time: Optio
     }
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(dir.display(), &e))?;
     let start_opts = opts.clone();
-    swarm::run_loop(move || {
+    let dht_state = opts.dht.state_file();
+    swarm::run_loop(dht_state.as_deref(), move || {
         let (reactor, _) = swarm::start_loop(&start_opts, |reactor, port| {
             let cfg = swarm::session_config(&opts, port, seed_time);
             let peer_id = cfg.peer_id;

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use log::{info, warn};
 
+use super::dht::DhtOptions;
 use crate::bitfield::Bitfield;
 use crate::error::{Error, Result};
 use crate::metainfo::Metainfo;
@@ -32,6 +33,8 @@ pub struct SwarmOptions {
     pub max_upload_rate: Option<u64>,
     /// Peer exchange (BEP 11), on unless `--no-pex` (never for a private torrent either way).
     pub pex: bool,
+    /// The Mainline DHT (BEP 5): on unless `--no-dht` (never for a private torrent either way).
+    pub dht: DhtOptions,
 }
 
 pub const SWARM_OPTIONS_HELP: &str =
@@ -43,6 +46,12 @@ pub const SWARM_OPTIONS_HELP: &str =
   --max-upload-rate R    serve at most R bytes per second to all peers together (suffix K or M; default: no limit)
   --recheck              hash all data on disk again instead of trusting the resume record
   --no-pex               do not exchange peer addresses with peers (BEP 11; private torrents never do)
+  --no-dht               do not use the Mainline DHT (BEP 5; private torrents never do); it runs on UDP
+                         on the peer port's number
+  --dht-bootstrap HOST:PORT  join the DHT through this node, [ADDR]:PORT for IPv6, instead of the default
+                         routers (repeatable)
+  --dht-state FILE       where the DHT routing table is kept between runs (default
+                         $XDG_STATE_HOME/toybt/dht.dat, else ~/.local/state/toybt/dht.dat)
   -h, --help             print this help
 ";
 
@@ -57,6 +66,7 @@ impl SwarmOptions {
             max_peers: 50,
             max_upload_rate: None,
             pex: true,
+            dht: DhtOptions::off(),
         }
     }
 
@@ -79,7 +89,8 @@ impl SwarmOptions {
             return Err(Error::usage("--max-upload-rate must be at least 1 byte per second"));
         }
         let pex = !args.contains("--no-pex");
-        Ok(SwarmOptions { bind, port, peers, recheck, max_peers, max_upload_rate, pex })
+        let dht = DhtOptions::parse(args)?;
+        Ok(SwarmOptions { bind, port, peers, recheck, max_peers, max_upload_rate, pex, dht })
     }
 }
 
@@ -100,6 +111,41 @@ pub fn bind_peer_listener(opts: &SwarmOptions) -> Result<TcpListener> {
     }
     let (addr, e) = last.expect("at least one port was tried");
     Err(Error::io(format!("cannot listen for peers on {addr}"), &e))
+}
+
+/// Tries for a UDP port of the same number as a TCP port picked by the system (`--port 0`).
+const SAME_PORT_TRIES: usize = 8;
+
+/// Binds the peer listener and, with the DHT on, the DHT's UDP socket on the same address and port number: the
+/// given port, or the first of the default ones where both are free. With `--port 0` the system picks the TCP
+/// port and the UDP one must match it, so a few picks are tried.
+pub fn bind_peer_sockets(opts: &SwarmOptions) -> Result<(TcpListener, Option<std::net::UdpSocket>)> {
+    if !opts.dht.enabled {
+        return Ok((bind_peer_listener(opts)?, None));
+    }
+    let ports: Vec<u16> = match opts.port {
+        Some(0) => vec![0; SAME_PORT_TRIES],
+        Some(p) => vec![p],
+        None => DEFAULT_PORTS.collect(),
+    };
+    let mut last = None;
+    for port in ports {
+        let tcp = match bind_peer_listener(&SwarmOptions { port: Some(port), ..opts.clone() }) {
+            Ok(l) => l,
+            Err(e) => {
+                last = Some(e);
+                continue;
+            }
+        };
+        let local = tcp.local_addr().map_err(|e| Error::io("peer listener", &e))?;
+        match super::dht::bind_udp(local) {
+            Ok(udp) => return Ok((tcp, Some(udp))),
+            Err(e) => {
+                last = Some(Error::io(format!("cannot open the DHT's UDP socket on {local} (or use --no-dht)"), &e))
+            }
+        }
+    }
+    Err(last.unwrap_or_else(|| Error::runtime("no port to try".to_string())))
 }
 
 /// A BEP 20 peer id: `-TB0100-` and twelve random characters.
@@ -268,18 +314,21 @@ pub struct SessionPlan {
 /// Runs the torrent session on the loop until it finishes (seed time over) or is stopped (Ctrl-C, SIGTERM), then
 /// prints the summary.
 pub fn run_session(plan: SessionPlan) -> Result<()> {
-    run_loop(|| start_session(plan).map(|(reactor, _)| reactor))
+    let dht_state = plan.opts.dht.state_file();
+    run_loop(dht_state.as_deref(), || start_session(plan).map(|(reactor, _)| reactor))
 }
 
-/// Runs the loop that `start` builds until its session finishes or is stopped, then prints the summary. Signal
-/// handlers go in first: whoever reads the start-up lines may signal us at once.
-pub fn run_loop(start: impl FnOnce() -> Result<crate::reactor::Reactor>) -> Result<()> {
+/// Runs the loop that `start` builds until its session finishes or is stopped, then saves the DHT's routing table
+/// to `dht_state` (if the loop runs a DHT node) and prints the summary. Signal handlers go in first: whoever reads
+/// the start-up lines may signal us at once.
+pub fn run_loop(dht_state: Option<&Path>, start: impl FnOnce() -> Result<crate::reactor::Reactor>) -> Result<()> {
     let pipe = crate::reactor::install_signals().map_err(|e| Error::io("cannot install signal handlers", &e))?;
     let mut reactor = start()?;
     reactor.watch_signals(pipe).map_err(|e| Error::io("cannot watch for signals", &e))?;
     let ran = reactor.run();
     // The last live line stays on screen as it was; the summary goes below it.
     crate::terminal::finish();
+    super::dht::save_table(reactor.services.dht.as_ref().map(|d| &d.node), dht_state);
     ran.map_err(|e| Error::io("event loop failed", &e))?;
     let now = Instant::now();
     if let Some(why) = reactor.services.session().and_then(crate::torrent::Session::failure) {
@@ -331,23 +380,31 @@ pub fn start_session(plan: SessionPlan) -> Result<(crate::reactor::Reactor, Sock
     start_loop(&opts, |reactor, port| add_session(reactor, plan, port))
 }
 
-/// Binds the peer port, builds a loop with whatever `add` puts in it (given the port), and listens; prints the
-/// `peer listening on ADDR` line.
+/// Binds the peer port (and the DHT's, the same number over UDP), builds a loop with the DHT node and whatever `add`
+/// puts in it (given the port), and listens; prints the `peer listening on ADDR` line (and `dht listening on ADDR`).
 pub fn start_loop(
     opts: &SwarmOptions,
     add: impl FnOnce(&mut crate::reactor::Reactor, u16) -> Result<()>,
 ) -> Result<(crate::reactor::Reactor, SocketAddr)> {
     use crate::reactor::{ListenKind, Reactor, Services};
 
-    let listener = bind_peer_listener(opts)?;
+    let (listener, dht_sock) = bind_peer_sockets(opts)?;
     let local = listener.local_addr().map_err(|e| Error::io("peer listener", &e))?;
     let mut reactor = Reactor::new(Services::default()).map_err(|e| Error::io("cannot start the event loop", &e))?;
+    // Before the sessions: each is tracked in the DHT as it is added.
+    if let Some(sock) = dht_sock {
+        let state = opts.dht.state_file();
+        super::dht::start_node(&mut reactor, sock, local.port(), &opts.dht.routers(), state.as_deref())?;
+    }
     add(&mut reactor, local.port())?;
     reactor.services.progress = Some(progress_view());
     reactor
         .listen(listener, ListenKind::Peer, opts.max_peers)
         .map_err(|e| Error::io(format!("cannot listen for peers on {local}"), &e))?;
     eprintln!("peer listening on {local}");
+    if reactor.services.dht.is_some() {
+        eprintln!("dht listening on {local}");
+    }
     log::debug!("SHA-1: {}", crate::sha1::implementation());
     Ok((reactor, local))
 }
@@ -359,6 +416,7 @@ pub fn session_config(opts: &SwarmOptions, peer_port: u16, seed_time: Option<Dur
     cfg.seed_time = seed_time;
     cfg.max_upload_rate = opts.max_upload_rate;
     cfg.pex = opts.pex;
+    cfg.dht = opts.dht.enabled;
     cfg
 }
 

@@ -98,6 +98,9 @@ pub enum Event {
     Metadata(MetadataEvent),
     /// Addresses the peer told us of (BEP 11).
     Pex(Pex),
+    /// The peer's DHT node listens on this UDP port at the peer's address (a BEP 5 `port` message); only reported
+    /// when we use the DHT ourselves, never for port 0.
+    DhtPort(u16),
 }
 
 /// A ut_metadata message, owning its data (16 KiB at most, a few per download).
@@ -151,6 +154,8 @@ pub struct Peer {
     ext: ExtOffer,
     /// Both sides set the BEP 6 bit: have-all/none, rejects, allowed-fast, and a choke that keeps requests.
     fast: bool,
+    /// Both sides set the BEP 5 DHT bit: the peer hears our DHT port.
+    dht: bool,
     /// Pieces this peer may fetch from us while we choke it (BEP 6), as we told it.
     allowed_fast: Vec<u32>,
     /// Rejects since the peer last delivered a block: a peer that only rejects gets one request at a time.
@@ -192,7 +197,7 @@ pub struct Torrent {
     pub ext: ExtOffer,
 }
 
-/// What our BEP 10 handshake offers.
+/// What our handshakes offer (the BEP 10 one, and the reserved bits of the first).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ExtOffer {
     /// The size of the info dictionary we can serve (BEP 9), if we have it.
@@ -201,6 +206,9 @@ pub struct ExtOffer {
     pub pex: bool,
     /// Our listen port, for peers that reached us by dialling out.
     pub port: Option<u16>,
+    /// Our DHT node's UDP port when the torrent uses the DHT (BEP 5): we set the DHT bit and tell a peer that sets
+    /// it too this port in a `port` message. `None` for a private torrent (BEP 27) or with the DHT off.
+    pub dht_port: Option<u16>,
 }
 
 impl Peer {
@@ -225,6 +233,7 @@ impl Peer {
             outbound,
             ext: t.ext,
             fast: false,
+            dht: false,
             allowed_fast: Vec::new(),
             rejects: 0,
             am_choking: true,
@@ -254,7 +263,11 @@ impl Peer {
 
     fn send_handshake(&mut self) {
         if !self.handshake_sent {
-            Handshake::ours(self.info_hash, self.our_id).encode(&mut self.out);
+            let mut h = Handshake::ours(self.info_hash, self.our_id);
+            if self.ext.dht_port.is_some() {
+                h.reserved[7] |= 0x01;
+            }
+            h.encode(&mut self.out);
             self.handshake_sent = true;
         }
     }
@@ -274,6 +287,7 @@ impl Peer {
                     self.extensions = h.supports_extensions();
                     // We always offer it, so it is on when the peer offers it too.
                     self.fast = h.supports_fast();
+                    self.dht = h.supports_dht() && self.ext.dht_port.is_some();
                     self.stage = Stage::Greeted;
                     self.peer_id = Some(h.peer_id);
                     self.events.push_back(Event::Handshake { peer_id: h.peer_id });
@@ -315,6 +329,9 @@ impl Peer {
         if self.extensions {
             self.send_ext_handshake();
         }
+        if let Some(port) = self.ext.dht_port.filter(|_| self.dht) {
+            wire::encode_port(&mut self.out, port);
+        }
         self.last_block = now;
     }
 
@@ -355,9 +372,15 @@ impl Peer {
             return Ok(());
         }
         let event = match msg {
+            // A peer may send it whether or not it set the DHT bit; it is of use only while we run a DHT node.
+            Message::Port(port) => {
+                if port == 0 || self.ext.dht_port.is_none() {
+                    return Ok(());
+                }
+                Event::DhtPort(port)
+            }
             // Suggestions and allowed-fast offers are advice we do without: the picker's rarest-first decides.
             Message::KeepAlive
-            | Message::Port(_)
             | Message::Unknown { .. }
             | Message::Extended { .. }
             | Message::Suggest(_)

@@ -15,7 +15,7 @@ fn torrent() -> Torrent {
         piece_length: 32768,
         total_length: 9 * 32768 + 10_000,
         piece_count: 10,
-        ext: ExtOffer { metadata_size: Some(20_000), pex: true, port: Some(6881) },
+        ext: ExtOffer { metadata_size: Some(20_000), pex: true, port: Some(6881), dht_port: None },
     }
 }
 
@@ -554,4 +554,89 @@ fn before_the_metadata_any_index_is_taken_by_the_codec_and_a_request_is_refused(
     assert_eq!(feed(&mut p, t0, &msg(|o| wire::encode_have(o, u32::MAX))).unwrap(), vec![], "haves are ignored");
     let ask = msg(|o| wire::encode_request(o, u32::MAX, 0, 16384));
     assert!(feed(&mut p, t0, &ask).unwrap_err().contains("past the end"));
+}
+
+/// The torrent as seen by a session that uses the DHT, with its node on UDP port 7777.
+fn dht_torrent() -> Torrent {
+    Torrent { ext: ExtOffer { dht_port: Some(7777), ..torrent().ext }, ..torrent() }
+}
+
+fn dht_handshake() -> Vec<u8> {
+    let mut h = Handshake::new(HASH, THEM);
+    h.reserved[7] |= 0x01;
+    encode_handshake(h)
+}
+
+/// Every message in `out`, decoded.
+fn messages(out: &[u8]) -> Vec<Message<'_>> {
+    let mut at = 0;
+    let mut all = Vec::new();
+    while let Some((m, n)) = wire::decode(&out[at..], &Limits::new(10)).unwrap() {
+        all.push(m);
+        at += n;
+    }
+    all
+}
+
+#[test]
+fn with_the_dht_our_handshake_sets_its_bit_and_a_dht_peer_hears_our_port_after_the_bitfield() {
+    let t0 = Instant::now();
+    let mut p = Peer::new(t0, &dht_torrent(), addr(), true, 1);
+    let sent = Handshake::decode(&output(&mut p, t0)).unwrap().unwrap();
+    assert!(sent.supports_dht() && sent.supports_fast() && sent.supports_extensions());
+    assert_eq!(feed(&mut p, t0, &dht_handshake()).unwrap(), vec![Event::Handshake { peer_id: THEM }]);
+    let mut have = Bitfield::new(10);
+    have.set(1);
+    p.accept(t0, &have);
+    let out = output(&mut p, t0);
+    assert_eq!(messages(&out), vec![Message::Bitfield(have.as_wire()), Message::Port(7777)]);
+}
+
+#[test]
+fn no_port_message_unless_both_sides_set_the_dht_bit() {
+    let t0 = Instant::now();
+    // The peer does not set it.
+    let mut p = Peer::new(t0, &dht_torrent(), addr(), false, 1);
+    feed(&mut p, t0, &handshake(HASH, false)).unwrap();
+    p.accept(t0, &Bitfield::full(10));
+    let out = output(&mut p, t0);
+    assert!(Handshake::decode(&out).unwrap().unwrap().supports_dht());
+    assert_eq!(messages(&out[wire::HANDSHAKE_LEN..]), vec![Message::Bitfield(Bitfield::full(10).as_wire())]);
+    // We do not use the DHT (a private torrent, or --no-dht).
+    let mut p = Peer::new(t0, &torrent(), addr(), false, 1);
+    feed(&mut p, t0, &dht_handshake()).unwrap();
+    p.accept(t0, &Bitfield::full(10));
+    let out = output(&mut p, t0);
+    assert!(!Handshake::decode(&out).unwrap().unwrap().supports_dht());
+    assert!(!messages(&out[wire::HANDSHAKE_LEN..]).iter().any(|m| matches!(m, Message::Port(_))));
+}
+
+#[test]
+fn a_port_message_becomes_an_event_only_when_we_use_the_dht() {
+    let t0 = Instant::now();
+    let port = |n: u16| msg(|o| wire::encode_port(o, n));
+    let mut p = Peer::new(t0, &dht_torrent(), addr(), true, 1);
+    feed(&mut p, t0, &dht_handshake()).unwrap();
+    p.accept(t0, &Bitfield::new(10));
+    assert_eq!(feed(&mut p, t0, &port(6882)).unwrap(), vec![Event::DhtPort(6882)]);
+    assert_eq!(feed(&mut p, t0, &port(0)).unwrap(), vec![], "port 0 is no node");
+    // It does not count as the first message: a bitfield is still legal after it.
+    let mut p = Peer::new(t0, &dht_torrent(), addr(), true, 1);
+    feed(&mut p, t0, &dht_handshake()).unwrap();
+    p.accept(t0, &Bitfield::new(10));
+    let mut both = port(6883);
+    wire::encode_bitfield(&mut both, Bitfield::full(10).as_wire());
+    assert_eq!(feed(&mut p, t0, &both).unwrap(), vec![Event::DhtPort(6883), Event::Bitfield]);
+    // Without a DHT of ours, it is ignored.
+    let mut p = active(t0);
+    assert_eq!(feed(&mut p, t0, &port(6882)).unwrap(), vec![]);
+}
+
+#[test]
+fn a_port_message_of_the_wrong_length_closes_the_connection() {
+    let t0 = Instant::now();
+    let mut p = Peer::new(t0, &dht_torrent(), addr(), true, 1);
+    feed(&mut p, t0, &dht_handshake()).unwrap();
+    p.accept(t0, &Bitfield::new(10));
+    assert!(feed(&mut p, t0, &[0, 0, 0, 4, 9, 0x1A, 0xE1, 0]).is_err());
 }

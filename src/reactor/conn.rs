@@ -24,7 +24,7 @@
 //! rather than dialled, a [`ListenKind`]. Adding a service means: a field of [`Services`] and its arms in
 //! `Services::poll_timeout` / `Services::handle_timeout`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -53,6 +53,48 @@ pub struct Services {
     /// `share --hosts N`: the loop is done once this process's tracker has seen N completed downloads of the
     /// torrent with this info hash.
     pub completions_goal: Option<([u8; 20], u64)>,
+    /// The Mainline DHT node (BEP 5) and its socket; `None` with the DHT off.
+    pub dht: Option<DhtSocket>,
+}
+
+/// The datagram socket (a [`super::DatagramKind::Dht`]) of the DHT node, the node, and which sessions it looks up.
+#[derive(Debug)]
+pub struct DhtSocket {
+    pub id: super::UdpId,
+    pub node: crate::dht::Node,
+    /// The port announced for our torrents (the peer port: the DHT shares its number over UDP).
+    pub peer_port: u16,
+    /// Info hashes the node is tracking, kept in step with the sessions' `uses_dht` (see `sync_dht`).
+    tracked: HashSet<[u8; 20]>,
+    /// Queries in and out at the last readout, and when: the readout's rates are over the time since.
+    last_readout: Option<(Instant, u64)>,
+}
+
+impl DhtSocket {
+    pub fn new(id: super::UdpId, node: crate::dht::Node, peer_port: u16) -> DhtSocket {
+        DhtSocket { id, node, peer_port, tracked: HashSet::new(), last_readout: None }
+    }
+
+    /// The one-line readout of the node (for `toybt dht`'s status line): the routing table's size and the queries
+    /// per second, in and out together, since the last readout.
+    pub fn readout(&mut self, now: Instant) -> String {
+        let s = self.node.stats();
+        let queries = s.queries_in + s.queries_out;
+        let rate = match self.last_readout {
+            Some((at, before)) if now > at => queries.saturating_sub(before) as f64 / (now - at).as_secs_f64(),
+            _ => 0.0,
+        };
+        self.last_readout = Some((now, queries));
+        format!(
+            "dht: {} nodes, {rate:.1} queries/s ({} in, {} out), {} peers stored, {} dropped",
+            s.nodes, s.queries_in, s.queries_out, s.peers_stored, s.dropped
+        )
+    }
+
+    /// Whether the node is looking up `info_hash` for a session.
+    pub fn is_tracking(&self, info_hash: &[u8; 20]) -> bool {
+        self.tracked.contains(info_hash)
+    }
 }
 
 /// The datagram socket (a [`super::DatagramKind::UdpAnnounce`]) that carries every UDP announce, and the machine
@@ -71,9 +113,14 @@ pub struct Progress {
 }
 
 impl Services {
-    /// Adds a session; an incoming connection whose handshake names its info hash joins it.
+    /// Adds a session; an incoming connection whose handshake names its info hash joins it. A session that uses the
+    /// DHT has its info hash looked up (and announced) from now on.
     pub fn add_session(&mut self, session: Session) {
-        self.torrents.insert(session.info_hash(), session);
+        let hash = session.info_hash();
+        self.torrents.insert(hash, session);
+        if let Some(t) = self.torrents.get(&hash) {
+            sync_dht(t, &mut self.dht, Instant::now(), None);
+        }
     }
 
     pub fn add_torrent(&mut self, torrent: Torrent) {
@@ -105,12 +152,16 @@ impl Services {
         }
         for t in self.torrents.values_mut() {
             t.handle_timeout(now);
-            carry_out(t, &self.tracker_addrs, &mut self.udp_announce, now, ctl);
+            carry_out(t, &self.tracker_addrs, &mut self.udp_announce, &mut self.dht, now, ctl);
         }
         if let Some(p) = self.progress.as_mut().filter(|p| now >= p.next) {
             p.next = now + p.every;
             for t in self.torrents.values() {
                 (p.show)(&t.progress_line());
+            }
+            // A bare DHT node (`toybt dht`) shows the node instead.
+            if let Some(d) = self.dht.as_mut().filter(|_| self.torrents.is_empty()) {
+                (p.show)(&d.readout(now));
             }
         }
     }
@@ -120,7 +171,7 @@ impl Services {
     pub(super) fn begin_stop(&mut self, now: Instant, ctl: &mut Ctl) -> bool {
         for t in self.torrents.values_mut() {
             t.stop(now);
-            carry_out(t, &self.tracker_addrs, &mut self.udp_announce, now, ctl);
+            carry_out(t, &self.tracker_addrs, &mut self.udp_announce, &mut self.dht, now, ctl);
         }
         !self.torrents.is_empty()
     }
@@ -145,20 +196,70 @@ impl Services {
         }
     }
 
+    /// Hands what the DHT node found to the sessions (peers go to the address book, as a tracker's do) and carries
+    /// out what they then ask for.
+    pub(super) fn deliver_dht_events(&mut self, now: Instant, ctl: &mut Ctl) {
+        while let Some(event) = self.dht.as_mut().and_then(|d| d.node.poll_event()) {
+            match event {
+                crate::dht::Event::Peers { info_hash, peers } => {
+                    log::debug!("dht: {} peer(s) for {}", peers.len(), hex(&info_hash));
+                    if let Some(t) = self.torrents.get_mut(&info_hash) {
+                        t.found_peers(now, peers);
+                        self.carry_out_for(&info_hash, now, ctl);
+                    }
+                }
+                crate::dht::Event::LookupDone { info_hash, peers, announced } => {
+                    log::info!(
+                        "dht lookup for {} done: {peers} peer(s), announced to {announced} node(s)",
+                        hex(&info_hash)
+                    );
+                }
+            }
+        }
+    }
+
     /// Carries out what the session `info_hash` asked for.
     fn carry_out_for(&mut self, info_hash: &[u8; 20], now: Instant, ctl: &mut Ctl) {
         if let Some(t) = self.torrents.get_mut(info_hash) {
-            carry_out(t, &self.tracker_addrs, &mut self.udp_announce, now, ctl);
+            carry_out(t, &self.tracker_addrs, &mut self.udp_announce, &mut self.dht, now, ctl);
         }
     }
 }
 
-/// Turns what a torrent session asked for into loop requests: dials, closes, announces, and wakes for peers whose
-/// output it changed.
+/// An info hash as the 40 hex digits people and logs use.
+fn hex(hash: &[u8; 20]) -> String {
+    hash.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Keeps the DHT node's lookups in step with the session: tracked (and announced on the peer port) while it uses
+/// the DHT, untracked once it does not (it stopped, finished, or turned out to be a private torrent). Wakes the
+/// node's socket when that gave it something to send.
+fn sync_dht(t: &Session, dht: &mut Option<DhtSocket>, now: Instant, ctl: Option<&mut Ctl>) {
+    let Some(d) = dht.as_mut() else { return };
+    let hash = t.info_hash();
+    let wanted = t.uses_dht();
+    if wanted == d.tracked.contains(&hash) {
+        return;
+    }
+    if wanted {
+        d.node.track(now, hash, Some(d.peer_port));
+        d.tracked.insert(hash);
+    } else {
+        d.node.untrack(hash);
+        d.tracked.remove(&hash);
+    }
+    if let Some(ctl) = ctl {
+        ctl.wake_datagram(d.id);
+    }
+}
+
+/// Turns what a torrent session asked for into loop requests: dials, closes, announces, nodes for the DHT, and wakes
+/// for peers whose output it changed.
 fn carry_out(
     t: &mut Session,
     tracker_addrs: &HashMap<(String, u16), SocketAddr>,
     udp: &mut Option<UdpAnnounceSocket>,
+    dht: &mut Option<DhtSocket>,
     now: Instant,
     ctl: &mut Ctl,
 ) {
@@ -191,11 +292,18 @@ fn carry_out(
                     (Err(e), _) => t.announce_done(now, Err(e)),
                 }
             }
+            Action::DhtNode(addr) => {
+                if let Some(d) = dht.as_mut() {
+                    d.node.add_node(now, addr);
+                    ctl.wake_datagram(d.id);
+                }
+            }
         }
     }
     for (key, generation) in t.take_dirty() {
         ctl.wake(ConnId { key, generation });
     }
+    sync_dht(t, dht, now, Some(ctl));
 }
 
 /// What a listening socket accepts.

@@ -26,6 +26,8 @@ pub enum DatagramKind {
     /// The sessions' announces to `udp://` trackers: the machine is [`Services::udp_announce`], which multiplexes
     /// them by tracker and transaction id.
     UdpAnnounce,
+    /// The Mainline DHT node (BEP 5): the machine is [`Services::dht`]'s node, bound on the peer port's number.
+    Dht,
     /// Answers every datagram (see [`echo::Echo`]); the reactor's own tests.
     #[cfg(test)]
     Echo(echo::Echo),
@@ -54,6 +56,12 @@ impl DatagramKind {
                     svc.deliver_udp_announces(now, ctl);
                 }
             }
+            DatagramKind::Dht => {
+                if let Some(d) = svc.dht.as_mut() {
+                    d.node.handle_datagram(now, from, datagram);
+                    svc.deliver_dht_events(now, ctl);
+                }
+            }
             #[cfg(test)]
             DatagramKind::Echo(ref mut m) => m.handle_datagram(now, from, datagram),
         }
@@ -64,6 +72,7 @@ impl DatagramKind {
         match *self {
             DatagramKind::UdpTracker(ref mut m) => m.poll_datagram(now, out),
             DatagramKind::UdpAnnounce => svc.udp_announce.as_mut()?.announcer.poll_datagram(now, out),
+            DatagramKind::Dht => svc.dht.as_mut()?.node.poll_datagram(now, out),
             #[cfg(test)]
             DatagramKind::Echo(ref mut m) => m.poll_datagram(now, out),
         }
@@ -73,6 +82,7 @@ impl DatagramKind {
         match *self {
             DatagramKind::UdpTracker(ref m) => m.poll_timeout(),
             DatagramKind::UdpAnnounce => svc.udp_announce.as_ref()?.announcer.poll_timeout(),
+            DatagramKind::Dht => svc.dht.as_ref()?.node.poll_timeout(),
             #[cfg(test)]
             DatagramKind::Echo(ref m) => m.poll_timeout(),
         }
@@ -87,6 +97,12 @@ impl DatagramKind {
                     svc.deliver_udp_announces(now, ctl);
                 }
             }
+            DatagramKind::Dht => {
+                if let Some(d) = svc.dht.as_mut() {
+                    d.node.handle_timeout(now);
+                    svc.deliver_dht_events(now, ctl);
+                }
+            }
             #[cfg(test)]
             DatagramKind::Echo(ref mut m) => m.handle_timeout(now),
         }
@@ -96,8 +112,8 @@ impl DatagramKind {
     /// datagram over the path's size). Machines that track requests may treat it as a lost answer.
     pub(super) fn on_send_failed(&mut self, to: SocketAddr, err: &io::Error, svc: &mut Services) {
         match *self {
-            // A lost request is retransmitted on its timer.
-            DatagramKind::UdpTracker(_) | DatagramKind::UdpAnnounce => {}
+            // A lost request is retransmitted on its timer; a DHT query unanswered times out like a lost one.
+            DatagramKind::UdpTracker(_) | DatagramKind::UdpAnnounce | DatagramKind::Dht => {}
             #[cfg(test)]
             DatagramKind::Echo(_) => {}
         }

@@ -79,8 +79,9 @@ mod stream;
 mod udp;
 
 pub use buffer::BufLimits;
-pub use conn::{Conn, ListenKind, Progress, Services, UdpAnnounceSocket};
+pub use conn::{Conn, DhtSocket, ListenKind, Progress, Services, UdpAnnounceSocket};
 pub use datagram::{DatagramKind, DatagramLimits, DatagramStats};
+pub(crate) use os::ipv6_unavailable;
 pub use os::{bind_listener, defer_accept, raise_fd_limit};
 pub use signal::{Signal, SignalPipe, install as install_signals};
 pub use udp::UdpId;

@@ -47,7 +47,7 @@ pub fn bind_listener(addr: SocketAddr) -> io::Result<TcpListener> {
 
 /// Whether `e`, from creating or setting up an IPv6 socket, means this machine has no (dual-stack) IPv6 rather than
 /// that the port is taken or the call was refused.
-fn ipv6_unavailable(e: &io::Error) -> bool {
+pub(crate) fn ipv6_unavailable(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::Unsupported
         || matches!(e.raw_os_error(), Some(libc::EAFNOSUPPORT | libc::EPROTONOSUPPORT | libc::EADDRNOTAVAIL))
 }

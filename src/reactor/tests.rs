@@ -396,3 +396,31 @@ fn a_datagram_flood_does_not_starve_connections_or_timers() {
     assert!(most as usize <= DATAGRAM_BUDGET, "one turn read {most} datagrams");
     assert_eq!(tick, [b"tick".to_vec()]);
 }
+
+/// A magnet session (no storage needed) for `info_hash`, with the DHT on or off.
+fn dht_session(info_hash: [u8; 20], dht: bool, now: Instant) -> crate::torrent::Session {
+    use crate::torrent::fetch::{Fetch, Start};
+    let mut cfg = crate::torrent::Config::new([1; 20], 7001);
+    cfg.dht = dht;
+    let fetch = Fetch::new(Start { info_hash, trackers: vec![], peers: vec![] }, cfg, now);
+    let never: crate::torrent::Builder = Box::new(|_, _| Err(crate::error::Error::runtime("not built here")));
+    crate::torrent::Session::metadata(fetch, never)
+}
+
+#[test]
+fn a_session_that_uses_the_dht_is_tracked_until_it_stops() {
+    let now = Instant::now();
+    let mut r = Reactor::new(Services::default()).unwrap();
+    let id = r.bind_udp(std::net::UdpSocket::bind("127.0.0.1:0").unwrap(), DatagramKind::Dht).unwrap();
+    let node = crate::dht::Node::new(now, crate::dht::Config { id: None, seed: 1 });
+    r.services.dht = Some(DhtSocket::new(id, node, 7001));
+    r.services.add_session(dht_session([1; 20], true, now));
+    r.services.add_session(dht_session([2; 20], false, now));
+    let tracking = |r: &Reactor, h: [u8; 20]| r.services.dht.as_ref().unwrap().is_tracking(&h);
+    assert!(tracking(&r, [1; 20]), "looked up from the start");
+    assert!(!tracking(&r, [2; 20]), "not with the DHT off");
+    // The first SIGTERM: the sessions stop, and leave the DHT.
+    let mut ctl = Ctl::default();
+    assert!(r.services.begin_stop(now, &mut ctl));
+    assert!(!tracking(&r, [1; 20]));
+}

@@ -132,6 +132,12 @@ impl Fetch {
         self.addrs.add(addrs);
     }
 
+    /// Peers the DHT found: into the address book and dialled at once, as a tracker's are.
+    pub fn found_peers(&mut self, now: Instant, addrs: impl IntoIterator<Item = SocketAddr>) {
+        self.addrs.add(addrs);
+        self.dial(now);
+    }
+
     pub fn accepts_peers(&self) -> bool {
         !self.stopping && self.info.is_none() && self.peers.len() < self.cfg.max_peers
     }
@@ -158,6 +164,11 @@ impl Fetch {
         Some((info, again))
     }
 
+    /// Peers are looked for in the DHT (`Config::dht`) until the metadata is here or the fetch stops.
+    pub fn uses_dht(&self) -> bool {
+        self.cfg.dht && !self.stopping && !self.finished
+    }
+
     pub fn has_metadata(&self) -> bool {
         self.info.is_some()
     }
@@ -178,7 +189,13 @@ impl Fetch {
             total_length: 0,
             piece_count: 0,
             // PEX waits for the metadata: a private torrent must never use it (BEP 27), and we cannot tell yet.
-            ext: ExtOffer { metadata_size: None, pex: false, port: Some(self.cfg.listen_port) },
+            // The DHT, unlike PEX, is how a magnet without trackers finds anyone at all, so it is on before we know.
+            ext: ExtOffer {
+                metadata_size: None,
+                pex: false,
+                port: Some(self.cfg.listen_port),
+                dht_port: self.uses_dht().then_some(self.cfg.listen_port),
+            },
         }
     }
 
@@ -243,6 +260,11 @@ impl Fetch {
                 }
             }
             Event::MetadataSize(size) => self.on_size(now, key, size),
+            Event::DhtPort(port) => {
+                if let Some(p) = self.peers.get(&key) {
+                    self.actions.push_back(Action::DhtNode(SocketAddr::new(p.addr().ip(), port)));
+                }
+            }
             Event::Metadata(MetadataEvent::Data { piece, data, .. }) => self.on_data(now, key, piece, &data),
             Event::Metadata(MetadataEvent::Reject(piece)) => {
                 if let Some(a) = self.asking.get_mut(&key).filter(|a| a.in_flight.is_some_and(|(p, _)| p == piece))

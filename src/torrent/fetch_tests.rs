@@ -196,3 +196,34 @@ fn a_peer_that_only_rejects_is_asked_less_and_less_often() {
     let gaps: Vec<u64> = asked_at.windows(2).map(|w| w[1] - w[0]).collect();
     assert!(gaps.windows(2).all(|g| g[1] > g[0]), "waits grow: {asked_at:?}");
 }
+
+#[test]
+fn a_magnet_fetch_uses_the_dht_and_turns_port_messages_into_nodes() {
+    let now = Instant::now();
+    let mut cfg = Config::new([1; 20], 7001);
+    cfg.dht = true;
+    let mut f = Fetch::new(start([0x42; 20]), cfg, now);
+    assert!(f.uses_dht());
+    let mut input = greeting([0x42; 20], 1, None);
+    input[27] |= 0x01; // the DHT bit of the handshake's reserved bytes
+    wire::encode_port(&mut input, 7200);
+    let out = scripted(&mut f, now, 1, &input);
+    assert!(Handshake::decode(&out).unwrap().unwrap().supports_dht());
+    let nodes: Vec<Action> =
+        std::iter::from_fn(|| f.poll_action()).filter(|a| matches!(a, Action::DhtNode(_))).collect();
+    assert_eq!(nodes, vec![Action::DhtNode(SocketAddr::new(addr(1).ip(), 7200))]);
+    f.stop(now);
+    assert!(!f.uses_dht(), "a stopping fetch leaves the DHT");
+    // Off unless asked.
+    assert!(!fetch_for([0x42; 20]).uses_dht());
+}
+
+#[test]
+fn peers_the_dht_finds_are_dialled_at_once() {
+    let now = Instant::now();
+    let mut f = fetch_for([0x42; 20]);
+    while f.poll_action().is_some() {}
+    f.found_peers(now, [addr(1), addr(2)]);
+    let dials: Vec<Action> = std::iter::from_fn(|| f.poll_action()).collect();
+    assert_eq!(dials, vec![Action::Connect(addr(1)), Action::Connect(addr(2))]);
+}

@@ -68,6 +68,9 @@ pub struct Config {
     pub extra_trackers: Vec<String>,
     /// Exchange peers (BEP 11) unless the torrent is private.
     pub pex: bool,
+    /// Find peers through the Mainline DHT (BEP 5) and tell peers our DHT port, whose number is `listen_port` over
+    /// UDP; never for a private torrent (BEP 27), whatever this says.
+    pub dht: bool,
 }
 
 impl Config {
@@ -83,6 +86,7 @@ impl Config {
             max_upload_rate: None,
             extra_trackers: Vec::new(),
             pex: true,
+            dht: false,
         }
     }
 }
@@ -135,6 +139,8 @@ pub enum Action {
     Close(usize, u64),
     /// Announce `params` to the tracker at `url` and report the reply (or failure) with `announce_done`.
     Announce { url: TrackerUrl, params: AnnounceParams, timeout: Duration },
+    /// A peer's DHT node (its address, the port from its BEP 5 `port` message): a node for our DHT to try.
+    DhtNode(SocketAddr),
 }
 
 pub struct Torrent {
@@ -274,6 +280,12 @@ impl Torrent {
         self.addrs.add(addrs);
     }
 
+    /// Peers the DHT found: into the address book and dialled at once, as a tracker's are.
+    pub fn found_peers(&mut self, now: Instant, addrs: impl IntoIterator<Item = SocketAddr>) {
+        self.addrs.add(addrs);
+        self.dial(now);
+    }
+
     pub fn poll_action(&mut self) -> Option<Action> {
         self.actions.pop_front()
     }
@@ -295,6 +307,7 @@ impl Torrent {
                 metadata_size: self.metadata().size().and_then(|n| u32::try_from(n).ok()),
                 pex: self.pex_allowed(),
                 port: Some(self.cfg.listen_port),
+                dht_port: self.uses_dht().then_some(self.cfg.listen_port),
             },
         }
     }
@@ -465,6 +478,11 @@ impl Torrent {
             // We have the metadata: what others offer of it is of no use.
             Event::MetadataSize(_) | Event::Metadata(_) => {}
             Event::Pex(pex) => self.on_pex(now, key, pex),
+            Event::DhtPort(port) => {
+                if let Some(p) = self.peers.get(&key) {
+                    self.actions.push_back(Action::DhtNode(SocketAddr::new(p.addr().ip(), port)));
+                }
+            }
         }
         Ok(())
     }
@@ -506,6 +524,11 @@ impl Torrent {
     /// PEX is on: not a private torrent (BEP 27), and not turned off.
     fn pex_allowed(&self) -> bool {
         self.cfg.pex && !self.meta.private
+    }
+
+    /// The DHT is on: not a private torrent (BEP 27), and not turned off. A stopping session no longer uses it.
+    pub fn uses_dht(&self) -> bool {
+        self.cfg.dht && !self.meta.private && !self.stopping && !self.finished
     }
 
     /// A newcomer with few pieces (BEP 6): the pieces of its allowed-fast set that we have, to fetch while choked.

@@ -81,6 +81,15 @@ impl Session {
         }
     }
 
+    /// Whether this session looks for peers in the DHT now (see `Torrent::uses_dht`, `Fetch::uses_dht`).
+    pub fn uses_dht(&self) -> bool {
+        match self {
+            Session::Metadata { fetch, .. } => fetch.uses_dht(),
+            Session::Data(t) => t.uses_dht(),
+            Session::Failed { .. } => false,
+        }
+    }
+
     pub fn tracker_urls(&self) -> Vec<TrackerUrl> {
         match self {
             Session::Metadata { fetch, .. } => fetch.tracker_urls(),
@@ -93,6 +102,15 @@ impl Session {
         match self {
             Session::Metadata { fetch, .. } => fetch.add_peer_addrs(addrs),
             Session::Data(t) => t.add_peer_addrs(addrs),
+            Session::Failed { .. } => {}
+        }
+    }
+
+    /// Peers the DHT found: added to the address book and dialled at once (see `Torrent::found_peers`).
+    pub fn found_peers(&mut self, now: Instant, addrs: impl IntoIterator<Item = SocketAddr>) {
+        match self {
+            Session::Metadata { fetch, .. } => fetch.found_peers(now, addrs),
+            Session::Data(t) => t.found_peers(now, addrs),
             Session::Failed { .. } => {}
         }
     }

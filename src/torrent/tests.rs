@@ -583,3 +583,53 @@ fn peers_hear_of_each_other_through_pex() {
     let told = told.expect("a PEX message to peer 1");
     assert_eq!(told.added.iter().map(|(a, _)| *a).collect::<Vec<_>>(), vec![addr(3)]);
 }
+
+#[test]
+fn a_peers_port_message_becomes_a_dht_node_and_a_private_torrent_never_uses_the_dht() {
+    let content = data(50_000, 13);
+    for private in [false, true] {
+        let mut meta = meta_for(&content, 16 * 1024);
+        meta.private = private;
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(&meta, dir.path().join(&meta.name), OpenMode::Leech).unwrap();
+        let mut c = cfg(1, 7001);
+        c.dht = true;
+        let now = Instant::now();
+        let mut t = Torrent::new(meta.clone(), storage, Bitfield::new(meta.piece_count()), c, now).unwrap();
+        assert_eq!(t.uses_dht(), !private, "BEP 27: never for a private torrent, whatever the flag says");
+        let peer: SocketAddr = "127.0.0.9:6999".parse().unwrap();
+        t.peer_connected(now, 1, 0, peer, false);
+        let mut h = Handshake::new(meta.info_hash, [9; 20]);
+        h.reserved[7] |= 0x01;
+        let mut input = Vec::new();
+        h.encode(&mut input);
+        wire::encode_port(&mut input, 7123);
+        t.peer_input(now, 1, &input).unwrap();
+        let mut out = Vec::new();
+        t.peer_transmit(now, 1, &mut out);
+        let ours = Handshake::decode(&out).unwrap().unwrap();
+        assert_eq!(ours.supports_dht(), !private);
+        let said_port = out[wire::HANDSHAKE_LEN..].windows(7).any(|w| w == [0, 0, 0, 3, 9, 0x1B, 0x59]);
+        assert_eq!(said_port, !private, "our DHT port (the peer port, 7001) after the handshake");
+        let nodes: Vec<SocketAddr> = std::iter::from_fn(|| t.poll_action())
+            .filter_map(|a| if let Action::DhtNode(n) = a { Some(n) } else { None })
+            .collect();
+        let want: Vec<SocketAddr> = if private { vec![] } else { vec!["127.0.0.9:7123".parse().unwrap()] };
+        assert_eq!(nodes, want);
+        t.stop(now);
+        assert!(!t.uses_dht(), "a stopping session leaves the DHT");
+    }
+}
+
+#[test]
+fn peers_the_dht_finds_are_dialled_at_once_but_never_ourselves() {
+    let content = data(50_000, 14);
+    let meta = meta_for(&content, 16 * 1024);
+    let mut node = leech_node(&meta, 1);
+    let now = Instant::now();
+    while node.t.poll_action().is_some() {}
+    // 127.0.0.1:7001 is our own listen port: our own announce coming back.
+    node.t.found_peers(now, [addr(2), addr(1), addr(2)]);
+    let dials: Vec<Action> = std::iter::from_fn(|| node.t.poll_action()).collect();
+    assert_eq!(dials, vec![Action::Connect(addr(2))]);
+}

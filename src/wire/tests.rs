@@ -321,3 +321,29 @@ fn never_panics_on_hostile_input() {
         let _ = Handshake::decode(&input);
     }
 }
+
+/// BEP 5 `port`: exactly two bytes of port after the id (a length prefix of 3); any other length is a protocol
+/// error, judged from the prefix before the body arrives.
+#[test]
+fn a_port_message_is_exactly_three_bytes_long() {
+    let l = limits();
+    assert_eq!(decode(&[0, 0, 0, 3, 9, 0x1A, 0xE1], &l), Ok(Some((Message::Port(6881), 7))));
+    assert_eq!(decode(&[0, 0, 0, 3, 9, 0x1A], &l), Ok(None), "the body is not all here yet");
+    assert_eq!(decode(&[0, 0, 0, 3, 9, 0, 0, 0, 0, 0, 1], &l), Ok(Some((Message::Port(0), 7))), "the rest waits");
+    for bad in [&[0u8, 0, 0, 2, 9, 0x1A][..], &[0, 0, 0, 4, 9, 0x1A, 0xE1, 0], &[0, 0, 0, 4, 9], &[0, 0, 0, 1, 9]] {
+        assert!(
+            matches!(decode(bad, &l), Err(WireError::WrongLength { id: 9, expected: 3, .. })),
+            "{bad:?} must be refused"
+        );
+    }
+}
+
+#[test]
+fn the_dht_bit_is_the_last_bit_of_the_reserved_bytes() {
+    let mut h = Handshake::new([1; 20], [2; 20]);
+    assert!(!h.supports_dht());
+    h.reserved[7] = 0x01;
+    assert!(h.supports_dht() && !h.supports_fast());
+    h.reserved[7] = 0xFE;
+    assert!(!h.supports_dht());
+}

@@ -22,9 +22,23 @@ pub fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
 }
 
+/// `toybt ARGS` as a command. A `seed` or `leech` that does not say how to use the DHT gets `--no-dht`: a test must
+/// never reach the public DHT routers (tests/dht.rs gives its own with `--dht-bootstrap`).
+pub fn toybt_command<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Command {
+    let mut cmd = Command::new(toybt_bin());
+    cmd.args(args);
+    let words: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_ref()).collect();
+    let swarm = words.first().is_some_and(|w| *w == "seed" || *w == "leech");
+    let says_dht = words.iter().any(|w| *w == "--no-dht" || *w == "--dht-bootstrap");
+    if swarm && !says_dht {
+        cmd.arg("--no-dht");
+    }
+    cmd
+}
+
 /// Runs `toybt ARGS` to completion and returns (exit code, stdout, stderr).
 pub fn run_toybt(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(toybt_bin()).args(args).env("RUST_LOG", "info").output().expect("run toybt");
+    let out = toybt_command(args).env("RUST_LOG", "info").output().expect("run toybt");
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -98,8 +112,8 @@ impl Proc {
 
     /// Starts the toybt binary with `args`.
     pub fn toybt(name: &str, args: &[&str]) -> Proc {
-        let mut cmd = Command::new(toybt_bin());
-        cmd.args(args).env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()));
+        let mut cmd = toybt_command(args);
+        cmd.env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()));
         Proc::spawn(name, cmd)
     }
 
