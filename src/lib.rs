@@ -8,6 +8,7 @@ pub mod bitfield;
 pub mod choker;
 pub mod cli;
 pub mod create;
+pub mod dht;
 pub mod error;
 pub mod http;
 pub mod json;
