@@ -41,9 +41,14 @@ pub struct Entry {
 }
 
 impl Entry {
+    /// Bad does not depend on the time: only unanswered queries make a node bad.
+    pub fn is_bad(&self) -> bool {
+        self.failures >= BAD_AFTER
+    }
+
     pub fn status(&self, now: Instant) -> Status {
         let recent = |t: Instant| now.saturating_duration_since(t) < GOOD_FOR;
-        if self.failures >= BAD_AFTER {
+        if self.is_bad() {
             Status::Bad
         } else if self.failures == 0 && (recent(self.last_reply) || self.last_query.is_some_and(recent)) {
             Status::Good
@@ -226,20 +231,19 @@ impl Table {
 
     /// Up to `n` nodes closest to `target`, never bad ones; nodes that missed their last query come after all
     /// others, so answers and lookups go to nodes known to be there first.
-    pub fn closest(&self, now: Instant, target: &Id, n: usize) -> Vec<Contact> {
-        let mut all: Vec<&Entry> =
-            self.buckets.iter().flat_map(|b| &b.nodes).filter(|e| e.status(now) != Status::Bad).collect();
-        all.sort_by_key(|e| (e.failures > 0, id::distance(&e.contact.id, target)));
+    pub fn closest(&self, target: &Id, n: usize) -> Vec<Contact> {
+        let mut all: Vec<&Entry> = self.buckets.iter().flat_map(|b| &b.nodes).filter(|e| !e.is_bad()).collect();
+        all.sort_by_cached_key(|e| (e.failures > 0, id::distance(&e.contact.id, target)));
         all.into_iter().take(n).map(|e| e.contact).collect()
     }
 
     /// Nodes that are not bad.
-    pub fn len(&self, now: Instant) -> usize {
-        self.buckets.iter().flat_map(|b| &b.nodes).filter(|e| e.status(now) != Status::Bad).count()
+    pub fn len(&self) -> usize {
+        self.buckets.iter().flat_map(|b| &b.nodes).filter(|e| !e.is_bad()).count()
     }
 
-    pub fn is_empty(&self, now: Instant) -> bool {
-        self.len(now) == 0
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// Entries of every status plus waiting replacements (for memory bounds).
@@ -278,9 +282,24 @@ impl Table {
         Some(id::random_with_prefix(&self.own, i, i < last, rng))
     }
 
+    /// A random id in each bucket but the last that holds fewer than K nodes (the last is what the bootstrap lookup
+    /// for our own id fills): looking them up right after joining fills the far buckets, which lookups for other
+    /// targets start from. Those buckets count as changed now.
+    pub fn sparse_targets(&mut self, now: Instant, rng: &mut Rng) -> Vec<Id> {
+        let last = self.buckets.len() - 1;
+        let mut targets = Vec::new();
+        for (i, b) in self.buckets.iter_mut().enumerate().take(last) {
+            if b.nodes.iter().filter(|e| !e.is_bad()).count() < K {
+                b.last_changed = now;
+                targets.push(id::random_with_prefix(&self.own, i, true, rng));
+            }
+        }
+        targets
+    }
+
     /// Good and questionable nodes, for saving.
-    pub fn contacts(&self, now: Instant) -> Vec<Contact> {
-        self.closest(now, &self.own, usize::MAX)
+    pub fn contacts(&self) -> Vec<Contact> {
+        self.closest(&self.own, usize::MAX)
     }
 }
 

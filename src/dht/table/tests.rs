@@ -26,16 +26,16 @@ fn the_last_bucket_splits_and_far_buckets_fill_to_k() {
         let r = t.heard_reply(now, contact(id_at(0, n + 1), u32::from(n)));
         assert!(matches!(r, Insert::Added | Insert::Full { .. }), "{r:?}");
     }
-    assert_eq!(t.len(now), K);
+    assert_eq!(t.len(), K);
     for n in 0..20u8 {
         t.heard_reply(now, contact(id_at(3, n + 1), 100 + u32::from(n)));
     }
-    assert_eq!(t.len(now), 2 * K);
+    assert_eq!(t.len(), 2 * K);
     assert!(t.buckets() >= 4, "buckets split down to prefix 3: {}", t.buckets());
     for n in 0..4u8 {
         assert_eq!(t.heard_reply(now, contact(id_at(100, n + 1), 200 + u32::from(n))), Insert::Added);
     }
-    assert_eq!(t.len(now), 2 * K + 4);
+    assert_eq!(t.len(), 2 * K + 4);
 }
 
 #[test]
@@ -48,7 +48,7 @@ fn our_own_id_and_a_known_id_at_another_address_are_refused() {
     assert_eq!(t.heard_reply(now, contact(id_at(0, 1), 1)), Insert::Updated);
     // The same address with a new id: the node restarted.
     assert_eq!(t.heard_reply(now, contact(id_at(0, 2), 1)), Insert::Added);
-    assert_eq!(t.len(now), 1);
+    assert_eq!(t.len(), 1);
     assert_eq!(t.get(contact(OWN, 1).addr).unwrap().contact.id, id_at(0, 2));
 }
 
@@ -69,8 +69,8 @@ fn nodes_turn_questionable_after_15_minutes_and_bad_after_failures() {
     assert_eq!(t.get(c.addr).unwrap().status(later), Status::Questionable);
     t.failed(later, c.addr);
     assert_eq!(t.get(c.addr).unwrap().status(later), Status::Bad);
-    assert_eq!(t.len(later), 0);
-    assert_eq!(t.closest(later, &OWN, 8), vec![]);
+    assert_eq!(t.len(), 0);
+    assert_eq!(t.closest(&OWN, 8), vec![]);
     t.heard_reply(later, c);
     assert_eq!(t.get(c.addr).unwrap().status(later), Status::Good, "an answer clears the failures");
 }
@@ -128,10 +128,10 @@ fn closest_sorts_by_distance_and_puts_failed_nodes_last() {
     for (n, prefix) in [10usize, 3, 7, 1].into_iter().enumerate() {
         t.heard_reply(now, contact(id_at(prefix, 1), n as u32));
     }
-    let ids: Vec<Id> = t.closest(now, &OWN, 3).iter().map(|c| c.id).collect();
+    let ids: Vec<Id> = t.closest(&OWN, 3).iter().map(|c| c.id).collect();
     assert_eq!(ids, vec![id_at(10, 1), id_at(7, 1), id_at(3, 1)]);
     t.failed(now, contact(OWN, 0).addr);
-    let ids: Vec<Id> = t.closest(now, &OWN, 4).iter().map(|c| c.id).collect();
+    let ids: Vec<Id> = t.closest(&OWN, 4).iter().map(|c| c.id).collect();
     assert_eq!(ids, vec![id_at(7, 1), id_at(3, 1), id_at(1, 1), id_at(10, 1)]);
 }
 
@@ -162,12 +162,29 @@ fn a_saved_table_loads_back_and_bad_saves_are_errors_with_context() {
     for n in 0..5u8 {
         t.heard_reply(now, contact(id_at(usize::from(n) * 7, 1), u32::from(n)));
     }
-    let saved = encode_saved(&OWN, &t.contacts(now));
+    let saved = encode_saved(&OWN, &t.contacts());
     let (id, nodes) = decode_saved(&saved).unwrap();
     assert_eq!((id, nodes.len()), (OWN, 5));
-    assert_eq!(nodes, t.contacts(now));
+    assert_eq!(nodes, t.contacts());
     assert!(decode_saved(b"").unwrap_err().contains("saved DHT table"));
     assert!(decode_saved(b"d2:id3:abc5:nodes0:e").unwrap_err().contains("20-byte id"));
     let bad = b"d2:id20:aaaaaaaaaaaaaaaaaaaa5:nodes3:abce";
     assert!(decode_saved(bad).unwrap_err().contains("multiple of 26"));
+}
+
+#[test]
+fn sparse_buckets_but_the_last_give_refresh_targets() {
+    let now = Instant::now();
+    let mut t = Table::new(now, OWN);
+    let mut rng = Rng::new(9);
+    for n in 0..K as u8 {
+        t.heard_reply(now, contact(id_at(0, n + 1), u32::from(n)));
+    }
+    t.heard_reply(now, contact(id_at(2, 1), 50));
+    t.heard_reply(now, contact(id_at(9, 1), 51));
+    // Buckets: prefix 0 (full), 1 (empty), 2.. : the last holds prefix >= 1 until it splits.
+    let targets = t.sparse_targets(now, &mut rng);
+    let prefixes: Vec<usize> = targets.iter().map(|id| id::common_prefix_len(&OWN, id)).collect();
+    assert!(prefixes.iter().all(|&p| p > 0 && p < t.buckets() - 1), "{prefixes:?}");
+    assert_eq!(prefixes.len(), t.buckets() - 2, "every bucket but the full first and the last");
 }
