@@ -3,7 +3,9 @@
 //! answerer's token, for the announce that follows.
 //!
 //! Only the K closest live candidates are ever asked: a farther one is asked only once a closer one failed. That is
-//! what keeps the packets per lookup near K plus the rounds it takes to get close.
+//! what keeps the packets per lookup near K plus the rounds it takes to get close. A query unanswered for a while
+//! (the caller says so with [`Lookup::slow`]) stops holding its place: the lookup goes on as if it had failed, and
+//! still takes its answer if it comes, so one dead node costs a short wait instead of the whole timeout.
 
 use std::net::SocketAddrV4;
 
@@ -20,6 +22,8 @@ pub const MAX_CANDIDATES: usize = 32;
 enum State {
     Fresh,
     Asked,
+    /// Asked a while ago and not answered yet: out of the way, but its answer still counts.
+    Slow,
     Answered,
     Failed,
 }
@@ -71,6 +75,11 @@ impl Lookup {
         self.candidates.iter().filter(|c| c.state == State::Asked).count()
     }
 
+    /// Candidates that hold a place among the K closest: not failed, not slow.
+    fn live(&self) -> impl Iterator<Item = &Candidate> {
+        self.candidates.iter().filter(|c| !matches!(c.state, State::Failed | State::Slow))
+    }
+
     /// The next node to ask, if fewer than α are in flight and one of the K closest live candidates is unasked.
     pub fn next_query(&mut self) -> Option<Contact> {
         if self.in_flight() >= ALPHA {
@@ -79,7 +88,7 @@ impl Lookup {
         let c = self
             .candidates
             .iter_mut()
-            .filter(|c| c.state != State::Failed)
+            .filter(|c| !matches!(c.state, State::Failed | State::Slow))
             .take(K)
             .find(|c| c.state == State::Fresh)?;
         c.state = State::Asked;
@@ -88,7 +97,14 @@ impl Lookup {
     }
 
     fn asked_at(&mut self, addr: SocketAddrV4) -> Option<&mut Candidate> {
-        self.candidates.iter_mut().find(|c| c.contact.addr == addr && c.state == State::Asked)
+        self.candidates.iter_mut().find(|c| c.contact.addr == addr && matches!(c.state, State::Asked | State::Slow))
+    }
+
+    /// The query to `addr` is taking long: let the lookup move on without it.
+    pub fn slow(&mut self, addr: SocketAddrV4) {
+        if let Some(c) = self.candidates.iter_mut().find(|c| c.contact.addr == addr && c.state == State::Asked) {
+            c.state = State::Slow;
+        }
     }
 
     /// `addr` answered as `id`, with `nodes` and maybe a token; false if we were not waiting for it.
@@ -116,7 +132,7 @@ impl Lookup {
 
     /// Done when the K closest live candidates have answered, or no live candidate is left to wait for.
     pub fn is_done(&self) -> bool {
-        for c in self.candidates.iter().filter(|c| c.state != State::Failed).take(K) {
+        for c in self.live().take(K) {
             if c.state != State::Answered {
                 return false;
             }
@@ -206,6 +222,29 @@ mod tests {
             }
         }
         assert_eq!(sent, 9, "the ninth node replaces the failed first");
+        assert_eq!(l.answers(), 8);
+    }
+
+    #[test]
+    fn a_slow_node_makes_way_and_its_late_answer_still_counts() {
+        let seeds: Vec<Contact> = (1..=9).map(|n| node(n as u8, n)).collect();
+        let mut l = Lookup::new([0; 20], &seeds);
+        let first = l.next_query().unwrap();
+        l.next_query();
+        l.next_query();
+        assert!(l.next_query().is_none());
+        l.slow(first.addr);
+        assert_eq!(l.next_query().unwrap().id[0], 4, "a slot opened");
+        assert!(l.answered(first.addr, first.id, None, &[]), "the late answer is taken");
+        assert_eq!(l.closest_answered(1)[0].0.id[0], 1);
+        // Eight answered (the slow one included) while another node is still slow: done.
+        let mut l = Lookup::new([0; 20], &seeds);
+        let first = l.next_query().unwrap();
+        l.slow(first.addr);
+        while let Some(c) = l.next_query() {
+            assert!(l.answered(c.addr, c.id, None, &[]));
+        }
+        assert!(l.is_done());
         assert_eq!(l.answers(), 8);
     }
 

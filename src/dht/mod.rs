@@ -39,6 +39,9 @@ pub const DEFAULT_ROUTERS: [&str; 3] =
 
 /// A query without an answer after this counts as failed.
 pub const QUERY_TIMEOUT: Duration = Duration::from_secs(2);
+/// A lookup query without an answer after this stops holding up its lookup (its answer still counts until
+/// [`QUERY_TIMEOUT`]).
+pub const SLOW_AFTER: Duration = Duration::from_millis(700);
 /// Queries in flight at most; past it nothing new is sent until answers or timeouts free a slot.
 pub const MAX_OUTSTANDING: usize = 256;
 /// Answers waiting for the socket; past it the oldest is dropped (its asker has likely given up).
@@ -58,6 +61,8 @@ pub const RELOOKUP_MIN: Duration = Duration::from_secs(15 * 60);
 pub const RELOOKUP_SPREAD: Duration = Duration::from_secs(15 * 60);
 /// A lookup that reached nobody is retried this soon.
 pub const RETRY_EMPTY: Duration = Duration::from_secs(15);
+/// Addresses given to `add_node` that are pinged again while the table is empty (the routers that did not answer).
+const MAX_RETRY_ADDRS: usize = 16;
 /// Our own addresses as others reported them (BEP 42 `ip`) or as found by reaching ourselves.
 const MAX_OWN_ADDRS: usize = 4;
 
@@ -130,6 +135,8 @@ enum Sent {
 struct Outstanding {
     to: SocketAddrV4,
     deadline: Instant,
+    /// For lookup queries not yet marked slow: when to mark them.
+    slow_at: Option<Instant>,
     sent: Sent,
 }
 
@@ -149,6 +156,7 @@ pub(crate) struct Finished {
     pub queries: usize,
 }
 
+/// The DHT node: see the module documentation. Its Debug shows the id and the counters, not the token secrets.
 pub struct Node {
     id: Id,
     rng: Rng,
@@ -166,6 +174,9 @@ pub struct Node {
     tracked: HashMap<Id, Tracked>,
     events: VecDeque<Event>,
     own_addrs: VecDeque<SocketAddrV4>,
+    /// Recent `add_node` addresses, pinged again every [`RETRY_EMPTY`] while the table is empty.
+    retry_addrs: VecDeque<SocketAddrV4>,
+    retry_at: Option<Instant>,
     /// Refresh lookups waiting to run one after the other (the sparse buckets after a bootstrap).
     refresh_queue: Vec<Id>,
     /// Whether a bootstrap lookup ever started; the first node in the table starts one.
@@ -179,6 +190,19 @@ pub struct Node {
     dropped: u64,
     #[cfg(test)]
     finished: Vec<Finished>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let id: String = self.id.iter().map(|b| format!("{b:02x}")).collect();
+        f.debug_struct("Node")
+            .field("id", &id)
+            .field("stats", &self.stats())
+            .field("outstanding", &self.outstanding.len())
+            .field("lookups", &self.lookups.len())
+            .field("tracked", &self.tracked.len())
+            .finish()
+    }
 }
 
 impl Node {
@@ -202,6 +226,8 @@ impl Node {
             tracked: HashMap::new(),
             events: VecDeque::new(),
             own_addrs: VecDeque::new(),
+            retry_addrs: VecDeque::new(),
+            retry_at: None,
             refresh_queue: Vec::new(),
             bootstrapped: false,
             bootstrap_due: None,
@@ -421,6 +447,16 @@ impl Node {
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
+        for o in self.outstanding.values_mut() {
+            if let (Some(at), Sent::Lookup(key)) = (o.slow_at, o.sent)
+                && at <= now
+            {
+                o.slow_at = None;
+                if let Some(a) = self.lookups.iter_mut().find(|a| a.key == key) {
+                    a.lookup.slow(o.to);
+                }
+            }
+        }
         let expired: Vec<[u8; 2]> =
             self.outstanding.iter().filter(|(_, o)| o.deadline <= now).map(|(k, _)| *k).collect();
         for k in expired {
@@ -429,6 +465,15 @@ impl Node {
             }
         }
         self.tokens.rotate(now, &mut self.rng);
+        if self.retry_at.is_some_and(|t| t <= now) {
+            self.retry_at = None;
+            if self.table.is_empty() {
+                for addr in self.retry_addrs.clone() {
+                    self.queue_ping(addr);
+                }
+                self.retry_at = Some(now + RETRY_EMPTY);
+            }
+        }
         if now >= self.next_maintenance {
             self.next_maintenance = now + MAINTENANCE_EVERY;
             self.store.expire(now);
@@ -541,7 +586,8 @@ impl Node {
 
     fn register(&mut self, now: Instant, tid: [u8; 2], to: SocketAddrV4, sent: Sent) {
         self.queries_out += 1;
-        self.outstanding.insert(tid, Outstanding { to, deadline: now + QUERY_TIMEOUT, sent });
+        let slow_at = matches!(sent, Sent::Lookup(_)).then_some(now + SLOW_AFTER);
+        self.outstanding.insert(tid, Outstanding { to, deadline: now + QUERY_TIMEOUT, slow_at, sent });
     }
 
     /// Finishes lookups that are done (or moves them on to announcing) and starts due ones; true if anything moved.
@@ -680,8 +726,9 @@ impl Node {
     pub fn poll_timeout(&self) -> Option<Instant> {
         let mut at = self.next_maintenance.min(self.tokens.next_rotation());
         let tracked = self.tracked.values().filter(|t| !t.active).map(|t| t.next_lookup);
-        let deadlines = self.outstanding.values().map(|o| o.deadline);
-        for t in tracked.chain(deadlines).chain(self.kick).chain(self.bootstrap_due) {
+        let deadlines = self.outstanding.values().map(|o| o.slow_at.map_or(o.deadline, |s| s.min(o.deadline)));
+        let others = [self.kick, self.bootstrap_due, self.retry_at];
+        for t in tracked.chain(deadlines).chain(others.into_iter().flatten()) {
             at = at.min(t);
         }
         Some(at)
@@ -697,6 +744,13 @@ impl Node {
         if let Some(addr) = ipv4(addr) {
             self.queue_ping(addr);
             self.kick = Some(now);
+            if !self.retry_addrs.contains(&addr) {
+                if self.retry_addrs.len() >= MAX_RETRY_ADDRS {
+                    self.retry_addrs.pop_front();
+                }
+                self.retry_addrs.push_back(addr);
+            }
+            self.retry_at.get_or_insert(now + RETRY_EMPTY);
         }
     }
 

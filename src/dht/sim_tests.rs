@@ -234,7 +234,8 @@ fn an_announced_peer_is_found_by_another_node_and_after_a_third_of_the_nodes_lef
     );
     assert!(first_peer_at.is_some(), "the leecher found the seeder: {:?}", sim.events[leecher]);
     assert_eq!(peers, 1);
-    assert!(sim.now - start < Duration::from_secs(2));
+    let leech_took = sim.now - start;
+    assert!(leech_took < Duration::from_secs(2), "{leech_took:?}");
 
     // Churn: a third of the nodes leave at once (never the late asker).
     let mut gone = 0;
@@ -246,8 +247,27 @@ fn an_announced_peer_is_found_by_another_node_and_after_a_third_of_the_nodes_lef
         }
     }
     sim.run_for(Duration::from_secs(5));
+    let start = sim.now;
     sim.track(late, hash, None);
     sim.lookup_done(late, hash);
+    let late_took = sim.now - start;
+    let queries = |sim: &Sim, i: usize| {
+        let node = sim.nodes[i].as_ref().expect("live");
+        node.finished.iter().rev().find(|f| f.target == hash).map_or(0, |f| f.queries)
+    };
+    println!(
+        "dht sim: get_peers before churn {} queries in {leech_took:?}, after a third left {} queries in {late_took:?}",
+        queries(&sim, leecher),
+        queries(&sim, late)
+    );
+    assert!(late_took < Duration::from_secs(10), "{late_took:?}");
+    let node = sim.nodes[late].as_ref().expect("live");
+    let finished = node.finished.iter().rev().find(|f| f.target == hash).expect("a finished lookup");
+    assert_eq!(
+        finished.closest,
+        sim.true_closest(&hash, late),
+        "after churn the lookup still reaches the closest live"
+    );
     let found = sim.events[late]
         .iter()
         .any(|e| matches!(e, Event::Peers { info_hash, peers } if *info_hash == hash && peers.contains(&seeder_peer)));

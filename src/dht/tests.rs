@@ -217,8 +217,8 @@ fn nodes_not_a_multiple_of_26_is_dropped_and_the_query_times_out() {
     n.handle_datagram(now, a("10.0.0.1:6881"), &bad);
     assert_eq!(n.stats().dropped, 1);
     assert!(n.poll_event().is_none());
-    let deadline = n.poll_timeout().unwrap();
-    assert_eq!(deadline, now + QUERY_TIMEOUT);
+    assert_eq!(n.poll_timeout(), Some(now + SLOW_AFTER));
+    let deadline = now + QUERY_TIMEOUT;
     n.handle_timeout(deadline);
     assert_eq!(n.tracked[&[9; 20]].next_lookup, deadline + RETRY_EMPTY, "nobody answered: retried soon");
     assert_eq!(n.poll_event(), Some(Event::LookupDone { info_hash: [9; 20], peers: 0, announced: 0 }));
@@ -419,9 +419,60 @@ fn unanswered_queries_fail_the_node_and_free_their_slot() {
     join(&mut n, now, "10.0.0.1:6881", id_near(1));
     let find = drain(&mut n, now);
     assert_eq!(find.len(), 1, "the bootstrap find_node");
+    assert_eq!(n.poll_timeout(), Some(now + SLOW_AFTER));
+    n.handle_timeout(now + SLOW_AFTER);
     assert_eq!(n.poll_timeout(), Some(now + QUERY_TIMEOUT));
     n.handle_timeout(now + QUERY_TIMEOUT);
     assert!(n.outstanding.is_empty());
     assert_eq!(n.table.get(v4("10.0.0.1:6881")).unwrap().failures, 1);
     assert!(n.poll_timeout().unwrap() > now + QUERY_TIMEOUT);
+}
+
+#[test]
+fn routers_that_do_not_answer_are_pinged_again_while_the_table_is_empty() {
+    let now = Instant::now();
+    let mut n = node(now);
+    n.add_node(now, a("10.0.0.1:6881"));
+    n.handle_timeout(now);
+    assert_eq!(drain(&mut n, now).len(), 1);
+    n.handle_timeout(now + QUERY_TIMEOUT);
+    let retry = now + RETRY_EMPTY;
+    assert_eq!(n.poll_timeout(), Some(retry));
+    n.handle_timeout(retry);
+    let sent = drain(&mut n, retry);
+    assert_eq!(sent.iter().map(|(to, _)| *to).collect::<Vec<_>>(), vec![a("10.0.0.1:6881")]);
+    let tid = krpc::decode(&sent[0].1).unwrap().tid.to_vec();
+    n.handle_datagram(retry, a("10.0.0.1:6881"), &response(&tid, id_near(1), vec![], vec![], None));
+    assert_eq!(n.stats().nodes, 1);
+    let later = retry + RETRY_EMPTY;
+    n.handle_timeout(later);
+    assert!(
+        drain(&mut n, later)
+            .iter()
+            .all(|(_, d)| !matches!(krpc::decode(d).unwrap().body, Body::Query { query: Query::Ping, .. })),
+        "no more pings once the table has a node"
+    );
+    assert!(format!("{n:?}").contains("nodes: 1"));
+}
+
+#[test]
+fn a_slow_node_does_not_hold_up_a_lookup() {
+    let now = Instant::now();
+    let mut n = node(now);
+    for i in 1..=4u8 {
+        join(&mut n, now, &format!("10.0.0.{i}:6881"), id_near(i));
+    }
+    drain(&mut n, now);
+    let get_peers = |sent: Vec<(SocketAddr, Vec<u8>)>| {
+        let is_get =
+            |d: &[u8]| matches!(krpc::decode(d).unwrap().body, Body::Query { query: Query::GetPeers { .. }, .. });
+        sent.into_iter().filter(|(_, d)| is_get(d)).count()
+    };
+    n.track(now, [0x80; 20], None);
+    n.handle_timeout(now);
+    assert_eq!(get_peers(drain(&mut n, now)), lookup::ALPHA);
+    let slow = now + SLOW_AFTER;
+    assert!(n.poll_timeout().unwrap() <= slow);
+    n.handle_timeout(slow);
+    assert_eq!(get_peers(drain(&mut n, slow)), 1, "a slot opened for the fourth node");
 }
