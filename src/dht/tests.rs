@@ -476,3 +476,54 @@ fn a_slow_node_does_not_hold_up_a_lookup() {
     n.handle_timeout(slow);
     assert_eq!(get_peers(drain(&mut n, slow)), 1, "a slot opened for the fourth node");
 }
+
+/// Mutated valid messages (queries, and answers carrying live transaction ids) and random bytes from a handful of
+/// addresses, with the clock moving: the node never panics, never sends to port 0, and stays within its bounds.
+#[test]
+fn never_panics_on_mutated_datagrams() {
+    let start = Instant::now();
+    let mut n = node(start);
+    for i in 1..=10u8 {
+        join(&mut n, start, &format!("10.0.0.{i}:6881"), id_near(i));
+    }
+    n.track(start, [0x81; 20], Some(0));
+    let mut rng = crate::test_data::XorShift(0xd47_5eed);
+    let mut now = start;
+    let mut live_tids: Vec<(SocketAddr, Vec<u8>)> = Vec::new();
+    for round in 0..20_000u32 {
+        now += Duration::from_millis(rng.below(50) as u64);
+        let from = SocketAddr::from(([10, 0, 0, 1 + rng.below(12) as u8], 6881));
+        let tid = live_tids.get(rng.below(live_tids.len().max(1))).map_or(b"aa".to_vec(), |(_, t)| t.clone());
+        let nodes = vec![Contact { id: id_near(rng.below(250) as u8 + 1), addr: v4("10.0.0.3:6881") }];
+        let valid = match round % 5 {
+            0 => query(&tid, id_near(3), Query::GetPeers { info_hash: [0x81; 20] }),
+            1 => query(
+                &tid,
+                id_near(4),
+                Query::AnnouncePeer { info_hash: [1; 20], port: 9, implied_port: true, token: b"x" },
+            ),
+            2 => response(&tid, id_near(5), nodes, vec![v4("10.9.9.9:9")], Some(b"tk")),
+            3 => b"d1:eli201e5:oopsie1:t2:aa1:y1:ee".to_vec(),
+            _ => (0..rng.below(100)).map(|_| rng.next() as u8).collect(),
+        };
+        let input = if round % 3 == 0 { valid } else { rng.mutated(&valid, 3, |r| r.next() as u8) };
+        n.handle_datagram(now, from, &input);
+        if round % 7 == 0 {
+            n.handle_timeout(now);
+        }
+        let mut out = Vec::new();
+        while let Some(to) = n.poll_datagram(now, &mut out) {
+            assert_ne!(to.port(), 0);
+            if let Ok(Message { tid, body: Body::Query { .. } }) = krpc::decode(&out) {
+                live_tids.push((to, tid.to_vec()));
+                if live_tids.len() > 64 {
+                    live_tids.remove(0);
+                }
+            }
+            out.clear();
+        }
+        while n.poll_event().is_some() {}
+        assert!(n.outstanding.len() <= MAX_OUTSTANDING && n.lookups.len() <= MAX_LOOKUPS + 1);
+    }
+    assert!(n.stats().queries_in > 1000 && n.stats().dropped > 1000, "{:?}", n.stats());
+}

@@ -153,6 +153,8 @@ fn broken_packets_and_broken_responses_are_dropped_without_a_word() {
         b"d1:el3:abci201ee1:t2:aa1:y1:ee".to_vec(),
         long_list.into_bytes(),
         vec![b'l'; 100_000],
+        vec![b'l'; 4000],
+        b"d1:ad2:id20:abcdefghij0123456789e1:q4:ping1:t2:aa1:y1:qe1:x".to_vec(),
     ];
     for bad in &cases {
         assert!(
