@@ -288,7 +288,9 @@ impl Node {
 
     fn on_query(&mut self, now: Instant, from: SocketAddrV4, tid: &[u8], id: Id, read_only: bool, query: Query<'_>) {
         if id == self.id {
-            // Ourselves (a loop through a router or a bootstrap address that is us), or a node faking our id.
+            // Our own query come back (a bootstrap address that is us): that address is ours, never to be asked
+            // again. A node faking our id only makes us ignore it.
+            self.note_own(from);
             self.dropped += 1;
             return;
         }

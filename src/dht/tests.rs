@@ -527,3 +527,20 @@ fn never_panics_on_mutated_datagrams() {
     }
     assert!(n.stats().queries_in > 1000 && n.stats().dropped > 1000, "{:?}", n.stats());
 }
+
+#[test]
+fn a_bootstrap_address_that_is_ourselves_is_asked_once_and_never_again() {
+    let now = Instant::now();
+    let mut n = node(now);
+    let me = a("127.0.0.1:6881");
+    n.add_node(now, me);
+    n.handle_timeout(now);
+    let sent = drain(&mut n, now);
+    assert_eq!(sent.len(), 1);
+    // The socket delivers our own ping to us.
+    n.handle_datagram(now, me, &sent[0].1);
+    assert!(drain(&mut n, now).is_empty(), "no answer to ourselves");
+    n.handle_timeout(now + QUERY_TIMEOUT);
+    n.handle_timeout(now + RETRY_EMPTY);
+    assert!(drain(&mut n, now + RETRY_EMPTY).is_empty(), "our own address is not pinged again");
+}
