@@ -273,3 +273,43 @@ fn an_announced_peer_is_found_by_another_node_and_after_a_third_of_the_nodes_lef
         .any(|e| matches!(e, Event::Peers { info_hash, peers } if *info_hash == hash && peers.contains(&seeder_peer)));
     assert!(found, "after churn the peer is still found: {:?}", sim.events[late]);
 }
+
+/// Two idle hours of a 50-node network where five nodes track a torrent: tables stay full, tracked hashes are
+/// looked up and re-announced every 15 to 30 minutes, and the background traffic stays a few datagrams a minute.
+#[test]
+fn an_idle_network_stays_quiet_keeps_its_tables_and_re_announces() {
+    let mut sim = Sim::network(3, 50);
+    let hash = sim.rng.id();
+    let trackers = [3, 14, 25, 36, 47];
+    for &i in &trackers {
+        sim.track(i, hash, Some(7000 + i as u16));
+    }
+    sim.run_for(Duration::from_secs(60));
+    let tables_before: Vec<usize> = (0..50).map(|i| sim.nodes[i].as_ref().map_or(0, |n| n.stats().nodes)).collect();
+    let sent_before: u64 = sim.sent.iter().sum();
+    let hours = 2;
+    sim.run_for(Duration::from_secs(hours * 3600));
+    let per_node_minute = (sim.sent.iter().sum::<u64>() - sent_before) as f64 / 50.0 / (hours * 60) as f64;
+    println!("dht sim: idle 50-node network, {per_node_minute:.2} datagrams per node per minute");
+    assert!(per_node_minute < 6.0, "{per_node_minute}");
+    for (i, before) in tables_before.iter().enumerate() {
+        let now = sim.nodes[i].as_ref().map_or(0, |n| n.stats().nodes);
+        assert!(now + 2 >= *before, "node {i}: table went from {before} to {now}");
+    }
+    for &i in &trackers {
+        let done = sim.events[i]
+            .iter()
+            .filter(|e| matches!(e, Event::LookupDone { info_hash, .. } if *info_hash == hash))
+            .count();
+        assert!((5..=9).contains(&done), "node {i}: {done} lookups in {hours} hours");
+        let found: std::collections::HashSet<SocketAddr> = sim.events[i]
+            .iter()
+            .filter_map(|e| match e {
+                Event::Peers { peers, .. } => Some(peers.clone()),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        assert!(found.len() >= 4, "node {i} found the other trackers: {found:?}");
+    }
+}
