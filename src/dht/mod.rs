@@ -194,9 +194,8 @@ pub struct Node {
 
 impl std::fmt::Debug for Node {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let id: String = self.id.iter().map(|b| format!("{b:02x}")).collect();
         f.debug_struct("Node")
-            .field("id", &id)
+            .field("id", &hex(&self.id))
             .field("stats", &self.stats())
             .field("outstanding", &self.outstanding.len())
             .field("lookups", &self.lookups.len())
@@ -637,9 +636,13 @@ impl Node {
             Phase::Announcing { acked, .. } => acked,
             Phase::Searching => 0,
         };
+        let what = match a.purpose {
+            Purpose::Bootstrap => "bootstrap (find_node for our id)".to_string(),
+            Purpose::Refresh => format!("refresh (find_node {})", hex(&a.lookup.target())),
+            Purpose::Track(info_hash) => format!("get_peers {}", hex(&info_hash)),
+        };
         log::debug!(
-            "dht: lookup {:?} done: {} queries, {answers} answers, {} peers, announced to {announced}",
-            a.purpose,
+            "dht: lookup {what} done: {} queries, {answers} answers, {} peers, announced to {announced}",
             a.lookup.queries,
             a.peers.len()
         );
@@ -837,6 +840,10 @@ enum Ask {
     FindNode(Id),
     GetPeers(Id),
     Announce { info_hash: Id, port: u16, token: Vec<u8> },
+}
+
+fn hex(id: &Id) -> String {
+    id.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// IPv4 addresses, v4-mapped IPv6 ones as IPv4; None for real IPv6 (BEP 5 is IPv4 only).
