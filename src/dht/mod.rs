@@ -764,6 +764,10 @@ impl Node {
     /// lookups.
     pub fn track(&mut self, now: Instant, info_hash: [u8; 20], port: Option<u16>) {
         let t = self.tracked.entry(info_hash).or_insert(Tracked { port, next_lookup: now, active: false });
+        if t.port != port && !t.active {
+            // A new port to announce (the torrent now serves data): announce it now, not in half an hour.
+            t.next_lookup = now;
+        }
         t.port = port;
         for a in self.lookups.iter_mut().filter(|a| a.purpose == Purpose::Track(info_hash)) {
             a.port = port;

@@ -544,3 +544,33 @@ fn a_bootstrap_address_that_is_ourselves_is_asked_once_and_never_again() {
     n.handle_timeout(now + RETRY_EMPTY);
     assert!(drain(&mut n, now + RETRY_EMPTY).is_empty(), "our own address is not pinged again");
 }
+
+#[test]
+fn tracking_again_with_a_new_port_looks_up_now_and_the_same_port_does_not() {
+    let now = Instant::now();
+    let mut n = node(now);
+    join(&mut n, now, "10.0.0.1:6881", id_near(1));
+    drain(&mut n, now);
+    let hash = [0x81; 20];
+    n.track(now, hash, None);
+    n.handle_timeout(now);
+    let sent = drain(&mut n, now);
+    let get_peers =
+        |d: &[u8]| matches!(krpc::decode(d).unwrap().body, Body::Query { query: Query::GetPeers { .. }, .. });
+    assert_eq!(sent.iter().filter(|(_, d)| get_peers(d)).count(), 1);
+    n.track(now, hash, None);
+    n.handle_timeout(now);
+    assert!(drain(&mut n, now).is_empty(), "no second lookup while one runs");
+    // The node answers the lookup: it ends, and the next one is due in 15 to 30 minutes.
+    let (_, get) = sent.iter().find(|(_, d)| get_peers(d)).unwrap();
+    let tid = krpc::decode(get).unwrap().tid.to_vec();
+    n.handle_datagram(now, a("10.0.0.1:6881"), &response(&tid, id_near(1), vec![], vec![], Some(b"t")));
+    assert!(matches!(n.poll_event(), Some(Event::LookupDone { .. })));
+    let later = now + Duration::from_secs(1);
+    n.track(later, hash, None);
+    n.handle_timeout(later);
+    assert!(!drain(&mut n, later).iter().any(|(_, d)| get_peers(d)), "the same port: no new lookup");
+    n.track(later, hash, Some(6000));
+    n.handle_timeout(later);
+    assert!(drain(&mut n, later).iter().any(|(_, d)| get_peers(d)), "a new port to announce: a lookup now");
+}
