@@ -78,7 +78,8 @@ pub fn run(mut args: pico_args::Arguments) -> Result<()> {
         None => default_host(opts.bind).to_string(),
     };
 
-    swarm::run_loop(|| {
+    let dht_state = opts.dht.state_file();
+    swarm::run_loop(dht_state.as_deref(), || {
         let peer_opts = opts.clone();
         let (reactor, _) = swarm::start_loop(&opts, |reactor, peer_port| {
             let (http, udp) = crate::cli::tracker::start(
