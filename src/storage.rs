@@ -7,12 +7,14 @@
 mod disk;
 mod error;
 mod layout;
+pub mod worker;
 
 use std::path::{Path, PathBuf};
 
 pub use disk::DEFAULT_MAX_OPEN_FILES;
 pub use error::StorageError;
 pub use layout::{Layout, Span, Spans};
+pub use worker::{DiskDone, DiskWorker};
 
 use crate::metainfo::Metainfo;
 use disk::Disk;
@@ -84,6 +86,19 @@ impl Storage {
             }
         }
         Ok(Storage { layout, hashes: meta.pieces.clone(), disk, mode, issues, absent })
+    }
+
+    /// The same storage with file handles of its own, for the disk worker's thread: it writes and fsyncs through
+    /// its copy while the loop reads through this one. Files waiting for an fsync here wait for it there.
+    pub fn twin(&self) -> Storage {
+        Storage {
+            layout: self.layout.clone(),
+            hashes: self.hashes.clone(),
+            disk: self.disk.twin(),
+            mode: self.mode,
+            issues: Vec::new(),
+            absent: self.absent.clone(),
+        }
     }
 
     pub fn layout(&self) -> &Layout {

@@ -42,6 +42,7 @@ const WRITEBACK_EVERY: u64 = 8 << 20;
 /// Bytes written since the last fsync that are left to the page cache before writeback is started.
 const WRITEBACK_CUSHION: u64 = 256 << 20;
 
+#[derive(Clone)]
 struct DiskFile {
     /// Below the content path; empty for the single file of a single-file torrent.
     rel: PathBuf,
@@ -104,6 +105,23 @@ impl Disk {
 
     pub fn path(&self, file: usize) -> &Path {
         &self.files[file].full
+    }
+
+    /// The same files with a handle cache of their own, for another thread (the disk worker writes through one,
+    /// the loop reads through the other). Files marked dirty here stay dirty there too: whoever syncs next must
+    /// sync them.
+    pub fn twin(&self) -> Disk {
+        Disk {
+            root: self.root.clone(),
+            files: self.files.clone(),
+            writable: self.writable,
+            max_open: self.max_open,
+            open: Vec::new(),
+            tick: 0,
+            dirty: self.dirty.clone(),
+            is_dirty: self.is_dirty.clone(),
+            unsynced: self.unsynced,
+        }
     }
 
     pub fn set_max_open(&mut self, n: usize) {
