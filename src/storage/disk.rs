@@ -58,6 +58,8 @@ struct Slot {
     /// Why the file could only be opened read-only (a read-only folder or filesystem): writes fail with this cause,
     /// reads still work, so what is already verified can be served.
     write_refused: Option<i32>,
+    /// A second descriptor opened with `O_DIRECT` for whole aligned pieces (see `write_direct_at`), once needed.
+    direct: Option<File>,
 }
 
 pub struct Disk {
@@ -193,8 +195,9 @@ impl Disk {
         Ok(None)
     }
 
-    /// Makes the file exist with exactly `length` bytes; a new file is extended with `set_len`, so it stays sparse.
-    pub fn create(&self, file: usize, length: u64) -> Result<(), StorageError> {
+    /// Makes the file exist with exactly `length` bytes; a new file is extended with `set_len`, so it stays sparse,
+    /// or with `allocate` its blocks are reserved up front (`fallocate`; sparse where the file system cannot).
+    pub fn create(&self, file: usize, length: u64, allocate: bool) -> Result<(), StorageError> {
         let path = &self.files[file].full;
         match self.inspect(file, true)? {
             Some(m) if m.len() == length => Ok(()),
@@ -210,11 +213,48 @@ impl Disk {
                     .create_new(true)
                     .open(path)
                     .map_err(|e| StorageError::io(path, "creating", e))?;
-                if length > 0 {
+                if length > 0 && !(allocate && reserve(&f, length)) {
                     f.set_len(length).map_err(|e| StorageError::io(path, "resizing", e))?;
                 }
                 Ok(())
             }
+        }
+    }
+
+    /// Writes `data` at `offset` past the page cache (`O_DIRECT`): `data`'s address, length and `offset` must be
+    /// multiples of the device's block size (`DIRECT_ALIGN` covers every common one). `Ok(false)` if the file system
+    /// does not take direct writes (tmpfs, some network file systems): the caller writes through the page cache
+    /// instead, and so should later calls. Linux keeps the page cache coherent with such writes (the written range's
+    /// cached pages are dropped), so reads through the other handle see the new data. The file is dirty as with
+    /// `write_at`: the device may still hold the data in its own cache until the next fsync.
+    pub fn write_direct_at(&mut self, file: usize, data: &[u8], offset: u64) -> Result<bool, StorageError> {
+        if !self.writable {
+            return Err(StorageError::ReadOnly);
+        }
+        let slot = self.slot(file)?;
+        if let Some(code) = self.open[slot].write_refused {
+            let path = &self.files[file].full;
+            return Err(StorageError::io(path, "opening for writing", io::Error::from_raw_os_error(code)));
+        }
+        let path = &self.files[file].full;
+        if self.open[slot].direct.is_none() {
+            use std::os::unix::fs::OpenOptionsExt;
+            // The path was checked when the buffered handle was opened just now (or earlier in this run).
+            match OpenOptions::new().write(true).custom_flags(libc::O_DIRECT).open(path) {
+                Ok(f) => self.open[slot].direct = Some(f),
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return Ok(false),
+                Err(e) => return Err(StorageError::io(path, "opening for direct writing", e)),
+            }
+        }
+        if !self.is_dirty[file] {
+            self.is_dirty[file] = true;
+            self.dirty.push(file);
+        }
+        let Some(direct) = &self.open[slot].direct else { return Ok(false) };
+        match direct.write_all_at(data, offset) {
+            Ok(()) => Ok(true),
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok(false),
+            Err(e) => Err(StorageError::io(path, "writing", e)),
         }
     }
 
@@ -296,7 +336,7 @@ impl Disk {
                 if self.open.len() >= self.max_open {
                     self.evict();
                 }
-                self.open.push(Slot { file, handle, last_use: 0, unstarted: 0, write_refused });
+                self.open.push(Slot { file, handle, last_use: 0, unstarted: 0, write_refused, direct: None });
                 self.open.len() - 1
             }
         };
@@ -328,6 +368,21 @@ impl Disk {
             Err(e) => Err(StorageError::io(path, "opening", e)),
         }
     }
+}
+
+/// Reserves the blocks of a new, empty file of `length` bytes; false if the file system cannot (the caller then
+/// extends it sparse, and a full disk shows at the first write that does not fit, as without this).
+#[cfg(target_os = "linux")]
+fn reserve(f: &File, length: u64) -> bool {
+    use std::os::fd::AsRawFd;
+    let Ok(len) = i64::try_from(length) else { return false };
+    // SAFETY: the descriptor is open for the duration of the call, borrowed from `f`; only integers are passed.
+    unsafe { libc::fallocate(f.as_raw_fd(), 0, 0, len) == 0 }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn reserve(_f: &File, _length: u64) -> bool {
+    false
 }
 
 /// Errors that forbid writing a file but not reading it.

@@ -73,7 +73,10 @@ pub struct DiskWorker {
 
 impl DiskWorker {
     /// Starts the thread; it writes through `storage` (see `Storage::twin`) and keeps the record with `keeper`.
-    pub fn start(storage: Storage, keeper: Option<Keeper>) -> io::Result<DiskWorker> {
+    /// `TOYBT_WRITES=direct` in the environment writes whole aligned pieces past the page cache (for measuring; see
+    /// the README's Performance section).
+    pub fn start(mut storage: Storage, keeper: Option<Keeper>) -> io::Result<DiskWorker> {
+        storage.set_direct_writes(std::env::var_os("TOYBT_WRITES").is_some_and(|v| v == "direct"));
         let (jobs, job_rx) = mpsc::sync_channel(QUEUE_JOBS);
         let (done_tx, done) = mpsc::channel();
         let waker: Arc<OnceLock<Arc<mio::Waker>>> = Arc::default();
