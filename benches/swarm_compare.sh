@@ -185,7 +185,8 @@ make_data() {
 # One tracker for every swarm: aria2 finds peers only through one.
 start tracker "$TOYBT" tracker --open --bind 127.0.0.1 --port 0
 TRACKER_PID=$LAST_PID
-wait_log "$RUN/tracker.log" "tracker listening" 10 "$TRACKER_PID" || die "toybt tracker did not start: $(cat "$RUN/tracker.log")"
+# The whole line: its announce URL is read next.
+wait_log "$RUN/tracker.log" "/announce)" 10 "$TRACKER_PID" || die "toybt tracker did not start: $(cat "$RUN/tracker.log")"
 ANNOUNCE=$(grep -ao 'announce http://[^)]*' "$RUN/tracker.log" | head -1 | cut -d' ' -f2)
 
 # torrent_for MIB -> TORRENT, HASH: a 256 KiB-piece torrent of the data announcing to our tracker.

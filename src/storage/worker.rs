@@ -73,10 +73,11 @@ pub struct DiskWorker {
 
 impl DiskWorker {
     /// Starts the thread; it writes through `storage` (see `Storage::twin`) and keeps the record with `keeper`.
-    /// `TOYBT_WRITES=direct` in the environment writes whole aligned pieces past the page cache (for measuring; see
-    /// the README's Performance section).
+    /// Whole aligned pieces are written past the page cache (`Storage::set_direct_writes`): on this VM it cost a
+    /// leech half the CPU of writing through the page cache and made the 8-leecher swarm faster, not slower (README,
+    /// Performance). `TOYBT_WRITES=buffered` in the environment writes everything through the page cache instead.
     pub fn start(mut storage: Storage, keeper: Option<Keeper>) -> io::Result<DiskWorker> {
-        storage.set_direct_writes(std::env::var_os("TOYBT_WRITES").is_some_and(|v| v == "direct"));
+        storage.set_direct_writes(std::env::var_os("TOYBT_WRITES").is_none_or(|v| v != "buffered"));
         let (jobs, job_rx) = mpsc::sync_channel(QUEUE_JOBS);
         let (done_tx, done) = mpsc::channel();
         let waker: Arc<OnceLock<Arc<mio::Waker>>> = Arc::default();

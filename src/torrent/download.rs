@@ -25,7 +25,7 @@ pub(super) const REQUESTS_ALWAYS_ALLOWED: usize = 8;
 /// Verified piece data waiting for the disk worker past which the loop stops reading from peers until it catches up
 /// (a read in progress may add a few pieces more). It bounds memory when the disk is slower than the network, and
 /// is deep enough that a fast disk never makes the loop wait: see the README's Performance section.
-pub(super) const MAX_UNWRITTEN: usize = 8 << 20;
+pub(super) const MAX_UNWRITTEN: usize = 4 << 20;
 
 impl Torrent {
     /// Whether this session fetches pieces at all: not after a disk error, and never into a seed's data, which is
