@@ -19,11 +19,13 @@
 //! fsync, the kernel is asked after every `WRITEBACK_EVERY` bytes written to a file to start writing that file's dirty
 //! pages out (`sync_file_range` with `SYNC_FILE_RANGE_WRITE`, which does not wait for the pages, only for room in the
 //! device's queue), so the periodic fsync finds little left to do: left to the kernel, a few seconds of download (GiBs
-//! at loopback speed) pile up in the page cache and the fsync stalls the single-threaded loop for seconds, in every
-//! leech of a swarm at once. Below the cushion nothing is started: a burst that a fast disk flushes in a fraction of a
-//! second is left to the page cache, where starting writeback would make a busy disk's queue the loop's pace (eight
-//! leechers writing 256 MiB each finished in 6.2-7.0 s with writeback started from the first byte, 4.4-5.0 s
-//! without). Per piece rather than per 8 MiB, the calls cost the leech 10% more CPU. On Linux fsync flushes the
+//! at loopback speed) pile up in the page cache and the fsync stalls the writer (the disk worker, and through its
+//! bounded queue the download) for seconds, in every leech of a swarm at once. Below the cushion nothing is started:
+//! a burst that a fast disk flushes in a fraction of a second is left to the page cache, where starting writeback
+//! would make a busy disk's queue the writer's pace (eight leechers writing 256 MiB each finished in 6.2-7.0 s with
+//! writeback started from the first byte, 4.4-5.0 s without, when the loop still wrote). Per piece rather than per
+//! 8 MiB, the calls cost the leech 10% more CPU. Direct writes (`write_direct_at`) leave no dirty pages behind, so
+//! this applies to what goes through the page cache. On Linux fsync flushes the
 //! file's pages whichever descriptor wrote them, and since 4.16 a writeback error not yet seen is reported to the next
 //! fsync even through a new descriptor.
 
