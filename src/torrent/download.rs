@@ -109,6 +109,9 @@ impl Torrent {
             }
             // Until the report, the picker keeps the piece as fully received: nobody is asked for it again.
             self.disk.write(index, buf.data);
+            if self.paused_since.is_none() && self.input_paused() {
+                self.paused_since = Some(now);
+            }
             return;
         }
         self.hash_failures += 1;
@@ -168,6 +171,10 @@ impl Torrent {
     fn after_disk_reports(&mut self, now: Instant, was_paused: bool) {
         if was_paused && !self.input_paused() {
             self.dirty.extend(self.peers.keys().copied());
+            if let Some(since) = self.paused_since.take() {
+                self.disk_waits.0 += 1;
+                self.disk_waits.1 += now.saturating_duration_since(since);
+            }
         }
         self.check_finished(now);
     }
@@ -239,6 +246,9 @@ impl Torrent {
         self.slot_freed(now);
         // Said before the flush: the last piece is verified now, and flushing GiBs just written can take seconds.
         info!("download complete: {}", self.meta.name);
+        // Whether the disk worker kept up (README, Performance): how often, and how long, reading waited for it.
+        let (pauses, waited) = self.disk_waits;
+        info!("reading from peers waited for the disk {pauses} time(s), {:.2} s in all", waited.as_secs_f64());
         info!(
             "{}",
             progress::summary(

@@ -185,6 +185,9 @@ pub struct Torrent {
     unrecorded_pieces: u32,
     /// Pieces fetched and verified in this run.
     fetched_pieces: u32,
+    /// Since when reading from peers is paused for the disk, and how often and how long it was in this run.
+    paused_since: Option<Instant>,
+    disk_waits: (u32, Duration),
     stopping: bool,
     /// When a stop gives up waiting for the trackers.
     stop_deadline: Option<Instant>,
@@ -240,6 +243,8 @@ impl Torrent {
             next_resume: now + routine::RESUME_EVERY,
             unrecorded_pieces: 0,
             fetched_pieces: 0,
+            paused_since: None,
+            disk_waits: (0, Duration::ZERO),
             stopping: false,
             stop_deadline: None,
             finished: false,
