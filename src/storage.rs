@@ -151,10 +151,6 @@ impl Storage {
         self.direct = on.then(Vec::new);
     }
 
-    pub fn direct_writes(&self) -> bool {
-        self.direct.is_some()
-    }
-
     /// Writes a verified piece: one pwrite per file span; padding spans are skipped. With direct writes on, a
     /// piece that is one aligned span is copied into an aligned buffer and written past the page cache; the rest
     /// (the last piece, pieces across files) through it.

@@ -194,132 +194,23 @@ impl Drop for DiskWorker {
     }
 }
 
-type Waker = Arc<OnceLock<Arc<mio::Waker>>>;
-
-/// Sends a report to the loop and wakes it. The receiver is gone only while the owner is being dropped: the jobs
-/// still run, unreported.
-fn report(done: &mpsc::Sender<DiskDone>, waker: &Waker, d: DiskDone) {
-    let _ = done.send(d);
-    if let Some(w) = waker.get()
-        && let Err(e) = w.wake()
-    {
-        log::debug!("cannot wake the loop: {e}");
-    }
-}
-
-/// A second thread that takes a piece to write whenever it is free, so two writes are in flight: a device takes two
-/// direct write streams nearly twice as fast as one (README, Performance). It writes through handles of its own and
-/// reports to the loop itself; the worker waits for it before a record, so the record's fsync covers its writes.
-struct Helper {
-    jobs: Option<mpsc::Sender<(u32, Vec<u8>)>>,
-    /// One token per write finished (after its report went out).
-    idle: Receiver<()>,
-    busy: bool,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Helper {
-    fn start(storage: &Storage, done: mpsc::Sender<DiskDone>, waker: Waker) -> Option<Helper> {
-        let mut own = storage.twin();
-        own.set_direct_writes(storage.direct_writes());
-        let (jobs, job_rx) = mpsc::channel::<(u32, Vec<u8>)>();
-        let (idle_tx, idle) = mpsc::channel();
-        let spawned = std::thread::Builder::new().name("disk2".into()).stack_size(STACK).spawn(move || {
-            for (index, data) in job_rx {
-                let result = own.write_piece(index, &data);
-                report(&done, &waker, DiskDone::Written { index, data, result });
-                let _ = idle_tx.send(());
-            }
-        });
-        match spawned {
-            Ok(t) => Some(Helper { jobs: Some(jobs), idle, busy: false, thread: Some(t) }),
-            Err(e) => {
-                log::warn!("cannot start a second disk thread ({e}); writing with one");
-                None
-            }
-        }
-    }
-
-    /// Hands the piece over if the helper is free; gives it back otherwise.
-    fn offer(&mut self, index: u32, data: Vec<u8>) -> Option<(u32, Vec<u8>)> {
-        while self.idle.try_recv().is_ok() {
-            self.busy = false;
-        }
-        let Some(jobs) = self.jobs.as_ref().filter(|_| !self.busy) else { return Some((index, data)) };
-        match jobs.send((index, data)) {
-            Ok(()) => {
-                self.busy = true;
-                None
-            }
-            Err(mpsc::SendError(back)) => Some(back),
-        }
-    }
-
-    /// Returns once the helper's write (if any) is done and reported.
-    fn wait_idle(&mut self) {
-        if self.busy {
-            let _ = self.idle.recv();
-            self.busy = false;
-        }
-    }
-}
-
-impl Drop for Helper {
-    fn drop(&mut self) {
-        self.jobs = None;
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-/// Worker threads: 2 unless `TOYBT_DISK_THREADS=1` in the environment (for measuring).
-fn two_threads() -> bool {
-    std::env::var_os("TOYBT_DISK_THREADS").is_none_or(|v| v != "1")
-}
-
 fn serve(
     mut storage: Storage,
     mut keeper: Option<Keeper>,
     jobs: Receiver<Job>,
     done: mpsc::Sender<DiskDone>,
-    waker: Waker,
+    waker: Arc<OnceLock<Arc<mio::Waker>>>,
 ) {
-    let mut helper = if two_threads() { Helper::start(&storage, done.clone(), waker.clone()) } else { None };
     for job in jobs {
-        let d = match job {
+        let report = match job {
             Job::Write { index, data } => {
-                // Whoever writes it, the next record's fsync (ours) must cover the piece's files.
-                let files: Vec<usize> = storage
-                    .layout()
-                    .piece_spans(index)
-                    .into_iter()
-                    .flatten()
-                    .filter(|s| !s.padding)
-                    .map(|s| s.file)
-                    .collect();
-                let (index, data) = match helper.as_mut() {
-                    Some(h) => match h.offer(index, data) {
-                        None => {
-                            files.into_iter().for_each(|f| storage.mark_unsynced(f));
-                            continue;
-                        }
-                        Some(back) => back,
-                    },
-                    None => (index, data),
-                };
                 let result = storage.write_piece(index, &data);
                 DiskDone::Written { index, data, result }
             }
-            Job::Save { pieces } => {
-                if let Some(h) = helper.as_mut() {
-                    h.wait_idle();
-                }
-                DiskDone::Saved(match &mut keeper {
-                    Some(k) => k.save(&mut storage, &pieces),
-                    None => Ok(()),
-                })
-            }
+            Job::Save { pieces } => DiskDone::Saved(match &mut keeper {
+                Some(k) => k.save(&mut storage, &pieces),
+                None => Ok(()),
+            }),
             Job::Audit { max_files } => {
                 if let Some(k) = &mut keeper {
                     k.audit(&storage, max_files);
@@ -332,7 +223,13 @@ fn serve(
                 continue;
             }
         };
-        report(&done, &waker, d);
+        // The receiver is gone only while the owner is being dropped: the jobs still run, unreported.
+        let _ = done.send(report);
+        if let Some(w) = waker.get()
+            && let Err(e) = w.wake()
+        {
+            log::debug!("cannot wake the loop: {e}");
+        }
     }
 }
 
@@ -423,12 +320,7 @@ mod tests {
                 DiskDone::Lost => "lost".into(),
             })
             .collect();
-        // Two threads write, so writes queued together may be reported in any order; a record comes after every write
-        // queued before it, and before those queued after it.
-        let mut first_three = order[..3].to_vec();
-        first_three.sort();
-        assert_eq!(first_three, ["w0", "w3", "w9"]);
-        assert_eq!(order[3..], ["strue", "w1"]);
+        assert_eq!(order, ["w3", "w0", "w9", "strue", "w1"]);
         assert!(w.is_idle());
         assert_eq!(w.unwritten_bytes(), 0);
         let on_disk = std::fs::read(f.dir.path().join("w.bin")).unwrap();
@@ -447,12 +339,7 @@ mod tests {
         let (f, mut w) = Fixture::new(OpenMode::Seed);
         w.write(2, f.piece(2));
         w.write(4, vec![0; 5]);
-        let mut got = drain(&mut w);
-        got.sort_by_key(|d| match d {
-            DiskDone::Written { index, .. } => *index,
-            _ => u32::MAX,
-        });
-        match got.as_slice() {
+        match drain(&mut w).as_slice() {
             [
                 DiskDone::Written { index: 2, result: Err(StorageError::ReadOnly), data: a },
                 DiskDone::Written { index: 4, result: Err(StorageError::ReadOnly), data: b },
@@ -479,7 +366,7 @@ mod tests {
         assert_eq!(w.unwritten_bytes(), 6 * 1024);
         gate.send(()).unwrap();
         let first = w.wait_done();
-        assert!(matches!(first, Some(DiskDone::Written { result: Ok(()), .. })));
+        assert!(matches!(first, Some(DiskDone::Written { index: 0, .. })));
         assert_eq!(w.unwritten_bytes(), 5 * 1024);
         assert_eq!(drain(&mut w).len(), 5);
         assert_eq!(w.unwritten_bytes(), 0);
