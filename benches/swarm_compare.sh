@@ -21,10 +21,13 @@
 #   wall        leech started -> leech says it is done (toybt: "download complete"; libtorrent: "finished" after its
 #               cache flush; aria2 and Transmission: their completion hooks). Clients poll at different rates,
 #               so this has ~0.3 s of slack.
-#   CPU s       user + system seconds (/proc/PID/stat): the leech's whole life up to done; the seed's from the leech's
-#               start to done (its own start-up check left out).
-#   RSS         peak resident set (VmHWM) when done. libtorrent maps files, so its RSS counts the mapped pages; its
-#               process is Python with libtorrent loaded.
+#   exit        the whole process: leech started -> leech exited, as /usr/bin/time counts it. toybt and libtorrent
+#               leeches exit once done (toybt --seed-time 0: after its final fsync and resume record; libtorrent
+#               --exit-when-done: after its cache flush); aria2 and Transmission leeches keep seeding ("-").
+#   CPU s       user + system seconds: the leech's whole life (to exit where it exits, from /usr/bin/time; else to
+#               done, /proc/PID/stat); the seed's from the leech's start to done (its own start-up check left out).
+#   RSS         peak resident set (/usr/bin/time's maximum for a leech that exits, else VmHWM when done). libtorrent
+#               maps files, so its RSS counts the mapped pages; its process is Python with libtorrent loaded.
 #   % sha1      MB/s as a share of single-core sha1_smol throughput (`cargo bench --bench hashing`, 256 KiB
 #               pieces, run at the start): the ceiling issue 6 sets, since a leech hashes every byte on one thread.
 #               toybt hashes with the CPU's SHA extensions when it has them (its rate is printed too), so it can
@@ -182,7 +185,8 @@ make_data() {
 # One tracker for every swarm: aria2 finds peers only through one.
 start tracker "$TOYBT" tracker --open --bind 127.0.0.1 --port 0
 TRACKER_PID=$LAST_PID
-wait_log "$RUN/tracker.log" "tracker listening" 10 "$TRACKER_PID" || die "toybt tracker did not start: $(cat "$RUN/tracker.log")"
+# The whole line: its announce URL is read next.
+wait_log "$RUN/tracker.log" "/announce)" 10 "$TRACKER_PID" || die "toybt tracker did not start: $(cat "$RUN/tracker.log")"
 ANNOUNCE=$(grep -ao 'announce http://[^)]*' "$RUN/tracker.log" | head -1 | cut -d' ' -f2)
 
 # torrent_for MIB -> TORRENT, HASH: a 256 KiB-piece torrent of the data announcing to our tracker.
@@ -247,19 +251,23 @@ done_hook() { # NAME -> HOOK (a script that creates $RUN/NAME.done)
     chmod +x "$HOOK"
 }
 
-# leech KIND NAME OUT_DIR: starts a leech of TORRENT that dials the seed on SEED_PORT where it can (a Transmission
-# leech is joined to it by the splice proxy over CONNS connections); sets LEECH_PID.
+# leech KIND NAME OUT_DIR [EXIT]: starts a leech of TORRENT that dials the seed on SEED_PORT where it can (a
+# Transmission leech is joined to it by the splice proxy over CONNS connections); sets LEECH_PID. With EXIT=1 a toybt
+# or libtorrent leech exits once done, under /usr/bin/time (TIME_PID, figures in $RUN/NAME.time; LEECH_PID is the
+# client itself).
 leech() {
-    local kind=$1 name=$2 out=$3 port
+    local kind=$1 name=$2 out=$3 exit=${4:-0} port timed=()
     mkdir -p "$out"
     port=$(free_port)
+    TIME_PID=""
+    case $kind in toybt | libtorrent) [ "$exit" = 1 ] && timed=(/usr/bin/time -o "$RUN/$name.time" -f '%e %U %S %M') ;; esac
     case $kind in
         toybt)
-            start "$name" env RUST_LOG=info "$TOYBT" leech "$TORRENT" -o "$out" --bind 127.0.0.1 --port 0 --no-dht \
-                --seed-time 3600 --peer "127.0.0.1:$SEED_PORT" ;;
+            start "$name" "${timed[@]}" env RUST_LOG=info "$TOYBT" leech "$TORRENT" -o "$out" --bind 127.0.0.1 --port 0 \
+                --no-dht --seed-time "$([ "$exit" = 1 ] && echo 0 || echo 3600)" --peer "127.0.0.1:$SEED_PORT" ;;
         libtorrent)
-            start "$name" "$LT_PY" "$LT_CLIENT" leech "$TORRENT" "$out" --port "$port" --peer "127.0.0.1:$SEED_PORT" \
-                --max-seconds $((TIMEOUT * 3)) ;;
+            start "$name" "${timed[@]}" "$LT_PY" "$LT_CLIENT" leech "$TORRENT" "$out" --port "$port" \
+                --peer "127.0.0.1:$SEED_PORT" --max-seconds $((TIMEOUT * 3)) $([ "$exit" = 1 ] && echo --exit-when-done) ;;
         aria2)
             done_hook "$name"
             start "$name" aria2c "${ARIA2_OPTS[@]}" --listen-port="$port" --dir="$out" \
@@ -275,6 +283,17 @@ leech() {
             return 0 ;;
     esac
     LEECH_PID=$LAST_PID
+    if [ ${#timed[@]} -gt 0 ]; then
+        # The client is /usr/bin/time's only child (env execs the binary, keeping its PID).
+        TIME_PID=$LAST_PID
+        local i child=""
+        for ((i = 0; i < 200; i++)); do
+            read -r child _ <"/proc/$TIME_PID/task/$TIME_PID/children" 2>/dev/null
+            [ -n "$child" ] && break
+            snooze 0.005
+        done
+        [ -n "$child" ] && LEECH_PID=$child
+    fi
 }
 
 leech_done() { # KIND NAME
@@ -291,7 +310,7 @@ leech_done() { # KIND NAME
 settle_disk() { sync; }
 
 # --- one transfer -----------------------------------------------------------------------------------------------
-RESULTS="$RUN/results.tsv" # pair run mbs wall seed_cpu leech_cpu seed_kib leech_kib extra
+RESULTS="$RUN/results.tsv" # pair run mbs wall seed_cpu leech_cpu seed_kib leech_kib mib extra exit
 : >"$RESULTS"
 
 # transfer SEED_KIND LEECH_KIND MIB LABEL RUN [CONNS]: one seed -> leech transfer; appends a line to RESULTS.
@@ -307,8 +326,8 @@ transfer() {
     local seed_pid=$SEED_PID t0 c0 first="" last="" prev=0 w i=0 ok=0 t_done
     now_us; t0=$NOW
     cpu_ticks "$seed_pid"; c0=$TICKS
-    leech "$lk" "$lname" "$out"
-    local leech_pid=$LEECH_PID deadline=$((t0 + TIMEOUT * 1000000))
+    leech "$lk" "$lname" "$out" 1
+    local leech_pid=$LEECH_PID time_pid=$TIME_PID deadline=$((t0 + TIMEOUT * 1000000)) t_exit=""
     while :; do
         now_us
         written "$leech_pid"
@@ -316,15 +335,24 @@ transfer() {
         [ -z "$first" ] && [ "$w" -ge 1048576 ] && first=$NOW
         [ $((w - prev)) -gt 0 ] && last=$NOW
         prev=$w
-        if ((i++ % 10 == 0)); then
-            if leech_done "$lk" "$lname"; then ok=1; break; fi
+        if [ "$ok" = 1 ]; then
+            # Done; an exiting leech is followed to its exit (its writes until then count for the data window).
+            alive "$time_pid" || { t_exit=$NOW; break; }
+            [ "$NOW" -gt "$deadline" ] && { say "$label: the leech did not exit after $TIMEOUT s"; break; }
+        elif ((i++ % 10 == 0)); then
+            if leech_done "$lk" "$lname"; then
+                ok=1
+                t_done=$NOW
+                [ -n "$time_pid" ] && continue
+                break
+            fi
             alive "$leech_pid" || { say "$label: the $lk leech exited: $(tail -c 600 "$RUN/$lname.log")"; break; }
             alive "$seed_pid" || { say "$label: the $sk seed exited: $(tail -c 600 "$RUN/$sname.log")"; break; }
             [ "$NOW" -gt "$deadline" ] && { say "$label: not done after $TIMEOUT s"; break; }
         fi
         snooze 0.02
     done
-    t_done=$NOW
+    [ -z "$t_done" ] && t_done=$NOW
     # Writes may go on a little after the done signal (a cache flush): follow them to the end.
     for ((i = 0; i < 10; i++)); do
         snooze 0.02
@@ -334,6 +362,18 @@ transfer() {
     done
     cpu_ticks "$leech_pid"; local lc=$TICKS
     hwm_kib "$leech_pid"; local lh=$HWM
+    local exit_s=-
+    if [ -n "$time_pid" ]; then
+        wait "$time_pid" 2>/dev/null
+        local tf
+        read -r -a tf <"$RUN/$lname.time" 2>/dev/null
+        # /usr/bin/time: elapsed, user, system seconds, max RSS KiB (for a leech that did not exit: nothing).
+        if [ -n "$t_exit" ] && [ "${#tf[@]}" = 4 ]; then
+            exit_s=${tf[0]}
+            lc=$(awk -v u="${tf[1]}" -v s="${tf[2]}" -v k="$CLK" 'BEGIN {printf "%d", (u + s) * k + 0.5}')
+            lh=${tf[3]}
+        fi
+    fi
     cpu_ticks "$seed_pid"; local sc=$((TICKS - c0))
     hwm_kib "$seed_pid"; local sh=$HWM
     local extra=""
@@ -348,16 +388,17 @@ transfer() {
         forget "$SPLICE_PID"
     fi
     forget "$leech_pid"
+    [ -n "$time_pid" ] && forget "$time_pid"
     forget "$seed_pid"
     rm -rf "$out"
     [ "$ok" = 1 ] && [ -n "$first" ] && [ -n "$last" ] || return 1
     awk -v OFS='\t' -v p="$pair" -v r="$run" -v b="$bytes" -v t0="$t0" -v f="$first" -v l="$last" -v d="$t_done" \
-        -v sc="$sc" -v lc="$lc" -v sh="$sh" -v lh="$lh" -v k="$CLK" -v x="$extra" -v m="$mib" \
+        -v sc="$sc" -v lc="$lc" -v sh="$sh" -v lh="$lh" -v k="$CLK" -v x="$extra" -v m="$mib" -v e="$exit_s" \
         'BEGIN {
             span = (l - f) / 1e6; if (span <= 0) span = 0.02
-            print p, r, b / span / 1e6, (d - t0) / 1e6, sc / k, lc / k, sh, lh, m, x
+            print p, r, b / span / 1e6, (d - t0) / 1e6, sc / k, lc / k, sh, lh, m, x, e
         }' >>"$RESULTS"
-    tail -1 "$RESULTS" | awk -F'\t' '{printf "  %-32s run %s: %7.1f MB/s, wall %5.1f s, CPU seed %5.2f s leech %5.2f s, RSS seed %s KiB leech %s KiB %s\n", $1, $2, $3, $4, $5, $6, $7, $8, $10}' >&2
+    tail -1 "$RESULTS" | awk -F'\t' '{printf "  %-32s run %s: %7.1f MB/s, wall %5.1f s, exit %s s, CPU seed %5.2f s leech %5.2f s, RSS seed %s KiB leech %s KiB %s (load %s)\n", $1, $2, $3, $4, $11, $5, $6, $7, $8, $10, load}' load="$(cut -d' ' -f1 /proc/loadavg)" >&2
 }
 
 # --- the ceiling --------------------------------------------------------------------------------------------------
@@ -396,8 +437,8 @@ if [ "$BIG" = 1 ]; then
 fi
 
 # --- the table ----------------------------------------------------------------------------------------------------
-[ -s "$RESULTS" ] && echo && printf '%-32s %9s %9s %7s %8s %8s %9s %9s %9s %9s %s\n' "pair ($SIZE_MIB MiB)" "MB/s" "range" "% sha1" "wall s" \
-    "vs toybt" "seed CPU" "leech CPU" "seed RSS" "leech RSS" ""
+[ -s "$RESULTS" ] && echo && printf '%-32s %9s %9s %7s %8s %8s %8s %8s %9s %9s %9s %9s %s\n' "pair ($SIZE_MIB MiB)" "MB/s" "range" "% sha1" "wall s" \
+    "exit s" "range" "vs toybt" "seed CPU" "leech CPU" "seed RSS" "leech RSS" ""
 awk -F'\t' -v sha="$SHA1_MBS" -v size="$SIZE_MIB" '
     function median(list,    n, a, i, j, t) {
         n = split(list, a, " ")
@@ -411,18 +452,20 @@ awk -F'\t' -v sha="$SHA1_MBS" -v size="$SIZE_MIB" '
         if (!(key in seen)) { order[++n] = key; seen[key] = 1 }
         mbs[key] = mbs[key] " " $3; wall[key] = wall[key] " " $4; sc[key] = sc[key] " " $5; lc[key] = lc[key] " " $6
         sh[key] = sh[key] " " $7; lh[key] = lh[key] " " $8; x[key] = $10
+        if ($11 != "-" && $11 != "") ex[key] = ex[key] " " $11
     }
     END {
         base = ("toybt -> toybt" in seen) ? median(mbs["toybt -> toybt"]) : 0
         for (i = 1; i <= n; i++) {
             k = order[i]; m = median(mbs[k])
-            printf "%-32s %9.1f %4.0f-%-4.0f %6.0f%% %8.1f %8s %7.2f s %7.2f s %6.1f MiB %6.1f MiB %s\n", k, m, lo(mbs[k]),
-                hi(mbs[k]), 100 * m / sha, median(wall[k]), base ? sprintf("%.2fx", m / base) : "-", median(sc[k]),
+            e = (k in ex) ? sprintf("%8.2f %3.1f-%-4.1f", median(ex[k]), lo(ex[k]), hi(ex[k])) : sprintf("%8s %8s", "-", "")
+            printf "%-32s %9.1f %4.0f-%-4.0f %6.0f%% %8.1f %s %8s %7.2f s %7.2f s %6.1f MiB %6.1f MiB %s\n", k, m, lo(mbs[k]),
+                hi(mbs[k]), 100 * m / sha, median(wall[k]), e, base ? sprintf("%.2fx", m / base) : "-", median(sc[k]),
                 median(lc[k]), median(sh[k]) / 1024, median(lh[k]) / 1024, x[k]
         }
     }' "$RESULTS"
 [ -s "$RESULTS" ] &&
-    echo "CPU: seed from the leech's start to done, leech from its start to done; RSS: peak (VmHWM). MB/s = 10^6 B/s."
+    echo "exit: leech start -> exit (whole process). CPU: seed from the leech's start to done, leech its whole life (to exit where it exits); RSS: peak. MB/s = 10^6 B/s."
 
 # --- swarms -------------------------------------------------------------------------------------------------------
 # swarm LEECH_KIND: one toybt seed, SWARM_LEECHES leeches of LEECH_KIND that find each other through the tracker.

@@ -7,15 +7,20 @@
 mod disk;
 mod error;
 mod layout;
+pub mod worker;
 
 use std::path::{Path, PathBuf};
 
 pub use disk::DEFAULT_MAX_OPEN_FILES;
 pub use error::StorageError;
 pub use layout::{Layout, Span, Spans};
+pub use worker::{DiskDone, DiskWorker};
 
 use crate::metainfo::Metainfo;
 use disk::Disk;
+
+/// Alignment of buffers, offsets and lengths for direct writes: a multiple of every common device block size.
+const DIRECT_ALIGN: usize = 4096;
 
 /// The largest block `read_block` serves; peers ask for 16 KiB and larger requests are refused (BEP 3 practice).
 pub const MAX_BLOCK: u32 = 16 * 1024;
@@ -55,6 +60,8 @@ pub struct Storage {
     issues: Vec<FileIssue>,
     /// Per file: known missing or unusable since `open`, so `check_all` skips its pieces without touching the disk.
     absent: Vec<bool>,
+    /// With direct writes on: an aligned copy of the piece goes here, as piece buffers are not aligned.
+    direct: Option<Vec<u8>>,
 }
 
 impl Storage {
@@ -65,12 +72,14 @@ impl Storage {
         let disk = Disk::new(meta, content_path, mode == OpenMode::Leech)?;
         let mut absent = vec![false; meta.files.len()];
         let mut issues = Vec::new();
+        // For measuring (README, Performance): new files get their blocks up front instead of staying sparse.
+        let allocate = std::env::var_os("TOYBT_ALLOCATE").is_some_and(|v| v == "full");
         for (i, f) in meta.files.iter().enumerate() {
             if f.padding {
                 continue;
             }
             match mode {
-                OpenMode::Leech => disk.create(i, f.length)?,
+                OpenMode::Leech => disk.create(i, f.length, allocate)?,
                 OpenMode::Seed => {
                     let problem = match disk.inspect(i, false) {
                         Ok(Some(m)) if m.len() >= f.length => continue,
@@ -83,7 +92,21 @@ impl Storage {
                 }
             }
         }
-        Ok(Storage { layout, hashes: meta.pieces.clone(), disk, mode, issues, absent })
+        Ok(Storage { layout, hashes: meta.pieces.clone(), disk, mode, issues, absent, direct: None })
+    }
+
+    /// The same storage with file handles of its own, for the disk worker's thread: it writes and fsyncs through
+    /// its copy while the loop reads through this one. Files waiting for an fsync here wait for it there.
+    pub fn twin(&self) -> Storage {
+        Storage {
+            layout: self.layout.clone(),
+            hashes: self.hashes.clone(),
+            disk: self.disk.twin(),
+            mode: self.mode,
+            issues: Vec::new(),
+            absent: self.absent.clone(),
+            direct: None,
+        }
     }
 
     pub fn layout(&self) -> &Layout {
@@ -122,7 +145,15 @@ impl Storage {
         self.disk.open_count()
     }
 
-    /// Writes a verified piece: one pwrite per file span; padding spans are skipped.
+    /// Writes whole pieces that lie in one file at an aligned offset past the page cache (`O_DIRECT`) from now on
+    /// (see `write_piece`).
+    pub fn set_direct_writes(&mut self, on: bool) {
+        self.direct = on.then(Vec::new);
+    }
+
+    /// Writes a verified piece: one pwrite per file span; padding spans are skipped. With direct writes on, a
+    /// piece that is one aligned span is copied into an aligned buffer and written past the page cache; the rest
+    /// (the last piece, pieces across files) through it.
     pub fn write_piece(&mut self, index: u32, data: &[u8]) -> Result<(), StorageError> {
         if self.mode == OpenMode::Seed {
             return Err(StorageError::ReadOnly);
@@ -131,6 +162,9 @@ impl Storage {
         if data.len() != size as usize {
             return Err(StorageError::PieceLength { index, expected: size, got: data.len() });
         }
+        if self.direct.is_some() && self.write_direct(index, data)? {
+            return Ok(());
+        }
         for s in self.layout.piece_spans(index).into_iter().flatten() {
             if !s.padding {
                 let part = &data[s.offset as usize..(s.offset + s.len) as usize];
@@ -138,6 +172,30 @@ impl Storage {
             }
         }
         Ok(())
+    }
+
+    /// Writes piece `index` with `O_DIRECT` if it is one aligned span; false if it was not written.
+    fn write_direct(&mut self, index: u32, data: &[u8]) -> Result<bool, StorageError> {
+        let Some(mut spans) = self.layout.piece_spans(index) else { return Ok(false) };
+        let (Some(s), None) = (spans.next(), spans.next()) else { return Ok(false) };
+        let aligned = |n: u64| n.is_multiple_of(DIRECT_ALIGN as u64);
+        if s.padding || !aligned(s.file_offset) || !aligned(data.len() as u64) {
+            return Ok(false);
+        }
+        let Some(bounce) = &mut self.direct else { return Ok(false) };
+        if bounce.len() < data.len() + DIRECT_ALIGN {
+            bounce.resize(data.len() + DIRECT_ALIGN, 0);
+        }
+        let start = bounce.as_ptr().align_offset(DIRECT_ALIGN);
+        let buf = &mut bounce[start..start + data.len()];
+        buf.copy_from_slice(data);
+        let written = self.disk.write_direct_at(s.file, buf, s.file_offset)?;
+        if !written {
+            // The file system refuses direct writes: stop trying.
+            log::debug!("direct writes refused; writing through the page cache");
+            self.direct = None;
+        }
+        Ok(written)
     }
 
     /// Appends `length` bytes at `begin` in piece `index` to `out` (padding reads as zeros). The range must be

@@ -166,6 +166,16 @@ impl Services {
         }
     }
 
+    /// Takes the disk workers' reports and carries out what the sessions then ask for (`waker` is handed to every
+    /// worker, so each report wakes the loop). Asked every turn: a look at an empty channel per session.
+    pub(super) fn disk_turn(&mut self, now: Instant, waker: &std::sync::Arc<mio::Waker>, ctl: &mut Ctl) {
+        for t in self.torrents.values_mut() {
+            if t.disk_turn(now, waker) {
+                carry_out(t, &self.tracker_addrs, &mut self.udp_announce, now, ctl);
+            }
+        }
+    }
+
     /// A first Ctrl-C or SIGTERM: services that need to say goodbye (the torrent's `stopped` announce) start doing
     /// so. Returns true if the loop should keep running until `is_done`.
     pub(super) fn begin_stop(&mut self, now: Instant, ctl: &mut Ctl) -> bool {
@@ -492,6 +502,15 @@ impl Conn {
             Conn::Announce(_, x) => x.poll_timeout(),
             #[cfg(test)]
             Conn::Probe(_) => None,
+        }
+    }
+
+    /// The machine takes no input for now (its session waits for the disk): neither read nor feed it until it is
+    /// woken.
+    pub(super) fn input_paused(&self, _id: ConnId, svc: &Services) -> bool {
+        match self {
+            Conn::Peer(p) => p.info_hash.and_then(|h| svc.torrents.get(&h)).is_some_and(Session::input_paused),
+            _ => false,
         }
     }
 

@@ -9,10 +9,10 @@
 //!
 //! # Tokens
 //! A connection's token is its slab key. Listeners take `LISTENER_BASE + index`, datagram sockets `UDP_BASE + index`
-//! (just below the listeners) and the signal pipe takes `usize::MAX`, all far above any slab key. Listeners and
-//! datagram sockets live as long as the loop, so their tokens are never reused. A closed connection's socket is closed
-//! (which takes it out of the poll set) and its entry removed from the slab in the same step, so events for it that are
-//! still queued find no entry and are ignored. Should a new connection reuse the key within the same batch, it gets a
+//! (just below the listeners), the signal pipe takes `usize::MAX` and the waker of helper threads (disk workers)
+//! `usize::MAX - 1`, all far above any slab key. Listeners and datagram sockets live as long as the loop, so their
+//! tokens are never reused. A closed connection's socket is closed (which takes it out of the poll set) and its entry
+//! removed from the slab in the same step, so events for it that are still queued find no entry and are ignored. Should a new connection reuse the key within the same batch, it gets a
 //! spurious readiness event, which is harmless: reads and writes then just return `WouldBlock`, and a connecting socket
 //! is checked with `take_error` *and* `peer_addr` before it counts as connected. Timers carry the key and a generation
 //! number that is never reused ([`ConnId`]), so a deadline armed for a closed connection never reaches its successor.
@@ -102,6 +102,8 @@ use crate::timer::{TimerId, Timers};
 use buffer::SocketBuf;
 
 const SIGNAL: Token = Token(usize::MAX);
+/// Helper threads (the disk workers) wake the loop through this; the turn then asks every session for reports.
+const WAKER: Token = Token(usize::MAX - 1);
 const LISTENER_BASE: usize = usize::MAX - 1 - MAX_LISTENERS;
 const MAX_LISTENERS: usize = 1024;
 const UDP_BASE: usize = LISTENER_BASE - MAX_UDP;
@@ -256,12 +258,16 @@ pub struct Reactor {
     turn_no: u64,
     stopping: bool,
     stopped_by: Option<Signal>,
+    waker: std::sync::Arc<mio::Waker>,
 }
 
 impl Reactor {
     pub fn new(services: Services) -> io::Result<Reactor> {
+        let poll = Poll::new()?;
+        let waker = std::sync::Arc::new(mio::Waker::new(poll.registry(), WAKER)?);
         Ok(Reactor {
-            poll: Poll::new()?,
+            poll,
+            waker,
             events: Events::with_capacity(1024),
             batch: Vec::with_capacity(1024),
             conns: Slab::new(),
@@ -412,6 +418,8 @@ impl Reactor {
             let (token, ready) = self.batch[i];
             match token {
                 SIGNAL => self.on_signal(now),
+                // Reports of helper threads are taken below, every turn.
+                WAKER => {}
                 Token(t) if t >= LISTENER_BASE => self.accept_all(t - LISTENER_BASE, now),
                 // Any event may mean either direction: read until `WouldBlock` and retry a blocked queue (a spurious
                 // try costs one system call that says `WouldBlock`).
@@ -462,6 +470,8 @@ impl Reactor {
                 self.run_requests(now);
             }
         }
+        self.services.disk_turn(now, &self.waker, &mut self.ctl);
+        self.run_requests(now);
         if self.services.is_done() {
             self.stopping = true;
         }

@@ -69,7 +69,11 @@ pub(super) fn pump_entry(
     loop {
         let mut progress = false;
         let mut used = 0;
-        while used < e.buf.input().len() && !e.buf.backed_up() && !e.conn.wants_close(id, svc) {
+        while used < e.buf.input().len()
+            && !e.buf.backed_up()
+            && !e.conn.wants_close(id, svc)
+            && !e.conn.input_paused(id, svc)
+        {
             let n = e.conn.handle_bytes(id, now, &e.buf.input()[used..], svc, ctl)?;
             e.conn.poll_transmit(id, now, e.buf.out(), svc);
             if n == 0 {
@@ -82,11 +86,17 @@ pub(super) fn pump_entry(
             progress = true;
         }
         e.conn.poll_transmit(id, now, e.buf.out(), svc);
-        if e.buf.input_full() && !e.conn.wants_close(id, svc) && !e.buf.backed_up() {
+        // Paused for the disk: what is read and buffered waits; the session wakes the connection when it resumes.
+        let paused = e.conn.input_paused(id, svc);
+        if e.buf.input_full() && !e.conn.wants_close(id, svc) && !e.buf.backed_up() && !paused {
             return Err(Close::Protocol("message larger than the input buffer".into()));
         }
-        let may_read =
-            e.readable && !e.eof && !e.buf.backed_up() && !e.conn.wants_close(id, svc) && !e.buf.input_full();
+        let may_read = e.readable
+            && !e.eof
+            && !e.buf.backed_up()
+            && !e.conn.wants_close(id, svc)
+            && !e.buf.input_full()
+            && !paused;
         let reading = may_read && e.read_in_turn < READ_BUDGET;
         // Small output waits while this pump goes on reading, so what a burst of input provokes (a leech's requests
         // for more blocks) leaves in one write rather than one per read.

@@ -19,11 +19,13 @@
 //! fsync, the kernel is asked after every `WRITEBACK_EVERY` bytes written to a file to start writing that file's dirty
 //! pages out (`sync_file_range` with `SYNC_FILE_RANGE_WRITE`, which does not wait for the pages, only for room in the
 //! device's queue), so the periodic fsync finds little left to do: left to the kernel, a few seconds of download (GiBs
-//! at loopback speed) pile up in the page cache and the fsync stalls the single-threaded loop for seconds, in every
-//! leech of a swarm at once. Below the cushion nothing is started: a burst that a fast disk flushes in a fraction of a
-//! second is left to the page cache, where starting writeback would make a busy disk's queue the loop's pace (eight
-//! leechers writing 256 MiB each finished in 6.2-7.0 s with writeback started from the first byte, 4.4-5.0 s
-//! without). Per piece rather than per 8 MiB, the calls cost the leech 10% more CPU. On Linux fsync flushes the
+//! at loopback speed) pile up in the page cache and the fsync stalls the writer (the disk worker, and through its
+//! bounded queue the download) for seconds, in every leech of a swarm at once. Below the cushion nothing is started:
+//! a burst that a fast disk flushes in a fraction of a second is left to the page cache, where starting writeback
+//! would make a busy disk's queue the writer's pace (eight leechers writing 256 MiB each finished in 6.2-7.0 s with
+//! writeback started from the first byte, 4.4-5.0 s without, when the loop still wrote). Per piece rather than per
+//! 8 MiB, the calls cost the leech 10% more CPU. Direct writes (`write_direct_at`) leave no dirty pages behind, so
+//! this applies to what goes through the page cache. On Linux fsync flushes the
 //! file's pages whichever descriptor wrote them, and since 4.16 a writeback error not yet seen is reported to the next
 //! fsync even through a new descriptor.
 
@@ -42,6 +44,7 @@ const WRITEBACK_EVERY: u64 = 8 << 20;
 /// Bytes written since the last fsync that are left to the page cache before writeback is started.
 const WRITEBACK_CUSHION: u64 = 256 << 20;
 
+#[derive(Clone)]
 struct DiskFile {
     /// Below the content path; empty for the single file of a single-file torrent.
     rel: PathBuf,
@@ -57,6 +60,8 @@ struct Slot {
     /// Why the file could only be opened read-only (a read-only folder or filesystem): writes fail with this cause,
     /// reads still work, so what is already verified can be served.
     write_refused: Option<i32>,
+    /// A second descriptor opened with `O_DIRECT` for whole aligned pieces (see `write_direct_at`), once needed.
+    direct: Option<File>,
 }
 
 pub struct Disk {
@@ -104,6 +109,23 @@ impl Disk {
 
     pub fn path(&self, file: usize) -> &Path {
         &self.files[file].full
+    }
+
+    /// The same files with a handle cache of their own, for another thread (the disk worker writes through one,
+    /// the loop reads through the other). Files marked dirty here stay dirty there too: whoever syncs next must
+    /// sync them.
+    pub fn twin(&self) -> Disk {
+        Disk {
+            root: self.root.clone(),
+            files: self.files.clone(),
+            writable: self.writable,
+            max_open: self.max_open,
+            open: Vec::new(),
+            tick: 0,
+            dirty: self.dirty.clone(),
+            is_dirty: self.is_dirty.clone(),
+            unsynced: self.unsynced,
+        }
     }
 
     pub fn set_max_open(&mut self, n: usize) {
@@ -175,8 +197,9 @@ impl Disk {
         Ok(None)
     }
 
-    /// Makes the file exist with exactly `length` bytes; a new file is extended with `set_len`, so it stays sparse.
-    pub fn create(&self, file: usize, length: u64) -> Result<(), StorageError> {
+    /// Makes the file exist with exactly `length` bytes; a new file is extended with `set_len`, so it stays sparse,
+    /// or with `allocate` its blocks are reserved up front (`fallocate`; sparse where the file system cannot).
+    pub fn create(&self, file: usize, length: u64, allocate: bool) -> Result<(), StorageError> {
         let path = &self.files[file].full;
         match self.inspect(file, true)? {
             Some(m) if m.len() == length => Ok(()),
@@ -192,11 +215,48 @@ impl Disk {
                     .create_new(true)
                     .open(path)
                     .map_err(|e| StorageError::io(path, "creating", e))?;
-                if length > 0 {
+                if length > 0 && !(allocate && reserve(&f, length)) {
                     f.set_len(length).map_err(|e| StorageError::io(path, "resizing", e))?;
                 }
                 Ok(())
             }
+        }
+    }
+
+    /// Writes `data` at `offset` past the page cache (`O_DIRECT`): `data`'s address, length and `offset` must be
+    /// multiples of the device's block size (`DIRECT_ALIGN` covers every common one). `Ok(false)` if the file system
+    /// does not take direct writes (tmpfs, some network file systems): the caller writes through the page cache
+    /// instead, and so should later calls. Linux keeps the page cache coherent with such writes (the written range's
+    /// cached pages are dropped), so reads through the other handle see the new data. The file is dirty as with
+    /// `write_at`: the device may still hold the data in its own cache until the next fsync.
+    pub fn write_direct_at(&mut self, file: usize, data: &[u8], offset: u64) -> Result<bool, StorageError> {
+        if !self.writable {
+            return Err(StorageError::ReadOnly);
+        }
+        let slot = self.slot(file)?;
+        if let Some(code) = self.open[slot].write_refused {
+            let path = &self.files[file].full;
+            return Err(StorageError::io(path, "opening for writing", io::Error::from_raw_os_error(code)));
+        }
+        let path = &self.files[file].full;
+        if self.open[slot].direct.is_none() {
+            use std::os::unix::fs::OpenOptionsExt;
+            // The path was checked when the buffered handle was opened just now (or earlier in this run).
+            match OpenOptions::new().write(true).custom_flags(libc::O_DIRECT).open(path) {
+                Ok(f) => self.open[slot].direct = Some(f),
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return Ok(false),
+                Err(e) => return Err(StorageError::io(path, "opening for direct writing", e)),
+            }
+        }
+        if !self.is_dirty[file] {
+            self.is_dirty[file] = true;
+            self.dirty.push(file);
+        }
+        let Some(direct) = &self.open[slot].direct else { return Ok(false) };
+        match direct.write_all_at(data, offset) {
+            Ok(()) => Ok(true),
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok(false),
+            Err(e) => Err(StorageError::io(path, "writing", e)),
         }
     }
 
@@ -278,7 +338,7 @@ impl Disk {
                 if self.open.len() >= self.max_open {
                     self.evict();
                 }
-                self.open.push(Slot { file, handle, last_use: 0, unstarted: 0, write_refused });
+                self.open.push(Slot { file, handle, last_use: 0, unstarted: 0, write_refused, direct: None });
                 self.open.len() - 1
             }
         };
@@ -310,6 +370,21 @@ impl Disk {
             Err(e) => Err(StorageError::io(path, "opening", e)),
         }
     }
+}
+
+/// Reserves the blocks of a new, empty file of `length` bytes; false if the file system cannot (the caller then
+/// extends it sparse, and a full disk shows at the first write that does not fit, as without this).
+#[cfg(target_os = "linux")]
+fn reserve(f: &File, length: u64) -> bool {
+    use std::os::fd::AsRawFd;
+    let Ok(len) = i64::try_from(length) else { return false };
+    // SAFETY: the descriptor is open for the duration of the call, borrowed from `f`; only integers are passed.
+    unsafe { libc::fallocate(f.as_raw_fd(), 0, 0, len) == 0 }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn reserve(_f: &File, _length: u64) -> bool {
+    false
 }
 
 /// Errors that forbid writing a file but not reading it.

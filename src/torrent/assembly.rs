@@ -95,12 +95,17 @@ impl Assembly {
         self.pieces.remove(&index)
     }
 
-    /// A piece is done with (stored or thrown away): keep its buffer for the next one.
+    /// A piece is done with (thrown away): keep its buffer for the next one.
     pub fn recycle(&mut self, buf: PieceBuf) {
+        self.recycle_data(buf.data);
+    }
+
+    /// A piece's buffer is back from the disk worker (or thrown away): keep it for the next one.
+    pub fn recycle_data(&mut self, data: Vec<u8>) {
         if self.spare_buffers.len() < SPARE_PIECE_BUFFERS {
             // Kept as it is, not zeroed: a piece is hashed only once all its blocks have overwritten every byte, and
             // zeroing a piece per piece was 4% of a download's instructions.
-            self.spare_buffers.push(buf.data);
+            self.spare_buffers.push(data);
         }
     }
 

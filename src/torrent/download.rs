@@ -1,5 +1,6 @@
 //! The download half of a session: interest, asking peers for blocks within one shared budget, taking blocks in,
-//! verifying and storing whole pieces, blaming the peers behind a bad one, and giving up on the disk when it refuses.
+//! verifying whole pieces and handing them to the disk worker, taking its reports, blaming the peers behind a bad
+//! piece, and giving up on the disk when it refuses.
 
 use std::time::Instant;
 
@@ -9,7 +10,8 @@ use super::Torrent;
 use super::assembly::{Blame, Sender};
 use crate::picker::{Block, BlockOutcome};
 use crate::progress;
-use crate::storage::OpenMode;
+use crate::resume;
+use crate::storage::{DiskDone, OpenMode};
 
 /// Requests outstanding at all peers together, in 16 KiB blocks (a peer may still have `REQUESTS_ALWAYS_ALLOWED`
 /// whatever the total). Blocks of pieces being filled are held in memory until the piece is whole, so this bounds a
@@ -20,6 +22,10 @@ pub(super) const MAX_REQUESTS_IN_FLIGHT: usize = 256;
 /// Requests a peer may always have outstanding whatever the total, so a newcomer is never starved by fast peers
 /// that hold the whole budget.
 pub(super) const REQUESTS_ALWAYS_ALLOWED: usize = 8;
+/// Verified piece data waiting for the disk worker past which the loop stops reading from peers until it catches up
+/// (a read in progress may add a few pieces more). It bounds memory when the disk is slower than the network, and
+/// is deep enough that a fast disk never makes the loop wait: see the README's Performance section.
+pub(super) const MAX_UNWRITTEN: usize = 4 << 20;
 
 impl Torrent {
     /// Whether this session fetches pieces at all: not after a disk error, and never into a seed's data, which is
@@ -92,7 +98,8 @@ impl Torrent {
         self.request_more(now, key);
     }
 
-    /// All blocks of a piece are in: hash it, store it, and tell everyone; or throw it away and blame its senders.
+    /// All blocks of a piece are in: hash it and hand it to the disk worker (it is ours once the worker reports it
+    /// written, see `disk_done`); or throw it away and blame its senders.
     pub(super) fn finish_piece(&mut self, now: Instant, index: u32) {
         let Some(buf) = self.assembly.take(index) else { return };
         if self.storage.piece_matches(index, &buf.data) {
@@ -100,27 +107,104 @@ impl Torrent {
                 warn!("{}: sent a bad block of piece {index} (found once a good copy came in)", liar.addr);
                 self.ban(now, liar, "sent a block that failed the hash check");
             }
-            match self.storage.write_piece(index, &buf.data) {
-                Ok(()) => self.piece_done(now, index),
-                Err(e) => {
-                    self.picker.piece_failed(index);
-                    self.stop_downloading(format!("cannot store piece {index}: {e}"));
-                }
+            // Until the report, the picker keeps the piece as fully received: nobody is asked for it again.
+            self.disk.write(index, buf.data);
+            if self.paused_since.is_none() && self.input_paused() {
+                self.paused_since = Some(now);
             }
-        } else {
-            self.hash_failures += 1;
-            self.picker.piece_failed(index);
-            let blame = self.assembly.failed(index, &buf);
-            let senders = match blame {
-                Blame::Liar(_) => 1,
-                Blame::Suspected(n) => n,
-            };
-            warn!("piece {index} failed its hash check (from {senders} peer(s)); fetching it again");
-            if let Blame::Liar(liar) = blame {
-                self.ban(now, liar, "sent data that failed the hash check");
-            }
+            return;
+        }
+        self.hash_failures += 1;
+        self.picker.piece_failed(index);
+        let blame = self.assembly.failed(index, &buf);
+        let senders = match blame {
+            Blame::Liar(_) => 1,
+            Blame::Suspected(n) => n,
+        };
+        warn!("piece {index} failed its hash check (from {senders} peer(s)); fetching it again");
+        if let Blame::Liar(liar) = blame {
+            self.ban(now, liar, "sent data that failed the hash check");
         }
         self.assembly.recycle(buf);
+    }
+
+    /// Whether the loop should stop reading from peers: too much verified data waits for the disk.
+    pub fn input_paused(&self) -> bool {
+        self.disk.unwritten_bytes() >= MAX_UNWRITTEN
+    }
+
+    /// Has the disk worker wake the loop when it reports.
+    pub fn set_disk_waker(&self, waker: &std::sync::Arc<mio::Waker>) {
+        self.disk.set_waker(waker);
+    }
+
+    /// Takes the disk worker's reports; true if there were any. Peers whose reading was paused are woken once the
+    /// backlog is below the bound again.
+    pub fn disk_turn(&mut self, now: Instant) -> bool {
+        let paused = self.input_paused();
+        let mut any = false;
+        while let Some(done) = self.disk.poll_done() {
+            self.disk_done(now, done);
+            any = true;
+        }
+        if any {
+            self.after_disk_reports(now, paused);
+        }
+        any
+    }
+
+    /// Waits for every queued disk job and takes its report: on stopping, and in tests (which step sessions on a
+    /// virtual clock and check the files afterwards), as if the worker were instant.
+    pub(super) fn drain_disk(&mut self, now: Instant) -> bool {
+        let paused = self.input_paused();
+        let mut any = false;
+        while let Some(done) = self.disk.wait_done() {
+            self.disk_done(now, done);
+            any = true;
+        }
+        if any {
+            self.after_disk_reports(now, paused);
+        }
+        any
+    }
+
+    fn after_disk_reports(&mut self, now: Instant, was_paused: bool) {
+        if was_paused && !self.input_paused() {
+            self.dirty.extend(self.peers.keys().copied());
+            if let Some(since) = self.paused_since.take() {
+                self.disk_waits.0 += 1;
+                self.disk_waits.1 += now.saturating_duration_since(since);
+            }
+        }
+        self.check_finished(now);
+    }
+
+    /// One report of the disk worker: a piece written (ours now) or refused, or a resume record written.
+    fn disk_done(&mut self, now: Instant, done: DiskDone) {
+        match done {
+            DiskDone::Written { index, data, result } => {
+                self.assembly.recycle_data(data);
+                match result {
+                    Ok(()) => self.piece_done(now, index),
+                    Err(e) => {
+                        self.picker.piece_failed(index);
+                        self.stop_downloading(format!("cannot store piece {index}: {e}"));
+                    }
+                }
+            }
+            DiskDone::Saved(result) => {
+                let recorded = self.saves_in_flight.pop_front().unwrap_or(0);
+                match result {
+                    Ok(()) => self.unrecorded_pieces = self.unrecorded_pieces.saturating_sub(recorded),
+                    Err(e @ resume::SaveError::Sync(_)) => self.stop_downloading(e.to_string()),
+                    Err(e) => warn!("{e}"),
+                }
+            }
+            DiskDone::Lost => {
+                self.saves_in_flight.clear();
+                self.stop_downloading("the disk worker stopped; pieces queued for writing are lost".into());
+            }
+        }
     }
 
     fn piece_done(&mut self, now: Instant, index: u32) {
@@ -162,6 +246,9 @@ impl Torrent {
         self.slot_freed(now);
         // Said before the flush: the last piece is verified now, and flushing GiBs just written can take seconds.
         info!("download complete: {}", self.meta.name);
+        // Whether the disk worker kept up (README, Performance): how often, and how long, reading waited for it.
+        let (pauses, waited) = self.disk_waits;
+        info!("reading from peers waited for the disk {pauses} time(s), {:.2} s in all", waited.as_secs_f64());
         info!(
             "{}",
             progress::summary(

@@ -9,8 +9,11 @@
 //! - `assembly.rs`, `addr_book.rs`, `throttle.rs`: piece buffers and liar detection, where peers are, the upload cap.
 //!
 //! Data path: a `piece` message's block is copied once from the socket buffer into its piece's assembly buffer; when
-//! the last block arrives the piece is hashed once and written with one pwrite per file span. Serving reads a block
-//! with pread straight into the peer's output buffer behind the message header. Only pieces in flight are in memory.
+//! the last block arrives the piece is hashed once on the loop, and a good piece's buffer is moved to the disk worker
+//! (`storage::worker`), which writes it with one pwrite per file span and reports back; the piece is ours from that
+//! report on. Serving reads a block with pread straight into the peer's output buffer behind the message header.
+//! Only pieces in flight are in memory, and at most `MAX_UNWRITTEN` bytes of them wait for the disk: past that the
+//! loop stops reading from peers (`input_paused`) until the worker catches up.
 
 mod addr_book;
 mod assembly;
@@ -36,7 +39,7 @@ use crate::peer::{self, Event, ExtOffer, Extension, MetadataEvent, Peer, UPLOAD_
 use crate::picker::Picker;
 use crate::progress::{self, Rate, Snapshot};
 use crate::resume;
-use crate::storage::Storage;
+use crate::storage::{DiskWorker, Storage};
 use crate::tracker::announce::{AnnounceParams, Schedule, TrackerUrl};
 use crate::wire;
 
@@ -165,7 +168,13 @@ pub struct Torrent {
     hash_failures: u32,
     /// Why we stopped downloading, e.g. the disk is full; we keep serving what we have.
     disk_error: Option<String>,
-    resume: Option<resume::Keeper>,
+    /// Writes verified pieces and the resume record off the loop; `storage` is only read from here.
+    disk: DiskWorker,
+    /// A resume record is kept (the worker holds its keeper).
+    records: bool,
+    /// Per resume record queued and not yet reported: the pieces it will make recorded.
+    saves_in_flight: VecDeque<u32>,
+
     /// Pieces we have but could not read back (a file truncated under us): no longer served or vouched for.
     unreadable: HashSet<u32>,
     /// Files whose read errors were already logged, so a broken file is reported once rather than per block.
@@ -182,6 +191,9 @@ pub struct Torrent {
     unrecorded_pieces: u32,
     /// Pieces fetched and verified in this run.
     fetched_pieces: u32,
+    /// Since when reading from peers is paused for the disk, and how often and how long it was in this run.
+    paused_since: Option<Instant>,
+    disk_waits: (u32, Duration),
     stopping: bool,
     /// When a stop gives up waiting for the trackers.
     stop_deadline: Option<Instant>,
@@ -203,6 +215,9 @@ impl Torrent {
         let picker = Picker::new(meta.piece_length, meta.total_length, &have, seed)?;
         let have_bytes = have.iter_ones().map(|i| meta.piece_size(i) as u64).sum();
         let complete = picker.is_complete();
+        let records = cfg.resume.is_some();
+        let disk = DiskWorker::start(storage.twin(), cfg.resume.take())
+            .map_err(|e| crate::error::Error::runtime(format!("cannot start the disk worker: {e}")))?;
         Ok(Torrent {
             storage,
             picker,
@@ -220,7 +235,9 @@ impl Torrent {
             uploaded: Rate::default(),
             hash_failures: 0,
             disk_error: None,
-            resume: cfg.resume.take(),
+            disk,
+            records,
+            saves_in_flight: VecDeque::new(),
             unreadable: HashSet::new(),
             read_errors_reported: HashSet::new(),
             throttle: cfg.max_upload_rate.map(|rate| Throttle::new(rate, now)),
@@ -232,6 +249,8 @@ impl Torrent {
             next_resume: now + routine::RESUME_EVERY,
             unrecorded_pieces: 0,
             fetched_pieces: 0,
+            paused_since: None,
+            disk_waits: (0, Duration::ZERO),
             stopping: false,
             stop_deadline: None,
             finished: false,
@@ -253,9 +272,10 @@ impl Torrent {
         self.picker.is_complete()
     }
 
-    /// True once the session has nothing left to do: the reactor may exit.
+    /// True once the session has nothing left to do and everything queued for the disk is written: the reactor may
+    /// exit.
     pub fn is_finished(&self) -> bool {
-        self.finished
+        self.finished && self.disk.is_idle()
     }
 
     pub fn peer_count(&self) -> usize {

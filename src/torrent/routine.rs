@@ -10,7 +10,6 @@ use super::addr_book::AddrBook;
 use super::{Action, Config, TICK, Torrent};
 use crate::choker::{self, Candidate};
 use crate::metainfo::Metainfo;
-use crate::resume;
 use crate::tracker::announce::{self, AnnounceParams, AnnounceResponse, Due, Event as AnnounceEvent, TrackerUrl};
 
 /// A request unanswered this long goes to another peer (and back to the same one later if nobody else has it).
@@ -134,9 +133,12 @@ impl Torrent {
         if now >= self.next_resume {
             self.next_resume = now + RESUME_EVERY;
             if self.unrecorded_pieces > 0 {
-                self.save_resume();
-            } else if let Some(keeper) = &mut self.resume {
-                keeper.audit(&self.storage, AUDIT_FILES);
+                // One record at a time: a slow fsync should not have records queue up behind it.
+                if self.saves_in_flight.is_empty() {
+                    self.save_resume();
+                }
+            } else if self.records {
+                self.disk.audit(AUDIT_FILES);
             }
         }
         self.exchange_peers(now);
@@ -183,7 +185,11 @@ impl Torrent {
         }
         self.stopping = true;
         self.stop_deadline = Some(now + STOP_GRACE);
+        // The one place the loop waits for the disk: the final record must list every piece queued for writing, and
+        // is written before the goodbye to the trackers, as peers are closed anyway.
+        self.drain_disk(now);
         self.save_resume();
+        self.drain_disk(now);
         let keys: Vec<usize> = self.peers.keys().copied().collect();
         for k in keys {
             self.close(now, k, "shutting down");
@@ -270,18 +276,18 @@ impl Torrent {
         }
     }
 
-    /// Brings the resume record up to date (data fsynced first, see `resume::Keeper`). Pieces that could not be read
-    /// back are left out. A failed fsync is a disk error like a failed write.
+    /// Queues a resume record on the disk worker, behind the writes already queued (data fsynced first, see
+    /// `resume::Keeper`). It lists the pieces reported written; pieces that could not be read back are left out. A
+    /// failed fsync is a disk error like a failed write (see `disk_done`).
     pub(super) fn save_resume(&mut self) {
-        let Some(keeper) = &mut self.resume else { return };
+        if !self.records {
+            return;
+        }
         let mut pieces = self.picker.have().clone();
         for &i in &self.unreadable {
             pieces.clear(i);
         }
-        match keeper.save(&mut self.storage, pieces.as_wire()) {
-            Ok(()) => self.unrecorded_pieces = 0,
-            Err(e @ resume::SaveError::Sync(_)) => self.stop_downloading(e.to_string()),
-            Err(e) => warn!("{e}"),
-        }
+        self.saves_in_flight.push_back(self.unrecorded_pieces);
+        self.disk.save(pieces.as_wire().to_vec());
     }
 }

@@ -187,6 +187,23 @@ impl Session {
         }
     }
 
+    /// Takes the disk worker's reports (a data session's); `waker` is how the worker wakes the loop. True if there
+    /// were any.
+    pub fn disk_turn(&mut self, now: Instant, waker: &std::sync::Arc<mio::Waker>) -> bool {
+        match self {
+            Session::Data(t) => {
+                t.set_disk_waker(waker);
+                t.disk_turn(now)
+            }
+            _ => false,
+        }
+    }
+
+    /// The loop should not read from this session's peers now (verified data waits for the disk).
+    pub fn input_paused(&self) -> bool {
+        matches!(self, Session::Data(t) if t.input_paused())
+    }
+
     pub fn handle_timeout(&mut self, now: Instant) {
         match self {
             Session::Metadata { fetch, .. } => fetch.handle_timeout(now),

@@ -1,0 +1,393 @@
+//! The disk worker: one thread per torrent that writes verified pieces, fsyncs them and writes the resume record,
+//! so the loop never waits on the page cache or the device.
+//!
+//! Why a thread. Copying a piece into the page cache is the kernel's work on the calling thread, and on a VM whose
+//! fresh page-cache memory is slow to touch it was ~45 % of a leech's time; a full disk queue or an fsync can take
+//! seconds. Done on the loop, that time is taken from receiving and hashing; here it runs on the other core.
+//!
+//! What stays on the loop. The session still decides everything: it hashes a whole piece on the loop (SHA-1 with the
+//! CPU's SHA extensions costs ~0.75 s per GiB, less than the copy into the page cache, and the verdict is needed at
+//! once to blame and ban), hands only verified pieces over, and counts a piece as its own only when the worker
+//! reports the write. Reads for serving stay on the loop too (a pread from the page cache is a copy into the send
+//! buffer, as cheap as handing the request over).
+//!
+//! Jobs run in the order they were queued, so a resume record queued after writes is written after them, and its
+//! fsync covers them: it vouches only for data whose fsync completed, as before. The piece buffer is moved in and
+//! handed back with the result for reuse, never copied. The queue is bounded in jobs; the session bounds it in bytes
+//! (`unwritten_bytes`) and stops reading from peers past its bound. Dropping the worker drains the queue: every
+//! queued write and record is done before the drop returns, whatever way the session ends; a session that stops
+//! waits for the queue itself before its final record (`Torrent::stop`).
+
+use std::io;
+use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError, TrySendError};
+use std::sync::{Arc, OnceLock};
+use std::thread::JoinHandle;
+
+use super::{Storage, StorageError};
+use crate::resume::{Keeper, SaveError};
+
+/// Jobs the queue holds; the session's byte bound keeps it far below this (see `Torrent::input_paused`), so sending
+/// never blocks the loop in practice.
+const QUEUE_JOBS: usize = 1024;
+/// The worker needs little stack: it calls pwrite, fsync and the record's encoder.
+const STACK: usize = 256 * 1024;
+
+enum Job {
+    Write {
+        index: u32,
+        data: Vec<u8>,
+    },
+    Save {
+        pieces: Vec<u8>,
+    },
+    Audit {
+        max_files: usize,
+    },
+    /// Holds the worker until the sender side is dropped or sends, so tests can fill the queue.
+    #[cfg(test)]
+    Gate(Receiver<()>),
+}
+
+/// What the worker reports back, in the order the jobs were queued.
+#[derive(Debug)]
+pub enum DiskDone {
+    /// Piece `index` was written (or not); `data` is its buffer, back for reuse.
+    Written { index: u32, data: Vec<u8>, result: Result<(), StorageError> },
+    /// A resume record was brought up to date (see `resume::Keeper::save`).
+    Saved(Result<(), SaveError>),
+    /// The worker thread is gone with jobs unanswered (it panicked): nothing more will be written.
+    Lost,
+}
+
+pub struct DiskWorker {
+    /// `None` only while dropping.
+    jobs: Option<SyncSender<Job>>,
+    done: Receiver<DiskDone>,
+    waker: Arc<OnceLock<Arc<mio::Waker>>>,
+    thread: Option<JoinHandle<()>>,
+    /// Bytes of piece data queued and not yet reported.
+    unwritten: usize,
+    /// Writes and saves queued and not yet reported.
+    pending: usize,
+}
+
+impl DiskWorker {
+    /// Starts the thread; it writes through `storage` (see `Storage::twin`) and keeps the record with `keeper`.
+    /// Whole aligned pieces are written past the page cache (`Storage::set_direct_writes`): on this VM it cost a
+    /// leech half the CPU of writing through the page cache and made the 8-leecher swarm faster, not slower (README,
+    /// Performance). `TOYBT_WRITES=buffered` in the environment writes everything through the page cache instead.
+    pub fn start(mut storage: Storage, keeper: Option<Keeper>) -> io::Result<DiskWorker> {
+        storage.set_direct_writes(std::env::var_os("TOYBT_WRITES").is_none_or(|v| v != "buffered"));
+        let (jobs, job_rx) = mpsc::sync_channel(QUEUE_JOBS);
+        let (done_tx, done) = mpsc::channel();
+        let waker: Arc<OnceLock<Arc<mio::Waker>>> = Arc::default();
+        let wake = waker.clone();
+        let thread = std::thread::Builder::new()
+            .name("disk".into())
+            .stack_size(STACK)
+            .spawn(move || serve(storage, keeper, job_rx, done_tx, wake))?;
+        Ok(DiskWorker { jobs: Some(jobs), done, waker, thread: Some(thread), unwritten: 0, pending: 0 })
+    }
+
+    /// From now on every report also wakes the loop through `waker` (the first one given stays).
+    pub fn set_waker(&self, waker: &Arc<mio::Waker>) {
+        if self.waker.get().is_none() {
+            let _ = self.waker.set(waker.clone());
+        }
+    }
+
+    /// Queues a verified piece for writing; `DiskDone::Written` follows.
+    pub fn write(&mut self, index: u32, data: Vec<u8>) {
+        self.unwritten += data.len();
+        self.pending += 1;
+        self.send(Job::Write { index, data });
+    }
+
+    /// Queues a resume record for `pieces` (a wire bitfield), after every write queued so far; `DiskDone::Saved`
+    /// follows. Without a keeper it reports success at once.
+    pub fn save(&mut self, pieces: Vec<u8>) {
+        self.pending += 1;
+        self.send(Job::Save { pieces });
+    }
+
+    /// Queues a look at up to `max_files` files for changes made under us (see `Keeper::audit`); nothing is reported.
+    pub fn audit(&mut self, max_files: usize) {
+        self.send(Job::Audit { max_files });
+    }
+
+    /// Holds the worker before the jobs queued from now on until the returned sender sends (or is dropped).
+    #[cfg(test)]
+    pub(crate) fn gate(&mut self) -> SyncSender<()> {
+        let (open, wait) = mpsc::sync_channel(1);
+        self.send(Job::Gate(wait));
+        open
+    }
+
+    /// A report, if one is in.
+    pub fn poll_done(&mut self) -> Option<DiskDone> {
+        if self.pending == 0 {
+            return None;
+        }
+        match self.done.try_recv() {
+            Ok(d) => Some(self.count(d)),
+            Err(TryRecvError::Empty) => None,
+            Err(TryRecvError::Disconnected) => Some(self.lost()),
+        }
+    }
+
+    /// The next report, waiting for it; `None` when nothing is pending.
+    pub fn wait_done(&mut self) -> Option<DiskDone> {
+        if self.pending == 0 {
+            return None;
+        }
+        match self.done.recv() {
+            Ok(d) => Some(self.count(d)),
+            Err(_) => Some(self.lost()),
+        }
+    }
+
+    /// Bytes of piece data queued and not yet reported written.
+    pub fn unwritten_bytes(&self) -> usize {
+        self.unwritten
+    }
+
+    /// Nothing queued is waiting for its report.
+    pub fn is_idle(&self) -> bool {
+        self.pending == 0
+    }
+
+    fn count(&mut self, d: DiskDone) -> DiskDone {
+        self.pending -= 1;
+        if let DiskDone::Written { data, .. } = &d {
+            self.unwritten -= data.len();
+        }
+        d
+    }
+
+    fn lost(&mut self) -> DiskDone {
+        self.pending = 0;
+        self.unwritten = 0;
+        DiskDone::Lost
+    }
+
+    fn send(&mut self, job: Job) {
+        let Some(jobs) = &self.jobs else { return };
+        let job = match jobs.try_send(job) {
+            Ok(()) => return,
+            // Only if the session let far more than its byte bound pile up: waiting is then the bound.
+            Err(TrySendError::Full(job)) => job,
+            Err(TrySendError::Disconnected(_)) => return,
+        };
+        let _ = jobs.send(job);
+    }
+}
+
+impl Drop for DiskWorker {
+    /// Drains the queue: the thread finishes every job queued before it ends.
+    fn drop(&mut self) {
+        self.jobs = None;
+        if let Some(t) = self.thread.take()
+            && t.join().is_err()
+        {
+            log::error!("the disk worker failed; data queued for writing may be lost");
+        }
+    }
+}
+
+fn serve(
+    mut storage: Storage,
+    mut keeper: Option<Keeper>,
+    jobs: Receiver<Job>,
+    done: mpsc::Sender<DiskDone>,
+    waker: Arc<OnceLock<Arc<mio::Waker>>>,
+) {
+    for job in jobs {
+        let report = match job {
+            Job::Write { index, data } => {
+                let result = storage.write_piece(index, &data);
+                DiskDone::Written { index, data, result }
+            }
+            Job::Save { pieces } => DiskDone::Saved(match &mut keeper {
+                Some(k) => k.save(&mut storage, &pieces),
+                None => Ok(()),
+            }),
+            Job::Audit { max_files } => {
+                if let Some(k) = &mut keeper {
+                    k.audit(&storage, max_files);
+                }
+                continue;
+            }
+            #[cfg(test)]
+            Job::Gate(wait) => {
+                let _ = wait.recv();
+                continue;
+            }
+        };
+        // The receiver is gone only while the owner is being dropped: the jobs still run, unreported.
+        let _ = done.send(report);
+        if let Some(w) = waker.get()
+            && let Err(e) = w.wake()
+        {
+            log::debug!("cannot wake the loop: {e}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metainfo::{FileEntry, Metainfo};
+    use crate::resume;
+    use crate::storage::OpenMode;
+    use crate::test_data::bytes as data;
+
+    fn meta(content: &[u8], piece_length: u32) -> Metainfo {
+        let pieces = content.chunks(piece_length as usize).map(crate::sha1::digest).collect();
+        Metainfo {
+            info_hash: [3; 20],
+            name: "w.bin".into(),
+            piece_length,
+            pieces,
+            files: vec![FileEntry {
+                path: vec!["w.bin".into()],
+                length: content.len() as u64,
+                offset: 0,
+                padding: false,
+            }],
+            total_length: content.len() as u64,
+            multi_file: false,
+            private: false,
+            announce: None,
+            announce_list: vec![],
+            comment: None,
+            created_by: None,
+            creation_date: None,
+            warnings: vec![],
+            info: Vec::new(),
+        }
+    }
+
+    struct Fixture {
+        dir: tempfile::TempDir,
+        meta: Metainfo,
+        content: Vec<u8>,
+        record: std::path::PathBuf,
+    }
+
+    impl Fixture {
+        fn new(mode: OpenMode) -> (Fixture, DiskWorker) {
+            let content = data(10 * 1024, 7);
+            let meta = meta(&content, 1024);
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("w.bin");
+            if mode == OpenMode::Seed {
+                std::fs::write(&path, &content).unwrap();
+            }
+            let storage = Storage::open(&meta, path, mode).unwrap();
+            let record = dir.path().join("w.bin.toybt");
+            let keeper = Keeper::new(record.clone(), &meta, &storage);
+            let worker = DiskWorker::start(storage.twin(), Some(keeper)).unwrap();
+            (Fixture { dir, meta, content, record }, worker)
+        }
+
+        fn piece(&self, i: u32) -> Vec<u8> {
+            self.content[i as usize * 1024..(i as usize + 1) * 1024].to_vec()
+        }
+    }
+
+    fn drain(w: &mut DiskWorker) -> Vec<DiskDone> {
+        std::iter::from_fn(|| w.wait_done()).collect()
+    }
+
+    #[test]
+    fn writes_and_records_are_reported_in_order_and_the_record_follows_the_data() {
+        let (f, mut w) = Fixture::new(OpenMode::Leech);
+        for i in [3, 0, 9] {
+            w.write(i, f.piece(i));
+        }
+        w.save(vec![0b1001_0000, 0b0100_0000]);
+        w.write(1, f.piece(1));
+        let got = drain(&mut w);
+        let order: Vec<String> = got
+            .iter()
+            .map(|d| match d {
+                DiskDone::Written { index, result, data } => {
+                    assert!(result.is_ok(), "{result:?}");
+                    assert_eq!(data.len(), 1024, "the buffer comes back whole");
+                    format!("w{index}")
+                }
+                DiskDone::Saved(r) => format!("s{}", r.is_ok()),
+                DiskDone::Lost => "lost".into(),
+            })
+            .collect();
+        assert_eq!(order, ["w3", "w0", "w9", "strue", "w1"]);
+        assert!(w.is_idle());
+        assert_eq!(w.unwritten_bytes(), 0);
+        let on_disk = std::fs::read(f.dir.path().join("w.bin")).unwrap();
+        for i in [0, 1, 3, 9] {
+            assert_eq!(&on_disk[i * 1024..(i + 1) * 1024], &f.piece(i as u32)[..]);
+        }
+        let rec = resume::decode(&std::fs::read(&f.record).unwrap()).unwrap();
+        assert_eq!(rec.pieces, vec![0b1001_0000, 0b0100_0000]);
+        // The record vouches for the file as it was after the three writes it followed were synced.
+        assert_eq!(rec.files.len(), f.meta.files.len());
+        assert!(rec.files[0].is_some());
+    }
+
+    #[test]
+    fn a_refused_write_reports_the_storage_error_and_hands_the_buffer_back() {
+        let (f, mut w) = Fixture::new(OpenMode::Seed);
+        w.write(2, f.piece(2));
+        w.write(4, vec![0; 5]);
+        match drain(&mut w).as_slice() {
+            [
+                DiskDone::Written { index: 2, result: Err(StorageError::ReadOnly), data: a },
+                DiskDone::Written { index: 4, result: Err(StorageError::ReadOnly), data: b },
+            ] => assert_eq!((a.len(), b.len()), (1024, 5)),
+            other => panic!("{other:?}"),
+        }
+        let (f, mut w) = Fixture::new(OpenMode::Leech);
+        w.write(4, vec![0; 5]);
+        let got = drain(&mut w);
+        assert!(matches!(got[..], [DiskDone::Written { result: Err(StorageError::PieceLength { .. }), .. }]));
+        drop(f);
+    }
+
+    #[test]
+    fn unwritten_bytes_count_what_is_queued_until_it_is_reported() {
+        let (f, mut w) = Fixture::new(OpenMode::Leech);
+        let gate = w.gate();
+        for i in 0..6 {
+            w.write(i, f.piece(i));
+        }
+        assert_eq!(w.unwritten_bytes(), 6 * 1024);
+        // Held at the gate: nothing can have been written, so nothing is reported.
+        assert!(w.poll_done().is_none());
+        assert_eq!(w.unwritten_bytes(), 6 * 1024);
+        gate.send(()).unwrap();
+        let first = w.wait_done();
+        assert!(matches!(first, Some(DiskDone::Written { index: 0, .. })));
+        assert_eq!(w.unwritten_bytes(), 5 * 1024);
+        assert_eq!(drain(&mut w).len(), 5);
+        assert_eq!(w.unwritten_bytes(), 0);
+        assert!(w.poll_done().is_none(), "nothing pending, nothing to report");
+    }
+
+    #[test]
+    fn dropping_the_worker_finishes_every_queued_write_and_record_first() {
+        let (f, mut w) = Fixture::new(OpenMode::Leech);
+        let gate = w.gate();
+        for i in 0..10 {
+            w.write(i, f.piece(i));
+        }
+        w.save(vec![0xff, 0xc0]);
+        // Still held: the drop must wait for the gate and then for every job behind it.
+        let opener = std::thread::spawn(move || gate.send(()));
+        drop(w);
+        opener.join().unwrap().unwrap();
+        assert_eq!(std::fs::read(f.dir.path().join("w.bin")).unwrap(), f.content);
+        let rec = resume::decode(&std::fs::read(&f.record).unwrap()).unwrap();
+        assert_eq!(rec.pieces, vec![0xff, 0xc0]);
+        assert_eq!(rec.files[0], resume::stamp(&f.dir.path().join("w.bin")).unwrap());
+    }
+}
