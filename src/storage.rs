@@ -172,8 +172,8 @@ impl Storage {
         }
         self.wanted = wanted.to_vec();
         if self.mode == OpenMode::Leech {
-            for file in 0..wanted.len() {
-                if wanted[file] && self.layout.file_length(file) == Some(0) {
+            for (file, &w) in wanted.iter().enumerate() {
+                if w && self.layout.file_length(file) == Some(0) {
                     self.ensure_file(file)?;
                 }
             }
