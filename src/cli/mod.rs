@@ -4,6 +4,7 @@ pub mod create;
 pub mod info;
 pub mod leech;
 pub mod seed;
+pub mod select;
 pub mod swarm;
 pub mod tracker;
 
