@@ -59,7 +59,8 @@ pub struct Storage {
     disk: Disk,
     mode: OpenMode,
     issues: Vec<FileIssue>,
-    /// Per file: known missing or unusable since `open`, so `check_all` skips its pieces without touching the disk.
+    /// Per file: known missing or unusable since `open`, so `check_all` skips its pieces without touching the disk
+    /// (for a leech, an unwanted file not created yet: looked at again by `check_all`).
     absent: Vec<bool>,
     /// Per file: selected for download (all, unless the caller chose files). Seeds ignore it.
     wanted: Vec<bool>,
@@ -328,6 +329,15 @@ impl Storage {
     /// Checks every piece against its hash, one piece in memory at a time; `progress(done, total)` after each.
     /// A piece that cannot be read counts as absent: quietly for missing or short files, with a warning otherwise.
     pub fn check_all(&mut self, mut progress: impl FnMut(u32, u32)) -> Vec<bool> {
+        if self.mode == OpenMode::Leech {
+            // An unwanted file missing at open may have been created since by a piece written to it (on this or
+            // another handle of the same storage, e.g. the disk worker's).
+            for file in 0..self.absent.len() {
+                if self.absent[file] {
+                    self.absent[file] = self.disk.inspect(file, false).is_ok_and(|m| m.is_none());
+                }
+            }
+        }
         let total = self.piece_count();
         let mut have = Vec::with_capacity(total as usize);
         let scratch_size = (self.layout.piece_length() as u64).min(self.layout.total_length());

@@ -526,4 +526,9 @@ fn a_missing_unwanted_file_is_absent_and_a_bad_selection_is_refused() {
     st.set_wanted_files(&[true, false, true]).unwrap();
     assert_eq!(fs::metadata(root.join("empty")).unwrap().len(), 0);
     assert!(!root.join("second").exists());
+    // Created since by another handle (the disk worker's): checked again.
+    let mut twin = st.twin();
+    twin.set_wanted_files(&[true, true, false]).unwrap();
+    twin.write_piece(2, &piece(&meta, &data, 2)).unwrap();
+    assert_eq!(st.check_all(|_, _| {}), vec![true, true, true, false]);
 }

@@ -284,9 +284,7 @@ impl Torrent {
         if wanted.len() != self.meta.files.len() {
             return Err(format!("{} entries for a torrent of {} files", wanted.len(), self.meta.files.len()));
         }
-        if self.storage.mode() == crate::storage::OpenMode::Leech {
-            self.storage.set_wanted_files(wanted).map_err(|e| e.to_string())?;
-        }
+        self.storage.set_wanted_files(wanted).map_err(|e| e.to_string())?;
         let was_complete = self.is_complete();
         self.picker.set_wanted(&self.storage.layout().wanted_pieces(wanted));
         self.wanted_bytes = self.picker.wanted_bytes();
