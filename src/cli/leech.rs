@@ -35,7 +35,9 @@ Options:
                          lists them (padding files count), as aria2's --select-file. Other files are not
                          created, except to hold the bytes of pieces they share with a selected file; the
                          download is complete, and the tracker told, once the selected files are. A later
-                         run with another list keeps what is there
+                         run with another list keeps what is there. A bad list or a number past the last
+                         file exits 2 (from a magnet link, numbers are checked once the metadata is in, and
+                         one past the last file then ends the run with exit 1)
 ";
 
 pub fn run(mut args: pico_args::Arguments) -> Result<()> {
