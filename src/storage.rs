@@ -27,7 +27,8 @@ pub const MAX_BLOCK: u32 = 16 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OpenMode {
-    /// Create missing folders and files at their final size (sparse), open read-write.
+    /// Create missing folders and wanted files at their final size (sparse), open read-write. An unwanted file is
+    /// created (sparse, full size) only when a piece that touches it is written: a piece it shares with a wanted file.
     Leech,
     /// Open read-only; missing, short or refused files are reported in `issues()` and their pieces count as absent.
     Seed,
@@ -58,8 +59,15 @@ pub struct Storage {
     disk: Disk,
     mode: OpenMode,
     issues: Vec<FileIssue>,
-    /// Per file: known missing or unusable since `open`, so `check_all` skips its pieces without touching the disk.
+    /// Per file: known missing or unusable since `open`, so `check_all` skips its pieces without touching the disk
+    /// (for a leech, an unwanted file not created yet: looked at again by `check_all`).
     absent: Vec<bool>,
+    /// Per file: selected for download (all, unless the caller chose files). Seeds ignore it.
+    wanted: Vec<bool>,
+    /// Per file: known to exist at its full size, so writing to it needs no check (leech mode).
+    ready: Vec<bool>,
+    /// New files get their blocks up front (`TOYBT_ALLOCATE=full`, for measuring).
+    allocate: bool,
     /// With direct writes on: an aligned copy of the piece goes here, as piece buffers are not aligned.
     direct: Option<Vec<u8>>,
 }
@@ -68,9 +76,28 @@ impl Storage {
     /// `content_path` is the content itself: the file of a single-file torrent, the top folder of a multi-file one.
     /// Leech mode fails on the first file it cannot create; seed mode fails only on a broken layout.
     pub fn open(meta: &Metainfo, content_path: PathBuf, mode: OpenMode) -> Result<Storage, StorageError> {
+        Storage::open_selected(meta, content_path, mode, &vec![true; meta.files.len()])
+    }
+
+    /// `open` with only the files whose entry in `wanted` (one per `Metainfo::files`) is true created up front; an
+    /// unwanted file that is missing stays missing, its pieces absent, until a piece touching it is written.
+    pub fn open_selected(
+        meta: &Metainfo,
+        content_path: PathBuf,
+        mode: OpenMode,
+        wanted: &[bool],
+    ) -> Result<Storage, StorageError> {
+        if wanted.len() != meta.files.len() {
+            return Err(StorageError::Layout(format!(
+                "{} files selected or not for a torrent of {} files",
+                wanted.len(),
+                meta.files.len()
+            )));
+        }
         let layout = Layout::new(meta)?;
         let disk = Disk::new(meta, content_path, mode == OpenMode::Leech)?;
         let mut absent = vec![false; meta.files.len()];
+        let mut ready = vec![false; meta.files.len()];
         let mut issues = Vec::new();
         // For measuring (README, Performance): new files get their blocks up front instead of staying sparse.
         let allocate = std::env::var_os("TOYBT_ALLOCATE").is_some_and(|v| v == "full");
@@ -79,7 +106,12 @@ impl Storage {
                 continue;
             }
             match mode {
-                OpenMode::Leech => disk.create(i, f.length, allocate)?,
+                OpenMode::Leech if wanted[i] => {
+                    disk.create(i, f.length, allocate)?;
+                    ready[i] = true;
+                }
+                // A leftover of another size is put right when a piece is written to it (`ensure_file`).
+                OpenMode::Leech => absent[i] = disk.inspect(i, false).is_ok_and(|m| m.is_none()),
                 OpenMode::Seed => {
                     let problem = match disk.inspect(i, false) {
                         Ok(Some(m)) if m.len() >= f.length => continue,
@@ -92,7 +124,19 @@ impl Storage {
                 }
             }
         }
-        Ok(Storage { layout, hashes: meta.pieces.clone(), disk, mode, issues, absent, direct: None })
+        let wanted = wanted.to_vec();
+        Ok(Storage {
+            layout,
+            hashes: meta.pieces.clone(),
+            disk,
+            mode,
+            issues,
+            absent,
+            wanted,
+            ready,
+            allocate,
+            direct: None,
+        })
     }
 
     /// The same storage with file handles of its own, for the disk worker's thread: it writes and fsyncs through
@@ -105,8 +149,59 @@ impl Storage {
             mode: self.mode,
             issues: Vec::new(),
             absent: self.absent.clone(),
+            wanted: self.wanted.clone(),
+            ready: self.ready.clone(),
+            allocate: self.allocate,
             direct: None,
         }
+    }
+
+    /// Per file of the torrent: selected for download.
+    pub fn wanted_files(&self) -> &[bool] {
+        &self.wanted
+    }
+
+    /// Changes the selection (one entry per file; another length is refused). A file newly wanted is created now
+    /// only if it is empty (no piece will ever create it); others are created by the first piece written to them.
+    pub fn set_wanted_files(&mut self, wanted: &[bool]) -> Result<(), StorageError> {
+        if wanted.len() != self.wanted.len() {
+            return Err(StorageError::Layout(format!(
+                "{} files selected or not for a torrent of {} files",
+                wanted.len(),
+                self.wanted.len()
+            )));
+        }
+        self.wanted = wanted.to_vec();
+        if self.mode == OpenMode::Leech {
+            for (file, &w) in wanted.iter().enumerate() {
+                if w && self.layout.file_length(file) == Some(0) {
+                    self.ensure_file(file)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes every file that piece `index` writes to exist (unwanted files are created by their first piece).
+    fn ensure_files_of(&mut self, index: u32) -> Result<(), StorageError> {
+        let spans = self.layout.piece_spans(index).into_iter().flatten();
+        let new: Vec<usize> = spans.filter(|s| !s.padding && !self.ready[s.file]).map(|s| s.file).collect();
+        for file in new {
+            self.ensure_file(file)?;
+        }
+        Ok(())
+    }
+
+    /// Makes `file` exist at its full size (and the folders above it) before the first write to it in this run.
+    fn ensure_file(&mut self, file: usize) -> Result<(), StorageError> {
+        if self.ready[file] || self.layout.is_padding(file) {
+            return Ok(());
+        }
+        let length = self.layout.file_length(file).unwrap_or(0);
+        self.disk.create(file, length, self.allocate)?;
+        self.ready[file] = true;
+        self.absent[file] = false;
+        Ok(())
     }
 
     pub fn layout(&self) -> &Layout {
@@ -151,7 +246,8 @@ impl Storage {
         self.direct = on.then(Vec::new);
     }
 
-    /// Writes a verified piece: one pwrite per file span; padding spans are skipped. With direct writes on, a
+    /// Writes a verified piece: one pwrite per file span; padding spans are skipped, and a file not created yet (an
+    /// unwanted one, see `open_selected`) is created first. With direct writes on, a
     /// piece that is one aligned span is copied into an aligned buffer and written past the page cache; the rest
     /// (the last piece, pieces across files) through it.
     pub fn write_piece(&mut self, index: u32, data: &[u8]) -> Result<(), StorageError> {
@@ -162,6 +258,7 @@ impl Storage {
         if data.len() != size as usize {
             return Err(StorageError::PieceLength { index, expected: size, got: data.len() });
         }
+        self.ensure_files_of(index)?;
         if self.direct.is_some() && self.write_direct(index, data)? {
             return Ok(());
         }
@@ -232,6 +329,15 @@ impl Storage {
     /// Checks every piece against its hash, one piece in memory at a time; `progress(done, total)` after each.
     /// A piece that cannot be read counts as absent: quietly for missing or short files, with a warning otherwise.
     pub fn check_all(&mut self, mut progress: impl FnMut(u32, u32)) -> Vec<bool> {
+        if self.mode == OpenMode::Leech {
+            // An unwanted file missing at open may have been created since by a piece written to it (on this or
+            // another handle of the same storage, e.g. the disk worker's).
+            for file in 0..self.absent.len() {
+                if self.absent[file] {
+                    self.absent[file] = self.disk.inspect(file, false).is_ok_and(|m| m.is_none());
+                }
+            }
+        }
         let total = self.piece_count();
         let mut have = Vec::with_capacity(total as usize);
         let scratch_size = (self.layout.piece_length() as u64).min(self.layout.total_length());

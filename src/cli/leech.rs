@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use super::select::Selection;
 use super::swarm::{self, SWARM_OPTIONS_HELP, SessionPlan, SwarmOptions};
 use crate::error::{Error, Result};
 use crate::magnet::Magnet;
@@ -30,6 +31,13 @@ Options:
   -o, --output DIR       folder to download into (default: the current folder)
   --seed-time SECS       after the download, seed this long and exit (0: exit as soon as it is complete
                          and the tracker has been told); default: seed until interrupted
+  --select LIST          download only these files, e.g. 1,3-5: numbered from 1 in the order `toybt info`
+                         lists them (padding files count), as aria2's --select-file. Other files are not
+                         created, except to hold the bytes of pieces they share with a selected file; the
+                         download is complete, and the tracker told, once the selected files are. A later
+                         run with another list keeps what is there. A bad list or a number past the last
+                         file exits 2 (from a magnet link, numbers are checked once the metadata is in, and
+                         one past the last file then ends the run with exit 1)
 ";
 
 pub fn run(mut args: pico_args::Arguments) -> Result<()> {
@@ -40,6 +48,8 @@ pub fn run(mut args: pico_args::Arguments) -> Result<()> {
     let opts = SwarmOptions::parse(&mut args)?;
     let dir: PathBuf = args.opt_value_from_str(["-o", "--output"])?.unwrap_or_else(|| PathBuf::from("."));
     let seed_time: Option<u64> = args.opt_value_from_str("--seed-time")?;
+    let select: Option<String> = args.opt_value_from_str("--select")?;
+    let select = select.as_deref().map(Selection::parse).transpose()?;
     let what: String =
         args.free_from_str().map_err(|_| Error::usage("give the .torrent file or magnet link to download"))?;
     super::finish(args)?;
@@ -54,12 +64,12 @@ pub fn run(mut args: pico_args::Arguments) -> Result<()> {
             log::info!("metadata from {} (kept from an earlier run)", kept.display());
             let mut opts = opts;
             opts.peers.extend(magnet.peer_addrs());
-            return swarm::run_session(plan(meta, &dir, opts, seed_time)?);
+            return swarm::run_session(plan_selected(meta, &dir, opts, seed_time, select.as_ref())?);
         }
-        return run_magnet(magnet, dir, opts, seed_time);
+        return run_magnet(magnet, dir, opts, seed_time, select);
     }
     let meta = Metainfo::load(Path::new(&what))?;
-    swarm::run_session(plan(meta, &dir, opts, seed_time)?)
+    swarm::run_session(plan_selected(meta, &dir, opts, seed_time, select.as_ref())?)
 }
 
 /// Where the metadata fetched for a magnet link is kept: beside the content, named by the info hash (the name is
@@ -70,7 +80,13 @@ fn kept_torrent(dir: &Path, info_hash: &[u8; 20]) -> PathBuf {
 }
 
 /// A download from a magnet link: fetch the metadata, keep it, then download as from a .torrent file.
-fn run_magnet(magnet: Magnet, dir: PathBuf, opts: SwarmOptions, seed_time: Option<Duration>) -> Result<()> {
+fn run_magnet(
+    magnet: Magnet,
+    dir: PathBuf,
+    opts: SwarmOptions,
+    seed_time: Option<Duration>,
+    select: Option<Selection>,
+) -> Result<()> {
     if dir.exists() && !dir.is_dir() {
         return Err(Error::bad_input(format!("{}: not a folder", dir.display())));
     }
@@ -94,7 +110,7 @@ fn run_magnet(magnet: Magnet, dir: PathBuf, opts: SwarmOptions, seed_time: Optio
                     log::warn!("cannot keep the metadata in {}: {e}", kept.display());
                 }
                 log::info!("downloading {} ({} bytes, {} pieces)", meta.name, meta.total_length, meta.piece_count());
-                let plan = plan(meta, &dir, opts.clone(), seed_time)?;
+                let plan = plan_selected(meta, &dir, opts.clone(), seed_time, select.as_ref())?;
                 let mut cfg = swarm::session_config(&opts, port, seed_time);
                 cfg.peer_id = peer_id;
                 cfg.resume = plan.resume;
@@ -111,6 +127,21 @@ fn run_magnet(magnet: Magnet, dir: PathBuf, opts: SwarmOptions, seed_time: Optio
 
 /// Opens (creating as needed) DIR/NAME for download and finds what is already verified there.
 pub fn plan(meta: Metainfo, dir: &Path, opts: SwarmOptions, seed_time: Option<Duration>) -> Result<SessionPlan> {
+    plan_selected(meta, dir, opts, seed_time, None)
+}
+
+/// `plan` for the files in `select` only (all with `None`); a file number past the torrent's files is a usage error.
+pub fn plan_selected(
+    meta: Metainfo,
+    dir: &Path,
+    opts: SwarmOptions,
+    seed_time: Option<Duration>,
+    select: Option<&Selection>,
+) -> Result<SessionPlan> {
+    let wanted = match select {
+        Some(s) => s.resolve(meta.files.len())?,
+        None => vec![true; meta.files.len()],
+    };
     if dir.exists() && !dir.is_dir() {
         return Err(Error::bad_input(format!(
             "{}: not a folder (-o names the folder to download into)",
@@ -125,7 +156,7 @@ pub fn plan(meta: Metainfo, dir: &Path, opts: SwarmOptions, seed_time: Option<Du
         return Err(Error::bad_input(format!("{}: is in the way, the torrent describes {want}", content.display())));
     }
     let stamps = swarm::file_stamps(&meta, &content);
-    let mut storage = Storage::open(&meta, content.clone(), OpenMode::Leech)?;
+    let mut storage = Storage::open_selected(&meta, content.clone(), OpenMode::Leech, &wanted)?;
     let record = resume::record_path(&content);
     let (have, keeper) = swarm::check_data(&meta, &mut storage, record, &stamps, opts.recheck);
     Ok(SessionPlan { meta, storage, have, opts, seed_time, resume: Some(keeper), tracker_port: None })

@@ -5,6 +5,7 @@ pub mod dht;
 pub mod info;
 pub mod leech;
 pub mod seed;
+pub mod select;
 pub mod share;
 pub mod swarm;
 pub mod tracker;

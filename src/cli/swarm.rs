@@ -197,7 +197,7 @@ pub fn check_data(
                     }
                     to_check[i] = false;
                 }
-                for f in &plan.changed_files {
+                for f in plan.changed_files.iter().filter(|&&f| stamps[f].is_some()) {
                     info!("{} changed since the resume record; checking its pieces", storage.path(*f).display());
                     for p in resume::pieces_of_file(meta, *f) {
                         to_check[p] = true;
@@ -218,6 +218,13 @@ pub fn check_data(
     }
     if nothing_on_disk {
         to_check.fill(false);
+    }
+    // A file that is not there (not selected, or not created yet) holds none of its pieces: nothing to read.
+    for f in (0..meta.files.len()).filter(|&f| stamps[f].is_none() && !meta.files[f].padding) {
+        for p in resume::pieces_of_file(meta, f) {
+            to_check[p] = false;
+            have.clear(p as u32);
+        }
     }
     let total = to_check.iter().filter(|c| **c).count() as u32;
     let started = Instant::now();

@@ -11,6 +11,11 @@
 //! pieces are found without sorting. A peer that has few of the pieces we need would make that ordered scan long, so
 //! the scan has a budget; past it we sweep the peer's bitfield 64 pieces per step instead. Only pieces in flight hold
 //! per-block state; everything else is a few bytes per piece.
+//!
+//! Selective download. Only wanted pieces (those that hold bytes of a file the user selected) are started; an
+//! unwanted piece sits in the bottom bucket with the verified ones, so neither the ordered scan nor the sweeps see it,
+//! and the download is complete once every wanted piece is verified. A piece already in flight when it stops being
+//! wanted is still finished: its blocks are on their way.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
@@ -103,11 +108,16 @@ impl Geometry {
 pub struct Picker {
     geo: Geometry,
     have: Bitfield,
-    /// Pieces neither verified nor in flight: the candidates for a new piece.
+    /// Pieces to download (all unless the caller selected files).
+    wanted: Bitfield,
+    /// Wanted pieces not verified yet, and their bytes: the download is complete when this reaches zero.
+    missing_wanted: u32,
+    missing_wanted_bytes: u64,
+    /// Pieces wanted, neither verified nor in flight: the candidates for a new piece.
     pickable: Bitfield,
     /// How many connected peers have each piece.
     avail: Vec<u32>,
-    /// Every piece, ordered by key (0 for verified pieces, else availability + 1); `pos` is its inverse.
+    /// Every piece, ordered by key (0 for verified or unwanted pieces, else availability + 1); `pos` is its inverse.
     order: Vec<u32>,
     pos: Vec<u32>,
     /// `starts[k]` is where key `k` begins in `order`; the last entry is the piece count. Grows with availability.
@@ -159,9 +169,14 @@ impl Picker {
         for p in have.iter_ones() {
             pickable.clear(p);
         }
+        let geo = Geometry { piece_length, total_length, pieces };
+        let missing_wanted_bytes = (0..pieces).filter(|&p| !have.get(p)).map(|p| geo.piece_len(p) as u64).sum();
         Ok(Picker {
-            geo: Geometry { piece_length, total_length, pieces },
+            geo,
             have: have.clone(),
+            wanted: Bitfield::full(pieces),
+            missing_wanted: pieces - have.count(),
+            missing_wanted_bytes,
             pickable,
             avail: vec![0; pieces as usize],
             order,
@@ -188,8 +203,69 @@ impl Picker {
         &self.have
     }
 
+    /// Every wanted piece is verified (with nothing unselected: every piece).
     pub fn is_complete(&self) -> bool {
-        self.have.all()
+        self.missing_wanted == 0
+    }
+
+    /// The pieces to download.
+    pub fn wanted(&self) -> &Bitfield {
+        &self.wanted
+    }
+
+    /// Bytes of wanted pieces not verified yet: what the tracker's `left` reports.
+    pub fn wanted_left(&self) -> u64 {
+        self.missing_wanted_bytes
+    }
+
+    /// Bytes of all wanted pieces.
+    pub fn wanted_bytes(&self) -> u64 {
+        let have_wanted: u64 =
+            self.have.iter_ones().filter(|&p| self.wanted.get(p)).map(|p| self.geo.piece_len(p) as u64).sum();
+        have_wanted + self.missing_wanted_bytes
+    }
+
+    /// Makes `wanted` (one bit per piece; a set of another length is ignored) the pieces to download from now on.
+    /// A piece newly wanted becomes a candidate at once; one no longer wanted is not started again, but if it is in
+    /// flight its outstanding blocks are still taken and it is finished.
+    pub fn set_wanted(&mut self, wanted: &Bitfield) {
+        if wanted.len() != self.geo.pieces {
+            return;
+        }
+        for p in 0..self.geo.pieces {
+            let now_wanted = wanted.get(p);
+            if now_wanted == self.wanted.get(p) {
+                continue;
+            }
+            let from = self.key(p);
+            if now_wanted {
+                self.wanted.set(p);
+            } else {
+                self.wanted.clear(p);
+            }
+            let to = self.key(p);
+            for k in from..to {
+                self.move_up(p, k);
+            }
+            for k in (to + 1..=from).rev() {
+                self.move_down(p, k);
+            }
+            if self.have.get(p) {
+                continue;
+            }
+            let len = self.geo.piece_len(p) as u64;
+            if now_wanted {
+                self.missing_wanted += 1;
+                self.missing_wanted_bytes += len;
+                if !self.partials.contains_key(&p) {
+                    self.pickable.set(p);
+                }
+            } else {
+                self.missing_wanted -= 1;
+                self.missing_wanted_bytes -= len;
+                self.pickable.clear(p);
+            }
+        }
     }
 
     /// How many connected peers have piece `index`.
@@ -202,13 +278,17 @@ impl Picker {
         self.peers.get(&peer)
     }
 
-    /// Whether the peer has a piece we lack, i.e. whether to be interested in it.
+    /// Whether the peer has a wanted piece we lack, i.e. whether to be interested in it.
     pub fn is_interesting(&self, peer: PeerKey) -> bool {
-        self.peers.get(&peer).is_some_and(|bits| bits.has_any_missing_from(&self.have))
+        let Some(bits) = self.peers.get(&peer) else { return false };
+        if self.missing_wanted == self.geo.pieces - self.have.count() {
+            return bits.has_any_missing_from(&self.have);
+        }
+        (0..bits.word_count()).any(|w| bits.word(w) & self.wanted.word(w) & !self.have.word(w) != 0)
     }
 
     fn key(&self, p: u32) -> usize {
-        if self.have.get(p) { 0 } else { self.avail[p as usize] as usize + 1 }
+        if self.have.get(p) || !self.wanted.get(p) { 0 } else { self.avail[p as usize] as usize + 1 }
     }
 
     fn swap(&mut self, i: u32, j: u32) {
@@ -418,7 +498,8 @@ impl Picker {
         let available_not_have = self.geo.pieces - self.starts.get(2).copied().unwrap_or(self.geo.pieces);
         let mut started_available = 0;
         for (&index, partial) in &self.partials {
-            if self.avail[index as usize] > 0 {
+            // An unwanted piece still in flight is outside the count above: it is finished, not raced for.
+            if self.avail[index as usize] > 0 && self.wanted.get(index) {
                 if partial.missing > 0 {
                     return false;
                 }
@@ -493,6 +574,10 @@ impl Picker {
             self.move_down(index, k);
         }
         self.have.set(index);
+        if self.wanted.get(index) {
+            self.missing_wanted -= 1;
+            self.missing_wanted_bytes -= self.geo.piece_len(index) as u64;
+        }
     }
 
     /// The piece's hash did not match: all its blocks are wanted again, ahead of new pieces.

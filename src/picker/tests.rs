@@ -1,6 +1,7 @@
 //! The picker on its own: rarest first, partial pieces first, endgame, time-outs.
 
 use super::*;
+use std::collections::BTreeSet;
 
 const B: u32 = BLOCK_LEN;
 
@@ -47,7 +48,7 @@ impl Picker {
             let counted = self.peers.values().filter(|b| b.get(p)).count() as u32;
             assert_eq!(self.avail[p as usize], counted, "availability of {p}");
             let in_flight = self.partials.contains_key(&p);
-            assert_eq!(self.pickable.get(p), !self.have.get(p) && !in_flight, "pickable {p}");
+            assert_eq!(self.pickable.get(p), !self.have.get(p) && !in_flight && self.wanted.get(p), "pickable {p}");
             assert!(!(self.have.get(p) && in_flight));
         }
         for partial in self.partials.values() {
@@ -362,6 +363,11 @@ fn random_swarms_complete_and_stay_rarest_first() {
         let mut inflight: Vec<(PeerKey, Block)> = Vec::new();
         for step in 0..6_000 {
             let peer = below(&mut rng, 6) as usize;
+            if below(&mut rng, 300) == 0 {
+                // The user changes the selection: about one piece in three unwanted, or everything wanted again.
+                let all = below(&mut rng, 3) == 0;
+                p.set_wanted(&bits(pieces, (0..pieces).filter(|_| all || below(&mut rng, 3) != 0)));
+            }
             match below(&mut rng, 20) {
                 0 => {
                     let density = 1 + below(&mut rng, 100);
@@ -388,6 +394,7 @@ fn random_swarms_complete_and_stay_rarest_first() {
                     for b in p.pick(peer, 1 + below(&mut rng, 40) as usize, now) {
                         assert!(p.peer_pieces(peer).unwrap().get(b.index));
                         if before.get(b.index) && !started.contains(&b.index) {
+                            assert!(p.wanted.get(b.index), "seed {seed} step {step}: started unwanted {}", b.index);
                             started.push(b.index);
                         }
                         inflight.push((peer, b));
@@ -432,4 +439,64 @@ fn random_swarms_complete_and_stay_rarest_first() {
         }
         p.check();
     }
+}
+
+/// Pieces 0..3 of 6 wanted: only they are ever asked for, interest follows the wanted pieces, and the download
+/// completes without the rest; wanting the rest again resumes it.
+#[test]
+fn unwanted_pieces_are_never_picked_and_completion_counts_only_wanted_ones() {
+    let mut p = picker(6, B, &[], 5);
+    p.set_wanted(&bits(6, 0..3));
+    p.check();
+    assert_eq!(p.wanted_left(), 3 * B as u64);
+    assert_eq!(p.wanted_bytes(), 3 * B as u64);
+    p.peer_joined(1, &bits(6, 3..6));
+    assert!(!p.is_interesting(1), "it has only pieces we do not want");
+    assert!(p.pick(1, 10, t0()).is_empty());
+    p.peer_joined(2, &Bitfield::full(6));
+    assert!(p.is_interesting(2));
+    let asked = p.pick(2, 100, t0());
+    assert_eq!(asked.iter().map(|b| b.index).collect::<BTreeSet<_>>(), BTreeSet::from([0, 1, 2]));
+    assert!(!p.in_endgame() || asked.len() == 3);
+    for b in asked {
+        assert!(new_piece(p.block_received(2, b)).0);
+        p.piece_verified(b.index);
+    }
+    p.check();
+    assert!(p.is_complete());
+    assert_eq!(p.wanted_left(), 0);
+    assert!(!p.is_interesting(2));
+    assert!(p.pick(2, 100, t0()).is_empty(), "endgame does not reach for unwanted pieces either");
+
+    // Everything wanted again: the download resumes where it was.
+    p.set_wanted(&Bitfield::full(6));
+    p.check();
+    assert!(!p.is_complete());
+    assert_eq!(p.wanted_left(), 3 * B as u64);
+    assert!(p.is_interesting(1) && p.is_interesting(2));
+    let asked: BTreeSet<u32> = p.pick(2, 100, t0()).iter().map(|b| b.index).collect();
+    assert_eq!(asked, BTreeSet::from([3, 4, 5]));
+}
+
+/// A piece unwanted while in flight is finished from the blocks already asked for, but not asked for again; one that
+/// was never started is left alone.
+#[test]
+fn a_piece_unwanted_in_flight_may_finish() {
+    let mut p = picker(3, 2 * B, &[], 9);
+    p.peer_joined(1, &Bitfield::full(3));
+    let first = p.pick(1, 1, t0());
+    let index = first[0].index;
+    p.set_wanted(&bits(3, (0..3).filter(|&i| i != index)));
+    p.check();
+    assert!(!new_piece(p.block_received(1, first[0])).0);
+    let rest = p.pick(1, 1, t0());
+    assert_eq!(rest.len(), 1);
+    assert_eq!(rest[0].index, index, "the piece in flight is finished first");
+    assert!(new_piece(p.block_received(1, rest[0])).0);
+    p.piece_verified(index);
+    p.check();
+    assert_eq!(p.wanted_left(), 4 * B as u64, "a verified unwanted piece changes nothing left to fetch");
+    let others: BTreeSet<u32> = p.pick(1, 100, t0()).iter().map(|b| b.index).collect();
+    assert_eq!(others.len(), 2);
+    assert!(!others.contains(&index));
 }

@@ -171,7 +171,7 @@ impl Services {
     pub(super) fn disk_turn(&mut self, now: Instant, waker: &std::sync::Arc<mio::Waker>, ctl: &mut Ctl) {
         for t in self.torrents.values_mut() {
             if t.disk_turn(now, waker) {
-                carry_out(t, &self.tracker_addrs, &mut self.udp_announce, now, ctl);
+                carry_out(t, &self.tracker_addrs, &mut self.udp_announce, &mut self.dht, now, ctl);
             }
         }
     }

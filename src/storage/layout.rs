@@ -109,6 +109,30 @@ impl Layout {
         Some(self.spans_at(index as u64 * self.piece_length as u64 + begin as u64, len))
     }
 
+    /// Length of file `file`, or `None` past the last file.
+    pub fn file_length(&self, file: usize) -> Option<u64> {
+        self.files.get(file).map(|f| f.length)
+    }
+
+    /// Whether file `file` is a BEP 47 padding file (false past the last file).
+    pub fn is_padding(&self, file: usize) -> bool {
+        self.files.get(file).is_some_and(|f| f.padding)
+    }
+
+    /// The pieces to download for a selection of files (`wanted`, one entry per file; missing entries count as
+    /// unwanted): every piece that holds a byte of a wanted file other than padding.
+    pub fn wanted_pieces(&self, wanted: &[bool]) -> crate::bitfield::Bitfield {
+        let mut bits = crate::bitfield::Bitfield::new(self.piece_count);
+        for (file, f) in self.files.iter().enumerate() {
+            if !f.padding && wanted.get(file).copied().unwrap_or(false) {
+                for p in self.file_pieces(file) {
+                    bits.set(p);
+                }
+            }
+        }
+        bits
+    }
+
     /// The pieces a file's bytes fall in (empty for an empty file).
     pub fn file_pieces(&self, file: usize) -> std::ops::Range<u32> {
         let Some(f) = self.files.get(file) else { return 0..0 };

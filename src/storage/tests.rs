@@ -461,3 +461,74 @@ fn files_allocated_up_front_have_their_full_length_and_take_pieces_as_sparse_one
     all.extend(fs::read(dir.path().join("content/b")).unwrap());
     assert!(all == data);
 }
+
+/// Files of 10, 20 and 10 bytes in 8-byte pieces, in two folders: file 1 (`b/mid`) shares piece 1 with file 0 and
+/// piece 3 with file 2. With file 1 unwanted, neither it nor its folder exists until a shared piece is written; that
+/// creates it sparse at its full size with only the shared piece's bytes in it.
+#[test]
+fn unwanted_files_are_created_only_by_a_shared_piece() {
+    let (meta, data) = torrent(8, &[("a/first", 10, false), ("b/mid", 20, false), ("c/last", 10, false)], true);
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("content");
+    let wanted = [true, false, true];
+    let mut st = Storage::open_selected(&meta, root.clone(), OpenMode::Leech, &wanted).unwrap();
+    assert_eq!(st.wanted_files(), &wanted);
+    assert_eq!(st.layout().wanted_pieces(&wanted).iter_ones().collect::<Vec<_>>(), vec![0, 1, 3, 4]);
+    assert_eq!(fs::metadata(root.join("a/first")).unwrap().len(), 10);
+    assert_eq!(fs::metadata(root.join("c/last")).unwrap().len(), 10);
+    assert!(!root.join("b").exists(), "neither the unwanted file nor its folder is created");
+
+    // Piece 0 lies in file 0 alone.
+    st.write_piece(0, &piece(&meta, &data, 0)).unwrap();
+    assert!(!root.join("b").exists());
+    // Piece 1: bytes 8..10 of file 0 and 0..6 of file 1.
+    st.write_piece(1, &piece(&meta, &data, 1)).unwrap();
+    let mid = fs::read(root.join("b/mid")).unwrap();
+    assert_eq!(mid.len(), 20, "created at its full size");
+    assert_eq!(&mid[..6], &data[10..16]);
+    assert!(mid[6..].iter().all(|&b| b == 0), "nothing but the shared piece's bytes");
+    let mut scratch = Vec::new();
+    assert!(st.verify_piece(1, &mut scratch).unwrap());
+    assert!(!st.verify_piece(2, &mut scratch).unwrap());
+
+    // A twin (the disk worker's) that did not create the file itself writes to it as it is.
+    let mut twin = st.twin();
+    twin.write_piece(3, &piece(&meta, &data, 3)).unwrap();
+    assert_eq!(&fs::read(root.join("b/mid")).unwrap()[14..], &data[24..30]);
+
+    // Reopened with everything wanted, the partial file is kept as it is and the rest can be written.
+    drop((st, twin));
+    let mut st = Storage::open_selected(&meta, root.clone(), OpenMode::Leech, &[true; 3]).unwrap();
+    assert!(st.verify_piece(1, &mut scratch).unwrap() && st.verify_piece(3, &mut scratch).unwrap());
+    st.write_piece(2, &piece(&meta, &data, 2)).unwrap();
+    assert_eq!(fs::read(root.join("b/mid")).unwrap(), &data[10..30]);
+}
+
+/// An unwanted file that is missing counts as absent (its pieces are skipped by `check_all` without reading), and a
+/// selection of the wrong length is refused.
+#[test]
+fn a_missing_unwanted_file_is_absent_and_a_bad_selection_is_refused() {
+    let (meta, data) = torrent(8, &[("first", 16, false), ("second", 16, false), ("empty", 0, false)], true);
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("content");
+    assert!(matches!(
+        Storage::open_selected(&meta, root.clone(), OpenMode::Leech, &[true]),
+        Err(StorageError::Layout(_))
+    ));
+    let mut st = Storage::open_selected(&meta, root.clone(), OpenMode::Leech, &[true, false, false]).unwrap();
+    for i in 0..2 {
+        st.write_piece(i, &piece(&meta, &data, i)).unwrap();
+    }
+    assert_eq!(st.check_all(|_, _| {}), vec![true, true, false, false]);
+    assert!(!root.join("second").exists() && !root.join("empty").exists());
+    assert!(st.set_wanted_files(&[true]).is_err());
+    // Wanting the empty file creates it at once: no piece ever will.
+    st.set_wanted_files(&[true, false, true]).unwrap();
+    assert_eq!(fs::metadata(root.join("empty")).unwrap().len(), 0);
+    assert!(!root.join("second").exists());
+    // Created since by another handle (the disk worker's): checked again.
+    let mut twin = st.twin();
+    twin.set_wanted_files(&[true, true, false]).unwrap();
+    twin.write_piece(2, &piece(&meta, &data, 2)).unwrap();
+    assert_eq!(st.check_all(|_, _| {}), vec![true, true, true, false]);
+}

@@ -240,7 +240,7 @@ impl Torrent {
         }
     }
 
-    fn on_complete(&mut self, now: Instant) {
+    pub(super) fn on_complete(&mut self, now: Instant) {
         self.completed_at = Some(now);
         // Slots were held by the rate peers gave us; a seed ranks by the rate they take.
         self.slot_freed(now);

@@ -163,6 +163,8 @@ pub struct Torrent {
     choker: Choker,
     schedule: Schedule,
     have_bytes: u64,
+    /// Bytes of the pieces selected for download (all of them unless files were deselected).
+    wanted_bytes: u64,
     downloaded: Rate,
     uploaded: Rate,
     hash_failures: u32,
@@ -212,7 +214,12 @@ impl Torrent {
         now: Instant,
     ) -> crate::error::Result<Torrent> {
         let seed = u64::from_le_bytes(cfg.peer_id[12..20].try_into().unwrap_or([7; 8]));
-        let picker = Picker::new(meta.piece_length, meta.total_length, &have, seed)?;
+        let mut picker = Picker::new(meta.piece_length, meta.total_length, &have, seed)?;
+        // The files the storage was opened with: only their pieces are fetched, and done means they are.
+        if storage.wanted_files().iter().any(|w| !w) {
+            picker.set_wanted(&storage.layout().wanted_pieces(storage.wanted_files()));
+        }
+        let wanted_bytes = picker.wanted_bytes();
         let have_bytes = have.iter_ones().map(|i| meta.piece_size(i) as u64).sum();
         let complete = picker.is_complete();
         let records = cfg.resume.is_some();
@@ -231,6 +238,7 @@ impl Torrent {
             choker: Choker::new(cfg.unchoke_slots, seed ^ 0x5bd1e995),
             schedule: Schedule::new(routine::tracker_tiers(&meta, &cfg.extra_trackers), now, seed),
             have_bytes,
+            wanted_bytes,
             downloaded: Rate::default(),
             uploaded: Rate::default(),
             hash_failures: 0,
@@ -268,8 +276,45 @@ impl Torrent {
         self.meta.info_hash
     }
 
+    /// Every wanted piece is verified (every piece, unless files were deselected).
     pub fn is_complete(&self) -> bool {
         self.picker.is_complete()
+    }
+
+    /// Per file of the torrent (`Metainfo::files` order): selected for download.
+    pub fn wanted_files(&self) -> &[bool] {
+        self.storage.wanted_files()
+    }
+
+    /// Changes which files are downloaded (one entry per file of the torrent): only pieces holding bytes of a wanted
+    /// file (other than padding) are fetched from now on, and the download is complete once those are verified. A
+    /// file wanted again resumes its pieces; a piece no longer wanted that is in flight may still finish. Unwanted
+    /// files are not created except by a piece they share with a wanted file. Pieces we have are served whatever
+    /// the selection. A selection of the wrong length is refused and changes nothing.
+    pub fn set_wanted_files(&mut self, now: Instant, wanted: &[bool]) -> Result<(), String> {
+        if wanted.len() != self.meta.files.len() {
+            return Err(format!("{} entries for a torrent of {} files", wanted.len(), self.meta.files.len()));
+        }
+        self.storage.set_wanted_files(wanted).map_err(|e| e.to_string())?;
+        let was_complete = self.is_complete();
+        self.picker.set_wanted(&self.storage.layout().wanted_pieces(wanted));
+        self.wanted_bytes = self.picker.wanted_bytes();
+        let complete = self.is_complete();
+        if was_complete && !complete {
+            info!("downloading again: {} of newly selected data", progress::bytes(self.picker.wanted_left()));
+            self.completed_at = None;
+            self.was_leeching = true;
+        }
+        let keys: Vec<usize> = self.peers.keys().copied().collect();
+        for k in keys {
+            if self.peers.get(&k).is_some_and(Peer::is_active) {
+                self.update_interest(now, k);
+            }
+        }
+        if !was_complete && complete {
+            self.on_complete(now);
+        }
+        Ok(())
     }
 
     /// True once the session has nothing left to do and everything queued for the disk is written: the reactor may
@@ -570,8 +615,9 @@ impl Torrent {
 
     pub fn snapshot(&self) -> Snapshot {
         Snapshot {
-            have_bytes: self.have_bytes,
-            total_bytes: self.meta.total_length,
+            // What the user asked for: the wanted pieces, and how much of them we hold.
+            have_bytes: self.wanted_bytes - self.picker.wanted_left(),
+            total_bytes: self.wanted_bytes,
             down_rate: self.downloaded.per_sec(),
             up_rate: self.uploaded.per_sec(),
             uploaded: self.uploaded.total(),

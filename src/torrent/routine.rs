@@ -225,7 +225,8 @@ impl Torrent {
 
     fn poll_announce(&mut self, now: Instant) {
         let Some(due) = self.schedule.poll_due(now) else { return };
-        let transfer = (self.uploaded.total(), self.downloaded.total(), self.meta.total_length - self.have_bytes);
+        // `left` is what is still missing of the wanted pieces, as libtorrent reports it for a partial selection.
+        let transfer = (self.uploaded.total(), self.downloaded.total(), self.picker.wanted_left());
         let action = self.cfg.announce(due, self.meta.info_hash, transfer, self.stopping);
         self.actions.push_back(action);
     }

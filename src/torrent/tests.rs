@@ -692,3 +692,107 @@ fn peers_the_dht_finds_are_dialled_at_once_but_never_ourselves() {
     let dials: Vec<Action> = std::iter::from_fn(|| node.t.poll_action()).collect();
     assert_eq!(dials, vec![Action::Connect(addr(2))]);
 }
+
+/// Three files of 40,000, 70,000 and 50,000 bytes in 32 KiB pieces: file 1 shares piece 1 with file 0 and piece 3
+/// with file 2, and piece 2 lies in it alone.
+fn three_files(content: &[u8]) -> Metainfo {
+    let mut meta = meta_for(content, 32 * 1024);
+    meta.name = "three".into();
+    meta.multi_file = true;
+    let mut offset = 0;
+    meta.files = [40_000u64, 70_000, 50_000]
+        .iter()
+        .enumerate()
+        .map(|(i, &length)| {
+            let f = FileEntry { path: vec![format!("f{i}")], length, offset, padding: false };
+            offset += length;
+            f
+        })
+        .collect();
+    meta
+}
+
+fn selective_leech(meta: &Metainfo, id: u8, wanted: &[bool]) -> Node {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = Storage::open_selected(meta, dir.path().join(&meta.name), OpenMode::Leech, wanted).unwrap();
+    let have = Bitfield::new(meta.piece_count());
+    let t = Torrent::new(meta.clone(), storage, have, cfg(id, 7000 + id as u16), Instant::now()).unwrap();
+    Node { t, dir }
+}
+
+#[test]
+fn a_leech_with_a_file_deselected_fetches_only_wanted_pieces_and_completes_without_the_rest() {
+    let content = data(160_000, 4);
+    let meta = three_files(&content);
+    let mut nodes = vec![seed_node_multi(&meta, &content, 1), selective_leech(&meta, 2, &[true, false, true])];
+    let wanted_bytes = 160_000 - 32 * 1024;
+    assert!(!nodes[1].t.is_complete());
+    assert_eq!(nodes[1].t.snapshot().total_bytes, wanted_bytes);
+    assert_eq!(nodes[1].t.picker.wanted_left(), wanted_bytes, "the tracker's left: wanted bytes missing");
+    let mut links = Vec::new();
+    connect(&mut nodes, &mut links, 1, 0, Instant::now());
+    run(&mut nodes, &mut links, Duration::from_secs(30), |n| n[1].t.is_complete());
+    let t = &nodes[1].t;
+    assert_eq!(t.picker.have().iter_ones().collect::<Vec<_>>(), vec![0, 1, 3, 4], "piece 2 was never fetched");
+    assert_eq!(t.downloaded(), wanted_bytes, "no block of an unwanted piece fetched");
+    assert!(t.completed_at.is_some());
+    assert_eq!(t.snapshot().have_bytes, wanted_bytes);
+    assert_eq!(t.picker.wanted_left(), 0);
+    let root = nodes[1].dir.path().join("three");
+    assert_eq!(std::fs::read(root.join("f0")).unwrap(), &content[..40_000]);
+    assert_eq!(std::fs::read(root.join("f2")).unwrap(), &content[110_000..]);
+    // File 1 holds the bytes of the two pieces it shares, nothing of piece 2.
+    let mid = std::fs::read(root.join("f1")).unwrap();
+    assert_eq!(mid.len(), 70_000);
+    assert_eq!(&mid[..25_536], &content[40_000..65_536]);
+    assert!(mid[25_536..58_304].iter().all(|&b| b == 0));
+    assert_eq!(&mid[58_304..], &content[98_304..110_000]);
+}
+
+/// At run time both ways: a file deselected before its pieces come is not fetched and the download completes
+/// without it; selected again, the download resumes and completes with it.
+#[test]
+fn set_wanted_files_at_run_time_stops_and_resumes_a_file() {
+    let content = data(160_000, 5);
+    let meta = three_files(&content);
+    let mut nodes = vec![seed_node_multi(&meta, &content, 1), selective_leech(&meta, 2, &[true; 3])];
+    let now = Instant::now();
+    assert!(nodes[1].t.set_wanted_files(now, &[true, false]).is_err(), "one entry per file");
+    nodes[1].t.set_wanted_files(now, &[false, false, true]).unwrap();
+    assert_eq!(nodes[1].t.wanted_files(), &[false, false, true]);
+    let mut links = Vec::new();
+    connect(&mut nodes, &mut links, 1, 0, now);
+    run(&mut nodes, &mut links, Duration::from_secs(30), |n| n[1].t.is_complete());
+    assert_eq!(nodes[1].t.picker.have().iter_ones().collect::<Vec<_>>(), vec![3, 4]);
+    let root = nodes[1].dir.path().join("three");
+    // f0 was created at open, when it was still wanted, and deselected before any of its pieces came.
+    assert!(std::fs::read(root.join("f0")).unwrap().iter().all(|&b| b == 0));
+    assert!(nodes[1].t.completed_at.is_some());
+
+    let now = now + Duration::from_secs(60);
+    nodes[1].t.set_wanted_files(now, &[true; 3]).unwrap();
+    assert!(!nodes[1].t.is_complete());
+    assert!(nodes[1].t.completed_at.is_none());
+    // Done with its selection, the leech had closed the seed ("both sides are seeds"); it dials it again now that it
+    // wants more (the address book's part, tested there), here by hand.
+    assert!(links.iter().all(|l| !l.open));
+    connect(&mut nodes, &mut links, 1, 0, now);
+    run(&mut nodes, &mut links, Duration::from_secs(30), |n| n[1].t.is_complete());
+    assert_eq!(std::fs::read(root.join("f0")).unwrap(), &content[..40_000]);
+    assert_eq!(std::fs::read(root.join("f1")).unwrap(), &content[40_000..110_000]);
+    assert_eq!(nodes[1].t.downloaded(), 160_000, "nothing fetched twice");
+}
+
+fn seed_node_multi(meta: &Metainfo, content: &[u8], id: u8) -> Node {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join(&meta.name);
+    std::fs::create_dir_all(&root).unwrap();
+    for f in &meta.files {
+        let start = f.offset as usize;
+        std::fs::write(root.join(&f.path[0]), &content[start..start + f.length as usize]).unwrap();
+    }
+    let storage = Storage::open(meta, root, OpenMode::Seed).unwrap();
+    let have = Bitfield::full(meta.piece_count());
+    let t = Torrent::new(meta.clone(), storage, have, cfg(id, 7000 + id as u16), Instant::now()).unwrap();
+    Node { t, dir }
+}
