@@ -12,6 +12,7 @@ Usage:
   toybt tracker FILE.torrent... [--bind ADDR] [--port N] [--udp-port M] [--no-udp] [--interval SECS] [--open]
   toybt seed FILE.torrent PATH [options]
   toybt leech FILE.torrent [-o DIR] [options]
+  toybt daemon [--port N] [--rpc-port N] [--download-dir DIR] [--state-dir DIR] [--watch DIR] [options]
 
 Run `toybt SUBCOMMAND --help` for the options of one subcommand.
 Options:
@@ -40,6 +41,7 @@ fn run(mut args: pico_args::Arguments) -> Result<(), Error> {
         Some("tracker") => cli::tracker::run(args),
         Some("seed") => cli::seed::run(args),
         Some("leech") => cli::leech::run(args),
+        Some("daemon") => cli::daemon::run(args),
         Some("help") => {
             print!("{USAGE}");
             Ok(())

@@ -568,6 +568,28 @@ impl Torrent {
     pub fn disk_error(&self) -> Option<&str> {
         self.disk_error.as_deref()
     }
+
+    /// The verified pieces (the daemon reports per-file progress from them).
+    pub fn have(&self) -> &Bitfield {
+        self.picker.have()
+    }
+
+    /// Peers that unchoke us while we want their pieces, and peers we serve: Transmission's "sending to us" and
+    /// "getting from us".
+    pub fn peers_trading(&self) -> (usize, usize) {
+        let active = || self.peers.values().filter(|p| p.is_active());
+        let sending = active().filter(|p| p.am_interested() && !p.is_choking_us()).count();
+        (sending, active().filter(|p| p.holds_upload_slot()).count())
+    }
+
+    /// The daemon's share of its global limits for this torrent, changed as torrents come and go.
+    pub fn set_shares(&mut self, now: Instant, max_peers: usize, max_upload_rate: Option<u64>) {
+        self.cfg.max_peers = max_peers.max(1);
+        if self.cfg.max_upload_rate != max_upload_rate {
+            self.cfg.max_upload_rate = max_upload_rate;
+            self.throttle = max_upload_rate.map(|rate| Throttle::new(rate, now));
+        }
+    }
 }
 
 #[cfg(test)]
