@@ -182,7 +182,7 @@ impl Daemon {
     /// records), stopped ones stay stopped.
     pub fn restore(&mut self, loaded: Vec<Loaded>, now: Instant, svc: &mut Services, ctl: &mut Ctl) {
         let mut loaded = loaded;
-        loaded.sort_by_key(|l| (l.record.added, l.record.info_hash));
+        loaded.sort_by_key(|l| (l.record.position, l.record.added, l.record.info_hash));
         for l in loaded {
             let meta = match l.metainfo.as_deref().map(Metainfo::from_bytes) {
                 Some(Ok(m)) if m.info_hash == l.record.info_hash => Some(m),
@@ -263,6 +263,7 @@ impl Daemon {
             download_dir: download_dir.unwrap_or_else(|| self.download_dir()),
             stopped: !start,
             added: unix_now(),
+            position: self.entries.iter().map(|e| e.record.position + 1).max().unwrap_or(0),
             done: 0,
             unwanted: Vec::new(),
             download_limit: None,
