@@ -259,6 +259,39 @@ fn after_kill_9_every_torrent_comes_back_with_its_verified_pieces() {
 }
 
 #[test]
+fn kill_9_in_the_middle_of_a_download_keeps_the_verified_pieces_and_the_download_goes_on() {
+    let dir = TempDir::new().unwrap();
+    let (state, dl) = (dir.path().join("state"), dir.path().join("dl"));
+    let (torrent, src, data) = make(dir.path(), "slow.bin", 2 << 20, 6);
+    // The seed serves 512 KiB a second, so the 2 MiB download lasts about four seconds.
+    let seed = Proc::toybt(
+        "seed",
+        &["seed", torrent.to_str().unwrap(), src.to_str().unwrap(), "--port", "0", "--bind", "127.0.0.1"]
+            .into_iter()
+            .chain(["--max-upload-rate", "512K"])
+            .collect::<Vec<_>>(),
+    );
+    let seed_port = port_from_line(&seed.wait_line("peer listening on", STEP));
+    let magnet = format!("magnet:?xt=urn:btih:{}&x.pe=127.0.0.1:{seed_port}", hash_of(&torrent));
+    let mut d = daemon("daemon", &state, &dl, &[]);
+    let r = rpc(d.rpc, &json!({"method": "torrent-add", "arguments": {"filename": magnet}}));
+    assert_eq!(r["result"], "success", "{r}");
+    let have = || torrents(d.rpc, &["haveValid"])[0]["haveValid"].as_u64().unwrap();
+    let quarter = (data.len() / 4) as u64;
+    assert!(wait_until(TRANSFER, || have() >= quarter), "no progress");
+    let before = have();
+    assert!(before < data.len() as u64, "the download ended before the kill");
+    d.p.kill9();
+
+    let d = daemon("daemon-again", &state, &dl, &[]);
+    d.p.wait_line("1 torrent(s) restored", STEP);
+    let after = torrents(d.rpc, &["haveValid"])[0]["haveValid"].as_u64().unwrap();
+    assert!(after >= before, "verified before the kill: {before}, after the restart: {after}");
+    assert!(wait_complete(d.rpc, 1), "the download did not finish after the restart");
+    assert_eq!(std::fs::read(dl.join("slow.bin")).unwrap(), data);
+}
+
+#[test]
 fn the_rpc_refuses_as_transmission_does_and_answers_bad_calls_with_a_result() {
     let dir = TempDir::new().unwrap();
     let d = daemon("daemon", &dir.path().join("state"), &dir.path().join("dl"), &[]);

@@ -296,7 +296,12 @@ impl Daemon {
             (Some(meta), _) => {
                 let dir = e.record.download_dir.clone();
                 match open::data_torrent(meta.clone(), &dir, self.store.resume_path(hash), recheck, cfg, now) {
-                    Ok(t) => Session::data(t),
+                    Ok(mut t) => {
+                        // The peers a magnet link named are still worth a try at every start.
+                        let link = e.record.magnet.as_deref().and_then(|m| Magnet::parse(m).ok());
+                        t.add_peer_addrs(link.map(|m| m.peer_addrs()).unwrap_or_default());
+                        Session::data(t)
+                    }
                     Err(why) => {
                         log::warn!("cannot start {}: {why}", meta.name);
                         e.error = why;
@@ -465,11 +470,7 @@ impl Daemon {
             let mut changed = false;
             let e = &mut self.entries[i];
             match s {
-                Session::Data(t) if e.meta.is_none() => {
-                    e.meta = Some(t.meta().clone());
-                    e.record.magnet = None;
-                    changed = true;
-                }
+                Session::Data(t) if e.meta.is_none() => e.meta = Some(t.meta().clone()),
                 Session::Failed { why, .. } if e.error.is_empty() => e.error = why.to_string(),
                 _ => {}
             }

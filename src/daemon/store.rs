@@ -24,7 +24,8 @@ use crate::resume::write_atomic;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TorrentRecord {
     pub info_hash: [u8; 20],
-    /// The magnet link it was added by, while its metadata has not arrived (no .torrent saved yet).
+    /// The magnet link it was added by: all there is until its metadata arrives (then saved as its .torrent), and
+    /// the peers it names are tried at every start.
     pub magnet: Option<String>,
     pub download_dir: PathBuf,
     pub stopped: bool,
