@@ -292,6 +292,28 @@ fn kill_9_in_the_middle_of_a_download_keeps_the_verified_pieces_and_the_download
 }
 
 #[test]
+fn the_download_limit_set_by_transmission_remote_holds() {
+    assert!(which("transmission-remote"), "the tests need Debian's transmission-cli");
+    let dir = TempDir::new().unwrap();
+    let (torrent, src, data) = make(dir.path(), "capped.bin", 1 << 20, 7);
+    let seed = Proc::toybt(
+        "seed",
+        &["seed", torrent.to_str().unwrap(), src.to_str().unwrap(), "--port", "0", "--bind", "127.0.0.1"],
+    );
+    let seed_port = port_from_line(&seed.wait_line("peer listening on", STEP));
+    let dl = dir.path().join("dl");
+    let d = daemon("daemon", &dir.path().join("state"), &dl, &[]);
+    remote(d.rpc, &["-d", "256"]);
+    let started = std::time::Instant::now();
+    remote(d.rpc, &["-a", &format!("magnet:?xt=urn:btih:{}&x.pe=127.0.0.1:{seed_port}", hash_of(&torrent))]);
+    assert!(wait_complete(d.rpc, 1), "the download did not finish");
+    let took = started.elapsed();
+    // 1 MiB at 256 KiB/s takes four seconds; unlimited, it takes a fraction of one on loopback.
+    assert!(took >= Duration::from_millis(3500), "1 MiB under a 256 KiB/s cap took only {took:?}");
+    assert_eq!(std::fs::read(dl.join("capped.bin")).unwrap(), data);
+}
+
+#[test]
 fn the_rpc_refuses_as_transmission_does_and_answers_bad_calls_with_a_result() {
     let dir = TempDir::new().unwrap();
     let d = daemon("daemon", &dir.path().join("state"), &dir.path().join("dl"), &[]);

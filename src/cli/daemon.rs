@@ -36,7 +36,7 @@ Options:
   --watch DIR            add every .torrent file dropped in DIR, renaming it .added (.invalid if it is not one)
   --max-peers N          most peer connections, all torrents together (default 200)
   --max-upload-rate R    bytes per second served, all torrents together (suffix K or M; default: no limit)
-  --max-download-rate R  the download limit reported to RPC clients (suffix K or M)
+  --max-download-rate R  bytes per second downloaded, all torrents together (suffix K or M; default: no limit)
   --no-pex               do not exchange peer addresses with peers (BEP 11)
   -h, --help             print this help
 ";
@@ -113,9 +113,6 @@ pub fn run(mut args: pico_args::Arguments) -> Result<()> {
         && !w.is_dir()
     {
         return Err(Error::bad_input(format!("--watch {}: not a folder", w.display())));
-    }
-    if max_download_rate.is_some() {
-        log::warn!("--max-download-rate is reported to RPC clients but not enforced yet");
     }
 
     let pipe = crate::reactor::install_signals().map_err(|e| Error::io("cannot install signal handlers", &e))?;

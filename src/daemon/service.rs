@@ -334,15 +334,18 @@ impl Daemon {
     pub fn reshare(&mut self, now: Instant, svc: &mut Services) {
         let running = self.entries.iter().filter(|e| svc.torrents.contains_key(&e.hash())).count().max(1);
         let peers = (self.cfg.max_peers / running).max(1);
-        let rate = self.upload_limit().map(|r| (r / running as u64).max(1));
+        let share = |global: Option<u64>, own: Option<u64>| {
+            let global = global.map(|r| r / running as u64);
+            match (global, own) {
+                (Some(a), Some(b)) => Some(a.min(b).max(1)),
+                (a, b) => a.or(b).map(|r| r.max(1)),
+            }
+        };
         for e in &self.entries {
-            let own = e.record.upload_limit;
-            let share = match (rate, own) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            let up = share(self.upload_limit(), e.record.upload_limit);
+            let down = share(self.download_limit(), e.record.download_limit);
             if let Some(Session::Data(t)) = svc.torrents.get_mut(&e.hash()) {
-                t.set_shares(now, peers, share);
+                t.set_shares(now, peers, up, down);
             }
         }
     }
@@ -455,12 +458,13 @@ impl Daemon {
     /// Drops sessions that finished saying goodbye, notes what sessions did on their own (metadata arrived, a
     /// download completed), and scans the watch folder when due.
     pub fn handle_timeout(&mut self, now: Instant, svc: &mut Services, ctl: &mut Ctl) {
-        let mut dropped = false;
+        // Shares change when a session leaves, and a magnet's new data session needs its share.
+        let mut reshare = false;
         self.leaving.retain(|h| match svc.torrents.get(h) {
             Some(s) if !s.is_finished() => true,
             _ => {
                 svc.torrents.remove(h);
-                dropped = true;
+                reshare = true;
                 false
             }
         });
@@ -470,7 +474,10 @@ impl Daemon {
             let mut changed = false;
             let e = &mut self.entries[i];
             match s {
-                Session::Data(t) if e.meta.is_none() => e.meta = Some(t.meta().clone()),
+                Session::Data(t) if e.meta.is_none() => {
+                    e.meta = Some(t.meta().clone());
+                    reshare = true;
+                }
                 Session::Failed { why, .. } if e.error.is_empty() => e.error = why.to_string(),
                 _ => {}
             }
@@ -485,7 +492,7 @@ impl Daemon {
                 self.save_record(i);
             }
         }
-        if dropped {
+        if reshare {
             self.reshare(now, svc);
         }
         if self.next_watch.is_some_and(|t| now >= t) {
