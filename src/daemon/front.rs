@@ -438,3 +438,6 @@ fn write_metrics(d: &Daemon, out: &mut Vec<u8>, svc: &Services) {
         d.rpc_requests as f64,
     );
 }
+
+#[cfg(test)]
+mod tests;
