@@ -313,6 +313,35 @@ fn the_download_limit_set_by_transmission_remote_holds() {
     assert_eq!(std::fs::read(dl.join("capped.bin")).unwrap(), data);
 }
 
+/// The tracker's count of seeders, from its /metrics.
+fn tracker_seeders(tracker: std::net::SocketAddr) -> u64 {
+    let (_, _, body) =
+        http(tracker.port(), "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n", b"");
+    let text = String::from_utf8(body).unwrap();
+    let line = text.lines().find(|l| l.starts_with("toybt_tracker_peers{role=\"seeder\"}")).unwrap();
+    line.rsplit(' ').next().unwrap().parse().unwrap()
+}
+
+#[test]
+fn a_stopped_torrent_tells_its_tracker_and_a_started_one_comes_back() {
+    let dir = TempDir::new().unwrap();
+    let (plain, _, data) = make(dir.path(), "tracked.bin", 100_000, 8);
+    let (_tracker, tracker) = common::swarm::tracker(&plain);
+    let torrent = common::clients::Torrent::load(&plain)
+        .with_announce(&common::swarm::announce_url(tracker), &dir.path().join("announced.torrent"));
+    let dl = dir.path().join("dl");
+    std::fs::create_dir_all(&dl).unwrap();
+    std::fs::write(dl.join("tracked.bin"), &data).unwrap();
+    let d = daemon("daemon", &dir.path().join("state"), &dl, &[]);
+    let r = rpc(d.rpc, &json!({"method": "torrent-add", "arguments": {"filename": torrent.path.to_str().unwrap()}}));
+    assert_eq!(r["result"], "success", "{r}");
+    assert!(wait_until(STEP, || tracker_seeders(tracker) == 1), "the seed was not announced");
+    rpc(d.rpc, &json!({"method": "torrent-stop", "arguments": {"ids": [1]}}));
+    assert!(wait_until(STEP, || tracker_seeders(tracker) == 0), "the stop was not announced");
+    rpc(d.rpc, &json!({"method": "torrent-start", "arguments": {"ids": [1]}}));
+    assert!(wait_until(STEP, || tracker_seeders(tracker) == 1), "the start was not announced");
+}
+
 #[test]
 fn the_rpc_refuses_as_transmission_does_and_answers_bad_calls_with_a_result() {
     let dir = TempDir::new().unwrap();

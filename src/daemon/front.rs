@@ -224,6 +224,9 @@ fn carry_out(d: &mut Daemon, now: Instant, call: Call, svc: &mut Services, ctl: 
             if change.files_wanted.is_some() || change.files_unwanted.is_some() {
                 return Err("files-wanted and files-unwanted are not supported yet".into());
             }
+            if change.peer_limit.is_some() {
+                return Err("peer-limit is not supported per torrent; the daemon's --max-peers is shared".into());
+            }
             for h in &hashes {
                 d.set_limits(h, change.download_limit, change.upload_limit);
             }

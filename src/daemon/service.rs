@@ -609,7 +609,12 @@ impl Daemon {
             peers_sending_to_us: sending as u64,
             peers_getting_from_us: getting as u64,
             peer_limit: self.cfg.max_peers as u64,
-            eta: if left == 0 || down == 0 { -1 } else { (left / down) as i64 },
+            // -1: nothing left or not moving; -2: unknown (no metadata yet), as Transmission says.
+            eta: match meta {
+                None => -2,
+                Some(_) if left == 0 || down == 0 => -1,
+                Some(_) => (left / down) as i64,
+            },
             is_private: meta.is_some_and(|m| m.private),
             // Transmission's "finished" is a seed ratio or idle limit reached; the daemon seeds until stopped.
             is_finished: false,
