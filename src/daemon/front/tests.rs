@@ -245,11 +245,20 @@ fn session_settings_persist_and_limits_are_reported() {
     assert_eq!((s["speed-limit-up"].as_u64(), s["speed-limit-up-enabled"].as_bool()), (Some(50), Some(true)));
     assert_eq!(s["download-dir"], "/srv/torrents");
     assert_eq!(s["rpc-version"], 15);
+    let bytes = torrent(w.dir.path(), "limited");
+    w.ok(json!({"method": "torrent-add", "arguments": {"metainfo": b64(&bytes)}}));
+    w.ok(json!({"method": "torrent-set", "arguments": {"ids": [1], "downloadLimit": 10, "downloadLimited": true}}));
+    let fields = ["downloadLimit", "downloadLimited", "uploadLimited"];
+    let t = w.ok(json!({"method": "torrent-get", "arguments": {"ids": [1], "fields": fields}}));
+    assert_eq!(t["torrents"][0], json!({"downloadLimit": 10, "downloadLimited": true, "uploadLimited": false}));
+
     let mut again = World { svc: World::start(w.dir.path(), w.now), now: w.now, dir: w.dir };
+    let t = again.ok(json!({"method": "torrent-get", "arguments": {"ids": [1], "fields": fields}}));
+    assert_eq!(t["torrents"][0]["downloadLimit"], 10, "a torrent's limit is kept in its record");
     let s = again.ok(json!({"method": "session-get"}));
     assert_eq!((s["speed-limit-up"].as_u64(), s["start-added-torrents"].as_bool()), (Some(50), Some(false)));
     let stats = again.ok(json!({"method": "session-stats"}));
-    assert_eq!(stats["torrentCount"], 0);
+    assert_eq!(stats["torrentCount"], 1);
 }
 
 /// Feeds `request` to a fresh connection and returns the answer.
