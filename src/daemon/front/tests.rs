@@ -327,6 +327,10 @@ fn unknown_paths_in_a_watch_folder_are_never_touched_outside_it() {
     std::fs::create_dir_all(watch.join("nested.torrent")).unwrap();
     std::fs::write(watch.join("good.torrent"), torrent(dir.path(), "watched")).unwrap();
     std::fs::write(watch.join("notes.txt"), b"left alone").unwrap();
+    // A link that leads out of the folder is not followed.
+    let outside = dir.path().join("outside.torrent");
+    std::fs::write(&outside, torrent(dir.path(), "outside")).unwrap();
+    std::os::unix::fs::symlink(&outside, watch.join("link.torrent")).unwrap();
     let store = Store::open(&dir.path().join("state")).unwrap();
     let now = Instant::now();
     let cfg = DaemonConfig { watch: Some(watch.clone()), ..config(dir.path()) };
@@ -336,7 +340,8 @@ fn unknown_paths_in_a_watch_folder_are_never_touched_outside_it() {
     let mut names: Vec<PathBuf> =
         std::fs::read_dir(&watch).unwrap().map(|e| PathBuf::from(e.unwrap().file_name())).collect();
     names.sort();
-    let want: Vec<PathBuf> = ["good.torrent.added", "nested.torrent", "notes.txt"].iter().map(PathBuf::from).collect();
+    let want: Vec<PathBuf> =
+        ["good.torrent.added", "link.torrent", "nested.torrent", "notes.txt"].iter().map(PathBuf::from).collect();
     assert_eq!(names, want);
     assert_eq!(svc.daemon.as_ref().unwrap().entries().len(), 1);
     let next = svc.daemon.as_ref().unwrap().poll_timeout().unwrap();
