@@ -4,10 +4,12 @@
 //! - [`rpc`]: the RPC's requests and responses as plain data.
 //! - [`store`]: what the daemon keeps across restarts in its state folder.
 //! - [`service`]: the daemon as a service of the loop: its torrents and what each call does to them.
+//! - [`check`]: `torrent-verify`'s full check, a slice per turn of the loop.
 //! - [`open`]: a torrent's session built from the store (data, or a magnet link's metadata fetch).
 //! - [`front`]: the RPC port's connections and routes (RPC, status page, metrics).
 
 pub mod access;
+pub mod check;
 pub mod front;
 pub mod open;
 pub mod rpc;

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::access::Access;
+use super::check::{self, Check};
 use super::open;
 use super::rpc::{FileView, Status, TorrentRef, TorrentView, TrackerView, hash_hex};
 use super::store::{Loaded, Settings, Store, TorrentRecord};
@@ -94,6 +95,8 @@ pub struct Daemon {
     next_id: u64,
     /// Sessions told to stop (their `stopped` announce under way), dropped once finished.
     leaving: Vec<[u8; 20]>,
+    /// Full checks asked for by `torrent-verify`, done one at a time, a slice per turn of the loop.
+    checks: Vec<Check>,
     /// The process is stopping (SIGTERM): sessions stop but records stay as they were.
     pub stopping: bool,
     next_watch: Option<Instant>,
@@ -116,6 +119,7 @@ impl Daemon {
             entries: Vec::new(),
             next_id: 1,
             leaving: Vec::new(),
+            checks: Vec::new(),
             stopping: false,
             next_watch,
             rpc_requests: 0,
@@ -352,6 +356,12 @@ impl Daemon {
 
     pub fn start(&mut self, hash: &[u8; 20], now: Instant, svc: &mut Services, ctl: &mut Ctl) {
         let Some(i) = self.find(hash) else { return };
+        if self.checks.iter().any(|c| c.hash == *hash) {
+            // It starts when its check ends.
+            self.entries[i].record.stopped = false;
+            self.save_record(i);
+            return;
+        }
         let running = svc.torrents.contains_key(hash) && !self.leaving.contains(hash);
         if running && !self.entries[i].record.stopped {
             return;
@@ -382,25 +392,49 @@ impl Daemon {
         }
     }
 
-    /// Hashes every piece again: the session is rebuilt with a full check (the loop waits for it).
+    /// Hashes every piece again, a slice per turn of the loop (see [`Check`]); the torrent is rebuilt from what
+    /// the check finds, and starts again unless it is stopped.
     pub fn verify(&mut self, hash: &[u8; 20], now: Instant, svc: &mut Services, ctl: &mut Ctl) {
         let Some(i) = self.find(hash) else { return };
-        if self.entries[i].meta.is_none() {
-            return;
-        }
-        self.run(hash, true, now, svc, ctl);
-        if self.entries[i].record.stopped {
-            // A stopped torrent stays stopped; its pieces are as the check found them.
-            drop_session(hash, now, svc, ctl);
-            self.refresh_stopped_have(hash);
+        let Some(meta) = self.entries[i].meta.clone() else { return };
+        drop_session(hash, now, svc, ctl);
+        self.leaving.retain(|h| h != hash);
+        self.checks.retain(|c| c.hash != *hash);
+        let dir = self.entries[i].record.download_dir.clone();
+        match Check::new(meta, &dir, self.store.resume_path(hash), now) {
+            Ok(c) => self.checks.push(c),
+            Err(why) => self.entries[i].error = why,
         }
         self.reshare(now, svc);
+    }
+
+    /// Hashes the next slice of the first check; at its end, builds the torrent on what it found.
+    fn check_slice(&mut self, now: Instant, svc: &mut Services) {
+        let Some(c) = self.checks.first_mut() else { return };
+        if !c.step(check::SLICE) {
+            return;
+        }
+        let c = self.checks.remove(0);
+        let hash = c.hash;
+        let cfg = self.torrent_config();
+        let Some(i) = self.find(&hash) else { return };
+        match c.finish(cfg, now) {
+            Ok(t) if self.entries[i].record.stopped => self.entries[i].have_when_stopped = Some(t.have().clone()),
+            Ok(t) => {
+                let session = Session::data(t);
+                resolve_trackers(svc, session.tracker_urls());
+                svc.add_session(session);
+                self.reshare(now, svc);
+            }
+            Err(why) => self.entries[i].error = why,
+        }
     }
 
     /// Forgets a torrent, and with `delete_data` deletes the files it names (and the folders they leave empty).
     pub fn remove(&mut self, hash: &[u8; 20], delete_data: bool, now: Instant, svc: &mut Services, ctl: &mut Ctl) {
         let Some(i) = self.find(hash) else { return };
         self.say_goodbye(hash, now, svc, ctl);
+        self.checks.retain(|c| c.hash != *hash);
         let e = self.entries.remove(i);
         if let Err(err) = self.store.remove(hash) {
             log::warn!("cannot remove the state of {}: {err}", e.name());
@@ -452,7 +486,9 @@ impl Daemon {
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.next_watch
+        // A check under way wants the next turn of the loop (a moment already past), after its other work.
+        let check = (!self.checks.is_empty()).then_some(self.started);
+        check.into_iter().chain(self.next_watch).min()
     }
 
     /// Drops sessions that finished saying goodbye, notes what sessions did on their own (metadata arrived, a
@@ -495,6 +531,7 @@ impl Daemon {
         if reshare {
             self.reshare(now, svc);
         }
+        self.check_slice(now, svc);
         if self.next_watch.is_some_and(|t| now >= t) {
             self.next_watch = Some(now + WATCH_EVERY);
             self.scan_watch_folder(now, svc, ctl);
@@ -541,7 +578,11 @@ impl Daemon {
         let session = svc.torrents.get(&e.hash()).filter(|_| !self.leaving.contains(&e.hash()));
         let torrent = session.and_then(Session::torrent);
         let meta = e.meta.as_ref().or(torrent.map(|t| t.meta()));
-        let have = torrent.map(|t| t.have()).or(e.have_when_stopped.as_ref());
+        let check = self.checks.iter().position(|c| c.hash == e.hash());
+        let have = match check {
+            Some(c) => Some(self.checks[c].have()),
+            None => torrent.map(|t| t.have()).or(e.have_when_stopped.as_ref()),
+        };
         let have_bytes = match (meta, have) {
             (Some(m), Some(h)) => h.iter_ones().map(|i| u64::from(m.piece_size(i))).sum(),
             _ => 0,
@@ -551,6 +592,8 @@ impl Daemon {
         let (down, up) = snap.as_ref().map_or((0, 0), |s| (s.down_rate, s.up_rate));
         let left = total.saturating_sub(have_bytes);
         let status = match session {
+            _ if check == Some(0) => Status::Check,
+            _ if check.is_some() => Status::CheckWait,
             _ if e.record.stopped || session.is_none() => Status::Stopped,
             Some(_) if torrent.is_some_and(|t| t.is_complete()) => Status::Seed,
             Some(_) => Status::Download,

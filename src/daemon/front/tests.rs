@@ -190,6 +190,40 @@ fn remove_with_local_data_deletes_only_what_the_torrent_names() {
 }
 
 #[test]
+fn verify_checks_a_slice_per_turn_and_finds_damage() {
+    let mut w = World::new();
+    let bytes = torrent(w.dir.path(), "checked");
+    let src = w.dir.path().join("src");
+    let args = json!({"metainfo": b64(&bytes), "download-dir": src.to_str().unwrap()});
+    w.ok(json!({"method": "torrent-add", "arguments": args}));
+    assert_eq!(w.list()[0]["percentDone"], 1.0);
+    // One byte of the first piece changes behind the daemon's back.
+    let a = src.join("checked/a.bin");
+    let mut data = std::fs::read(&a).unwrap();
+    data[100] ^= 1;
+    std::fs::write(&a, data).unwrap();
+
+    w.ok(json!({"method": "torrent-verify", "arguments": {"ids": [1]}}));
+    assert_eq!(w.list()[0]["status"], 2, "checking");
+    assert!(w.svc.torrents.is_empty(), "no session while its data is checked");
+    let due = w.svc.daemon.as_ref().unwrap().poll_timeout().unwrap();
+    assert!(due <= w.now, "a check asks for the next turn of the loop");
+    w.tick(Duration::ZERO);
+    let row = w.list().remove(0);
+    assert_eq!(row["status"], 4, "downloading the damaged piece again: {row}");
+    assert_eq!(row["leftUntilDone"], 16 * 1024, "{row}");
+    assert_eq!(w.svc.torrents.len(), 1);
+
+    // A stopped torrent is checked and stays stopped.
+    w.ok(json!({"method": "torrent-stop", "arguments": {"ids": [1]}}));
+    w.ok(json!({"method": "torrent-verify", "arguments": {"ids": [1]}}));
+    w.tick(Duration::from_secs(1));
+    let row = w.list().remove(0);
+    assert_eq!((row["status"].as_u64(), row["leftUntilDone"].as_u64()), (Some(0), Some(16 * 1024)), "{row}");
+    assert!(w.svc.torrents.is_empty());
+}
+
+#[test]
 fn a_restarted_daemon_has_every_torrent_back_as_it_was() {
     let mut w = World::new();
     let first = torrent(w.dir.path(), "first");
