@@ -167,6 +167,10 @@ fn transmission_remote_drives_the_daemon_which_downloads_byte_for_byte() {
     assert!(info.contains("Name: by-file.bin"), "{info}");
     assert!(info.contains(&format!("Hash: {}", hash_of(&file_torrent))), "{info}");
     assert!(info.contains("Percent Done: 100%"), "{info}");
+    let files = remote(d.rpc, &["-t", "2", "-f"]);
+    assert!(files.contains("by-magnet.bin (1 files)") && files.contains("0: 100% Normal   Yes"), "{files}");
+    let trackers = remote(d.rpc, &["-t", "1", "-it"]);
+    assert!(trackers.contains("Tracker 0: 127.0.0.1:1"), "{trackers}");
 
     // Stop, start, verify: by id and by hash.
     remote(d.rpc, &["-t", "1", "-S"]);

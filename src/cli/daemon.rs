@@ -41,6 +41,9 @@ Options:
   -h, --help             print this help
 ";
 
+/// RPC connections at once (past that the longest-silent one is closed): each may buffer a 16 MiB request.
+const RPC_CONNECTIONS: usize = 32;
+
 /// The state folder when none is given: `$XDG_STATE_HOME/toybt`, else `~/.local/state/toybt`.
 pub fn default_state_dir() -> Option<PathBuf> {
     let from = |var: &str| std::env::var_os(var).filter(|v| !v.is_empty()).map(PathBuf::from);
@@ -160,7 +163,7 @@ pub fn run(mut args: pico_args::Arguments) -> Result<()> {
         .listen(peer_listener, ListenKind::Peer, max_peers)
         .map_err(|e| Error::io(format!("cannot listen for peers on {peer_local}"), &e))?;
     reactor
-        .listen(rpc_listener, ListenKind::Rpc, 256)
+        .listen(rpc_listener, ListenKind::Rpc, RPC_CONNECTIONS)
         .map_err(|e| Error::io(format!("cannot listen for RPC on {rpc_local}"), &e))?;
     eprintln!("peer listening on {peer_local}");
     eprintln!("rpc listening on {rpc_local} (http://{rpc_local}/)");

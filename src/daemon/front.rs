@@ -361,7 +361,7 @@ fn write_metrics(d: &Daemon, out: &mut Vec<u8>, svc: &Services) {
                 down: f.downloaded,
                 up: f.uploaded,
                 peers: t.map_or(0, |t| t.peer_count() as u64),
-                have: t.map_or(0, |t| u64::from(t.verified_pieces())),
+                have: d.have(e, svc).map_or(0, |h| u64::from(h.count())),
                 pieces: e.meta.as_ref().map_or(0, |m| u64::from(m.piece_count())),
                 failures: t.map_or(0, |t| u64::from(t.hash_failures())),
                 running: s.is_some(),
@@ -383,7 +383,7 @@ fn write_metrics(d: &Daemon, out: &mut Vec<u8>, svc: &Services) {
             |r| r.up,
         ),
         ("toybt_torrent_peers", Kind::Gauge, "Peers connected.", |r| r.peers),
-        ("toybt_torrent_pieces_have", Kind::Gauge, "Pieces verified (running torrents).", |r| r.have),
+        ("toybt_torrent_pieces_have", Kind::Gauge, "Pieces verified.", |r| r.have),
         (
             "toybt_torrent_pieces",
             Kind::Gauge,

@@ -579,10 +579,7 @@ impl Daemon {
         let torrent = session.and_then(Session::torrent);
         let meta = e.meta.as_ref().or(torrent.map(|t| t.meta()));
         let check = self.checks.iter().position(|c| c.hash == e.hash());
-        let have = match check {
-            Some(c) => Some(self.checks[c].have()),
-            None => torrent.map(|t| t.have()).or(e.have_when_stopped.as_ref()),
-        };
+        let have = self.have(e, svc);
         let have_bytes = match (meta, have) {
             (Some(m), Some(h)) => h.iter_ones().map(|i| u64::from(m.piece_size(i))).sum(),
             _ => 0,
@@ -677,6 +674,15 @@ impl Daemon {
             files,
             trackers,
         }
+    }
+
+    /// The pieces a torrent has verified: as its check found so far, its session holds, or its resume record says.
+    pub fn have<'a>(&'a self, e: &'a Entry, svc: &'a Services) -> Option<&'a Bitfield> {
+        if let Some(c) = self.checks.iter().find(|c| c.hash == e.hash()) {
+            return Some(c.have());
+        }
+        let session = svc.torrents.get(&e.hash()).filter(|_| !self.leaving.contains(&e.hash()));
+        session.and_then(Session::torrent).map(|t| t.have()).or(e.have_when_stopped.as_ref())
     }
 
     /// Is any torrent running (not stopped, with a session)?
