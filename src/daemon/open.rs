@@ -36,8 +36,24 @@ pub fn data_torrent(
     Torrent::new(meta, storage, have, cfg, now).map_err(|e| e.to_string())
 }
 
-/// A session that first fetches the metadata of `magnet` from peers, keeps it in `store`, then downloads into `dir`.
-pub fn magnet_session(magnet: &Magnet, dir: PathBuf, store: Store, cfg: Config, now: Instant) -> Session {
+/// A torrent's share of the daemon's global limits: connections, and bytes per second up and down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shares {
+    pub peers: usize,
+    pub up: Option<u64>,
+    pub down: Option<u64>,
+}
+
+/// A session that first fetches the metadata of `magnet` from peers, keeps it in `store`, then downloads into `dir`
+/// within `shares` from its first request.
+pub fn magnet_session(
+    magnet: &Magnet,
+    dir: PathBuf,
+    store: Store,
+    cfg: Config,
+    shares: Shares,
+    now: Instant,
+) -> Session {
     let start = Start { info_hash: magnet.info_hash, trackers: magnet.trackers.clone(), peers: magnet.peer_addrs() };
     let fetch = Fetch::new(start, cfg.clone(), now);
     let build: Builder = Box::new(move |meta: Metainfo, bytes: Vec<u8>| {
@@ -46,8 +62,11 @@ pub fn magnet_session(magnet: &Magnet, dir: PathBuf, store: Store, cfg: Config, 
             log::warn!("cannot keep the metadata of {} in the state folder: {e}", meta.name);
         }
         log::info!("metadata of {} arrived ({} bytes, {} pieces)", meta.name, meta.total_length, meta.piece_count());
-        data_torrent(meta, &dir, store.resume_path(&hash), false, cfg, Instant::now())
-            .map_err(crate::error::Error::runtime)
+        let now = Instant::now();
+        let mut t = data_torrent(meta, &dir, store.resume_path(&hash), false, cfg, now)
+            .map_err(crate::error::Error::runtime)?;
+        t.set_shares(now, shares.peers, shares.up, shares.down);
+        Ok(t)
     });
     Session::metadata(fetch, build)
 }

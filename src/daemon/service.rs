@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::access::Access;
 use super::check::{self, Check};
-use super::open;
+use super::open::{self, Shares};
 use super::rpc::{FileView, Status, TorrentRef, TorrentView, TrackerView, hash_hex};
 use super::store::{Loaded, Settings, Store, TorrentRecord};
 use crate::bitfield::Bitfield;
@@ -24,6 +24,9 @@ use crate::tracker::announce::TrackerUrl;
 
 /// How often the watch folder is scanned.
 pub const WATCH_EVERY: Duration = Duration::from_secs(2);
+
+/// How often at most the sessions are looked at for news.
+const SCAN_EVERY: Duration = Duration::from_secs(1);
 
 /// What the daemon was started with.
 #[derive(Debug, Clone)]
@@ -100,6 +103,8 @@ pub struct Daemon {
     /// The process is stopping (SIGTERM): sessions stop but records stay as they were.
     pub stopping: bool,
     next_watch: Option<Instant>,
+    /// When the sessions are next looked at for news (metadata arrived, download complete).
+    next_scan: Instant,
     pub rpc_requests: u64,
     pub started: Instant,
 }
@@ -122,6 +127,7 @@ impl Daemon {
             checks: Vec::new(),
             stopping: false,
             next_watch,
+            next_scan: now,
             rpc_requests: 0,
             started: now,
         }
@@ -292,6 +298,9 @@ impl Daemon {
         self.leaving.retain(|h| h != hash);
         let Some(i) = self.find(hash) else { return };
         let cfg = self.torrent_config();
+        // Its share once it runs beside the others (a magnet's data session gets it from its first request).
+        let running = self.entries.iter().filter(|e| svc.torrents.contains_key(&e.hash())).count() + 1;
+        let shares = self.shares(&self.entries[i], running);
         let e = &mut self.entries[i];
         e.error.clear();
         e.have_when_stopped = None;
@@ -314,7 +323,7 @@ impl Daemon {
                 }
             }
             (None, Some(link)) => match Magnet::parse(link) {
-                Ok(m) => open::magnet_session(&m, e.record.download_dir.clone(), self.store.clone(), cfg, now),
+                Ok(m) => open::magnet_session(&m, e.record.download_dir.clone(), self.store.clone(), cfg, shares, now),
                 Err(why) => {
                     e.error = format!("bad magnet link: {why}");
                     return;
@@ -334,22 +343,30 @@ impl Daemon {
         cfg
     }
 
-    /// Hands out the global limits evenly between the running torrents, each capped by its own limit.
-    pub fn reshare(&mut self, now: Instant, svc: &mut Services) {
-        let running = self.entries.iter().filter(|e| svc.torrents.contains_key(&e.hash())).count().max(1);
-        let peers = (self.cfg.max_peers / running).max(1);
-        let share = |global: Option<u64>, own: Option<u64>| {
+    /// A torrent's share of the global limits when `running` torrents run: an even split, capped by its own limits.
+    fn shares(&self, e: &Entry, running: usize) -> Shares {
+        let running = running.max(1);
+        let split = |global: Option<u64>, own: Option<u64>| {
             let global = global.map(|r| r / running as u64);
             match (global, own) {
                 (Some(a), Some(b)) => Some(a.min(b).max(1)),
                 (a, b) => a.or(b).map(|r| r.max(1)),
             }
         };
+        Shares {
+            peers: (self.cfg.max_peers / running).max(1),
+            up: split(self.upload_limit(), e.record.upload_limit),
+            down: split(self.download_limit(), e.record.download_limit),
+        }
+    }
+
+    /// Hands out the global limits evenly between the running torrents, each capped by its own limit.
+    pub fn reshare(&mut self, now: Instant, svc: &mut Services) {
+        let running = self.entries.iter().filter(|e| svc.torrents.contains_key(&e.hash())).count();
         for e in &self.entries {
-            let up = share(self.upload_limit(), e.record.upload_limit);
-            let down = share(self.download_limit(), e.record.download_limit);
+            let s = self.shares(e, running);
             if let Some(Session::Data(t)) = svc.torrents.get_mut(&e.hash()) {
-                t.set_shares(now, peers, up, down);
+                t.set_shares(now, s.peers, s.up, s.down);
             }
         }
     }
@@ -396,6 +413,7 @@ impl Daemon {
     /// the check finds, and starts again unless it is stopped.
     pub fn verify(&mut self, hash: &[u8; 20], now: Instant, svc: &mut Services, ctl: &mut Ctl) {
         let Some(i) = self.find(hash) else { return };
+        self.learn_meta(i, svc);
         let Some(meta) = self.entries[i].meta.clone() else { return };
         drop_session(hash, now, svc, ctl);
         self.leaving.retain(|h| h != hash);
@@ -406,6 +424,14 @@ impl Daemon {
             Err(why) => self.entries[i].error = why,
         }
         self.reshare(now, svc);
+    }
+
+    /// A magnet's metadata may have arrived since the sessions were last looked at.
+    fn learn_meta(&mut self, i: usize, svc: &Services) {
+        let e = &mut self.entries[i];
+        if e.meta.is_none() {
+            e.meta = svc.torrents.get(&e.record.info_hash).and_then(Session::torrent).map(|t| t.meta().clone());
+        }
     }
 
     /// Hashes the next slice of the first check; at its end, builds the torrent on what it found.
@@ -433,6 +459,7 @@ impl Daemon {
     /// Forgets a torrent, and with `delete_data` deletes the files it names (and the folders they leave empty).
     pub fn remove(&mut self, hash: &[u8; 20], delete_data: bool, now: Instant, svc: &mut Services, ctl: &mut Ctl) {
         let Some(i) = self.find(hash) else { return };
+        self.learn_meta(i, svc);
         self.say_goodbye(hash, now, svc, ctl);
         self.checks.retain(|c| c.hash != *hash);
         let e = self.entries.remove(i);
@@ -504,7 +531,13 @@ impl Daemon {
                 false
             }
         });
-        for i in 0..self.entries.len() {
+        // The sessions' own ticks call this many times a second with many torrents: their news is looked at once a
+        // second at most, on whichever call comes (no wake-up of its own).
+        let scan = now >= self.next_scan;
+        if scan {
+            self.next_scan = now + SCAN_EVERY;
+        }
+        for i in (0..self.entries.len()).filter(|_| scan) {
             let hash = self.entries[i].hash();
             let Some(s) = svc.torrents.get(&hash) else { continue };
             let mut changed = false;
