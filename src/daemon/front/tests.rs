@@ -249,6 +249,24 @@ fn a_restarted_daemon_has_every_torrent_back_as_it_was() {
 }
 
 #[test]
+fn a_torrent_whose_folder_cannot_be_made_reports_why_and_the_others_go_on() {
+    let mut w = World::new();
+    let blocker = w.dir.path().join("a-file");
+    std::fs::write(&blocker, b"not a folder").unwrap();
+    let bytes = torrent(w.dir.path(), "blocked");
+    let dir = blocker.join("below");
+    w.ok(
+        json!({"method": "torrent-add", "arguments": {"metainfo": b64(&bytes), "download-dir": dir.to_str().unwrap()}}),
+    );
+    let fine = torrent(w.dir.path(), "fine");
+    w.ok(json!({"method": "torrent-add", "arguments": {"metainfo": b64(&fine)}}));
+    let rows = w.list();
+    assert_eq!(rows[0]["error"], 3, "{}", rows[0]);
+    assert!(rows[0]["errorString"].as_str().unwrap().contains("cannot create"), "{}", rows[0]);
+    assert_eq!((rows[1]["error"].as_u64(), rows[1]["status"].as_u64()), (Some(0), Some(4)));
+}
+
+#[test]
 fn bad_calls_get_a_result_and_change_nothing() {
     let mut w = World::new();
     for (request, want) in [
