@@ -424,7 +424,7 @@ fn rpc_auth_is_required_beyond_loopback_and_checked() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("--rpc-auth"), "{err}");
 
-    let d = daemon("daemon", &state, &dl, &["--rpc-auth", "alice:secret"]);
+    let d = daemon("daemon", &state, &dl, &["--rpc-auth", "alice:secret", "--rpc-host", "nas.home"]);
     let get = br#"{"method":"session-get"}"#;
     let basic = |creds: &str| {
         use base64::Engine as _;
@@ -438,6 +438,16 @@ fn rpc_auth_is_required_beyond_loopback_and_checked() {
     assert_eq!(status, 409);
     let session = header(&head, "X-Transmission-Session-Id").unwrap().to_string();
     assert_eq!(post(d.rpc, &session, &basic("alice:secret"), get).0, 200);
+    // A name given with --rpc-host is served; another is not.
+    for (host, want) in [("nas.home:9091", 200), ("other.home", 421)] {
+        let head = format!(
+            "POST /transmission/rpc HTTP/1.1\r\nHost: {host}\r\nX-Transmission-Session-Id: {session}\r\n{}\
+             Content-Length: {}\r\nConnection: close\r\n\r\n",
+            basic("alice:secret"),
+            get.len()
+        );
+        assert_eq!(http(d.rpc, &head, get).0, want, "Host: {host}");
+    }
     if which("transmission-remote") {
         let out = Command::new("transmission-remote")
             .args([format!("127.0.0.1:{}", d.rpc), "--auth".into(), "alice:secret".into(), "-l".into()])
