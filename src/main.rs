@@ -14,6 +14,7 @@ Usage:
   toybt leech FILE.torrent|MAGNET [-o DIR] [options]
   toybt share PATH [--tracker-port N] [--hosts N] [options]
   toybt dht [--bind ADDR] [--port N] [--bootstrap HOST:PORT]... [--state FILE]
+  toybt daemon [--port N] [--rpc-port N] [--download-dir DIR] [--state-dir DIR] [--watch DIR] [options]
 
 Run `toybt SUBCOMMAND --help` for the options of one subcommand.
 Options:
@@ -44,6 +45,7 @@ fn run(mut args: pico_args::Arguments) -> Result<(), Error> {
         Some("leech") => cli::leech::run(args),
         Some("share") => cli::share::run(args),
         Some("dht") => cli::dht::run(args),
+        Some("daemon") => cli::daemon::run(args),
         Some("help") => {
             print!("{USAGE}");
             Ok(())

@@ -1,6 +1,7 @@
 //! One module per subcommand. Each takes the remaining arguments, checks them (unknown flags are usage errors) and runs.
 
 pub mod create;
+pub mod daemon;
 pub mod dht;
 pub mod info;
 pub mod leech;

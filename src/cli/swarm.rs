@@ -456,7 +456,7 @@ pub fn resolve_trackers(reactor: &mut crate::reactor::Reactor, urls: Vec<crate::
 
 /// Binds the one datagram socket every UDP announce of the loop goes through, if it is not there yet: IPv4 only,
 /// unless an IPv6 tracker needs a dual-stack socket (then IPv4 trackers are reached by their mapped addresses).
-fn open_udp_announce_socket(reactor: &mut crate::reactor::Reactor, v6: bool) -> std::io::Result<()> {
+pub fn open_udp_announce_socket(reactor: &mut crate::reactor::Reactor, v6: bool) -> std::io::Result<()> {
     use crate::reactor::{DatagramKind, UdpAnnounceSocket};
     use crate::tracker::udp::UdpAnnouncer;
     // One socket per loop: a session added later with an IPv6 tracker where an IPv4 socket is open gets a clear

@@ -480,7 +480,10 @@ impl TorrentView {
                                "scrape": "", "isBackup": false, "announceState": 0, "downloadCount": -1,
                                "hasAnnounced": false, "hasScraped": false, "lastAnnounceResult": "",
                                "lastAnnounceSucceeded": false, "lastAnnounceTime": 0, "leecherCount": -1,
-                               "seederCount": -1, "nextAnnounceTime": 0})
+                               "seederCount": -1, "nextAnnounceTime": 0, "lastAnnouncePeerCount": 0,
+                               "lastAnnounceStartTime": 0, "lastAnnounceTimedOut": false, "lastScrapeResult": "",
+                               "lastScrapeStartTime": 0, "lastScrapeSucceeded": false, "lastScrapeTime": 0,
+                               "lastScrapeTimedOut": false, "nextScrapeTime": 0, "scrapeState": 0})
                     })
                     .collect(),
             ),

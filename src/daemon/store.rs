@@ -24,12 +24,15 @@ use crate::resume::write_atomic;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TorrentRecord {
     pub info_hash: [u8; 20],
-    /// The magnet link it was added by, while its metadata has not arrived (no .torrent saved yet).
+    /// The magnet link it was added by: all there is until its metadata arrives (then saved as its .torrent), and
+    /// the peers it names are tried at every start.
     pub magnet: Option<String>,
     pub download_dir: PathBuf,
     pub stopped: bool,
     /// Seconds since the Unix epoch.
     pub added: u64,
+    /// Where it comes in add order, so a restart lists (and numbers) torrents as before.
+    pub position: u64,
     pub done: u64,
     /// File indices not to download.
     pub unwanted: Vec<usize>,
@@ -94,6 +97,7 @@ impl Store {
             "download_dir": r.download_dir.to_string_lossy(),
             "stopped": r.stopped,
             "added": r.added,
+            "position": r.position,
             "done": r.done,
             "unwanted": r.unwanted,
             "download_limit": r.download_limit,
@@ -191,6 +195,7 @@ fn decode_record(bytes: &[u8]) -> Result<TorrentRecord, String> {
         download_dir: PathBuf::from(download_dir),
         stopped: field("stopped").and_then(Value::as_bool).unwrap_or(false),
         added: field("added").and_then(Value::as_u64).unwrap_or(0),
+        position: field("position").and_then(Value::as_u64).unwrap_or(0),
         done: field("done").and_then(Value::as_u64).unwrap_or(0),
         unwanted,
         download_limit: field("download_limit").and_then(Value::as_u64),
@@ -224,6 +229,7 @@ mod tests {
             download_dir: PathBuf::from("/srv/data"),
             stopped: n.is_multiple_of(2),
             added: 1_700_000_000,
+            position: u64::from(n),
             done: 0,
             unwanted: vec![1, 3],
             download_limit: Some(1 << 20),

@@ -55,6 +55,8 @@ pub struct Services {
     pub completions_goal: Option<([u8; 20], u64)>,
     /// The Mainline DHT node (BEP 5) and its socket; `None` with the DHT off.
     pub dht: Option<DhtSocket>,
+    /// `toybt daemon`: its torrents' records and RPC state (the sessions themselves are in `torrents`).
+    pub daemon: Option<Box<crate::daemon::Daemon>>,
 }
 
 /// The datagram socket (a [`super::DatagramKind::Dht`]) of the DHT node, the node, and which sessions it looks up.
@@ -142,7 +144,8 @@ impl Services {
         let tracker = self.tracker.as_ref().and_then(|t| t.poll_timeout());
         let torrents = self.torrents.values().filter_map(Session::poll_timeout);
         let progress = self.progress.as_ref().map(|p| p.next);
-        tracker.into_iter().chain(torrents).chain(progress).min()
+        let daemon = self.daemon.as_ref().and_then(|d| d.poll_timeout());
+        tracker.into_iter().chain(torrents).chain(progress).chain(daemon).min()
     }
 
     /// Gives every service the time; each does whatever has come due and ignores an early call.
@@ -174,11 +177,19 @@ impl Services {
                 carry_out(t, &self.tracker_addrs, &mut self.udp_announce, &mut self.dht, now, ctl);
             }
         }
+        // Taken out for the call so it can change the sessions beside it.
+        if let Some(mut d) = self.daemon.take() {
+            d.handle_timeout(now, self, ctl);
+            self.daemon = Some(d);
+        }
     }
 
     /// A first Ctrl-C or SIGTERM: services that need to say goodbye (the torrent's `stopped` announce) start doing
     /// so. Returns true if the loop should keep running until `is_done`.
     pub(super) fn begin_stop(&mut self, now: Instant, ctl: &mut Ctl) -> bool {
+        if let Some(d) = &mut self.daemon {
+            d.stopping = true;
+        }
         for t in self.torrents.values_mut() {
             t.stop(now);
             carry_out(t, &self.tracker_addrs, &mut self.udp_announce, &mut self.dht, now, ctl);
@@ -193,7 +204,9 @@ impl Services {
         {
             return true;
         }
-        !self.torrents.is_empty() && self.torrents.values().all(Session::is_finished)
+        // A daemon runs until it is told to stop, whatever its torrents do.
+        let daemon_stopping = self.daemon.as_ref().is_none_or(|d| d.stopping);
+        daemon_stopping && !self.torrents.is_empty() && self.torrents.values().all(Session::is_finished)
     }
 
     /// Hands finished UDP announces to their sessions and carries out what they then ask for.
@@ -229,7 +242,7 @@ impl Services {
     }
 
     /// Carries out what the session `info_hash` asked for.
-    fn carry_out_for(&mut self, info_hash: &[u8; 20], now: Instant, ctl: &mut Ctl) {
+    pub(crate) fn carry_out_for(&mut self, info_hash: &[u8; 20], now: Instant, ctl: &mut Ctl) {
         if let Some(t) = self.torrents.get_mut(info_hash) {
             carry_out(t, &self.tracker_addrs, &mut self.udp_announce, &mut self.dht, now, ctl);
         }
@@ -323,6 +336,8 @@ pub enum ListenKind {
     Tracker,
     /// BitTorrent peers of any of [`Services::torrents`].
     Peer,
+    /// HTTP clients of [`Services::daemon`]'s RPC port.
+    Rpc,
 }
 
 impl ListenKind {
@@ -338,6 +353,7 @@ impl ListenKind {
                 outbound: false,
                 opened: now,
             })),
+            ListenKind::Rpc => svc.daemon.as_ref().map(|_| Conn::Rpc(crate::daemon::front::RpcConn::new(from, now))),
         }
     }
 }
@@ -386,6 +402,8 @@ pub enum Conn {
     Peer(PeerConn),
     /// Our announce to a tracker, for the session with this info hash.
     Announce([u8; 20], Box<Exchange>),
+    /// A client of the daemon's RPC port (RPC, status page, metrics).
+    Rpc(crate::daemon::front::RpcConn),
     /// A scripted client for the reactor's own tests.
     #[cfg(test)]
     Probe(probe::Probe),
@@ -406,6 +424,9 @@ impl Conn {
                 BufLimits { max_in, out_high: 2 * UPLOAD_LOW_WATER, keep: max_in }
             }
             Conn::Announce(..) => BufLimits { max_in: 64 * 1024, out_high: 64 * 1024, keep: 4096 },
+            Conn::Rpc(_) => {
+                BufLimits { max_in: crate::daemon::front::LIMITS.max_input(), out_high: 256 * 1024, keep: 4096 }
+            }
             #[cfg(test)]
             Conn::Probe(_) => BufLimits { max_in: 64 * 1024, out_high: 64 * 1024, keep: 4096 },
         }
@@ -414,7 +435,7 @@ impl Conn {
     /// The connection is established: an outgoing connect finished, or a listener accepted it.
     pub(super) fn on_connected(&mut self, id: ConnId, now: Instant, svc: &mut Services, ctl: &mut Ctl) {
         match self {
-            Conn::TrackerClient(_) | Conn::Announce(..) => {}
+            Conn::TrackerClient(_) | Conn::Announce(..) | Conn::Rpc(_) => {}
             // An incoming connection joins a session once its handshake says which (see `PeerConn::route`).
             Conn::Peer(p) => {
                 if let Some(hash) = p.info_hash.filter(|_| p.outbound)
@@ -452,6 +473,7 @@ impl Conn {
                 used
             }
             Conn::Announce(_, x) => Ok(x.handle_bytes(now, input)),
+            Conn::Rpc(c) => Ok(c.handle_bytes(now, input, svc, ctl)),
             #[cfg(test)]
             Conn::Probe(p) => Ok(p.handle_bytes(input, ctl)),
         }
@@ -474,6 +496,7 @@ impl Conn {
                 _ => Ok(()),
             },
             Conn::Announce(_, x) => x.handle_timeout(now).map_err(|_| Close::TimedOut),
+            Conn::Rpc(c) => c.handle_timeout(now).map_err(|_| Close::TimedOut),
             #[cfg(test)]
             Conn::Probe(_) => Ok(()),
         }
@@ -489,6 +512,7 @@ impl Conn {
                 }
             }
             Conn::Announce(_, x) => x.poll_transmit(now, out),
+            Conn::Rpc(c) => c.poll_transmit(now, out),
             #[cfg(test)]
             Conn::Probe(p) => p.poll_transmit(out),
         }
@@ -500,6 +524,7 @@ impl Conn {
             // Peer deadlines (keep-alives, idle peers, request time-outs) are the session's, on its own timer.
             Conn::Peer(p) => p.info_hash.is_none().then_some(p.opened + HANDSHAKE_TIMEOUT),
             Conn::Announce(_, x) => x.poll_timeout(),
+            Conn::Rpc(c) => c.poll_timeout(),
             #[cfg(test)]
             Conn::Probe(_) => None,
         }
@@ -520,6 +545,7 @@ impl Conn {
             Conn::TrackerClient(c) => c.wants_close(),
             Conn::Peer(_) => false,
             Conn::Announce(_, x) => x.wants_close(),
+            Conn::Rpc(c) => c.wants_close(),
             #[cfg(test)]
             Conn::Probe(_) => false,
         }
@@ -530,6 +556,7 @@ impl Conn {
     pub(super) fn on_closed(self, id: ConnId, now: Instant, why: &Close, svc: &mut Services, ctl: &mut Ctl) {
         match self {
             Conn::TrackerClient(c) => log::debug!("tracker client closed after {} requests: {why}", c.requests()),
+            Conn::Rpc(_) => {}
             Conn::Peer(p) => {
                 let Some(hash) = p.info_hash else { return };
                 if let Some(t) = svc.torrents.get_mut(&hash) {

@@ -56,6 +56,7 @@ impl Torrent {
         }
         let in_flight: usize = self.peers.values().map(|p| p.requests_out()).sum();
         let want = requests_to_add(peer.request_depth(now), peer.requests_out(), in_flight);
+        let want = self.affordable_requests(now, want);
         if want == 0 {
             return;
         }

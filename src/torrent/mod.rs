@@ -184,6 +184,10 @@ pub struct Torrent {
     throttle: Option<Throttle>,
     /// When the throttle has earned enough to serve again; peers waiting on it are woken then.
     throttle_wake: Option<Instant>,
+    /// The daemon's download cap: requests are sent only as fast as it allows; when it ran dry, peers are asked
+    /// for more at `request_wake`.
+    request_throttle: Option<Throttle>,
+    request_wake: Option<Instant>,
     started_at: Instant,
     completed_at: Option<Instant>,
     next_tick: Instant,
@@ -250,6 +254,8 @@ impl Torrent {
             read_errors_reported: HashSet::new(),
             throttle: cfg.max_upload_rate.map(|rate| Throttle::new(rate, now)),
             throttle_wake: None,
+            request_throttle: None,
+            request_wake: None,
             started_at: now,
             completed_at: complete.then_some(now),
             next_tick: now,
@@ -656,6 +662,60 @@ impl Torrent {
 
     pub fn disk_error(&self) -> Option<&str> {
         self.disk_error.as_deref()
+    }
+
+    /// The verified pieces (the daemon reports per-file progress from them).
+    pub fn have(&self) -> &Bitfield {
+        self.picker.have()
+    }
+
+    /// Peers that unchoke us while we want their pieces, and peers we serve: Transmission's "sending to us" and
+    /// "getting from us".
+    pub fn peers_trading(&self) -> (usize, usize) {
+        let active = || self.peers.values().filter(|p| p.is_active());
+        let sending = active().filter(|p| p.am_interested() && !p.is_choking_us()).count();
+        (sending, active().filter(|p| p.holds_upload_slot()).count())
+    }
+
+    /// The daemon's share of its global limits for this torrent (connections, bytes per second each way), changed
+    /// as torrents come and go.
+    pub fn set_shares(&mut self, now: Instant, max_peers: usize, up: Option<u64>, down: Option<u64>) {
+        self.cfg.max_peers = max_peers.max(1);
+        if self.cfg.max_upload_rate != up {
+            self.cfg.max_upload_rate = up;
+            self.throttle = up.map(|rate| Throttle::new(rate, now));
+        }
+        if self.request_throttle.as_ref().map(Throttle::rate) != down {
+            self.request_throttle = down.map(|rate| Throttle::new(rate, now));
+            self.request_wake = None;
+            if down.is_none() {
+                self.dirty.extend(self.peers.keys().copied());
+                self.request_wake = Some(now);
+            }
+        }
+    }
+
+    /// How many of `want` block requests the download cap allows now; when it allows fewer, the time to ask again.
+    pub(super) fn affordable_requests(&mut self, now: Instant, want: usize) -> usize {
+        let Some(t) = &mut self.request_throttle else { return want };
+        for granted in 0..want {
+            if let Err(wake) = t.take(now, crate::picker::BLOCK_LEN) {
+                self.request_wake = Some(self.request_wake.map_or(wake, |w| w.min(wake)));
+                return granted;
+            }
+        }
+        want
+    }
+
+    /// The download cap has earned more requests: every peer gets its pipeline topped up.
+    pub(super) fn on_request_wake(&mut self, now: Instant) {
+        if self.request_wake.is_some_and(|w| now >= w) {
+            self.request_wake = None;
+            let keys: Vec<usize> = self.peers.keys().copied().collect();
+            for k in keys {
+                self.request_more(now, k);
+            }
+        }
     }
 }
 

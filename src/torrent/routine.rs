@@ -86,6 +86,7 @@ impl Torrent {
     /// The next moment `handle_timeout` has work.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let mut t = self.throttle_wake.map_or(self.next_tick, |w| w.min(self.next_tick));
+        t = self.request_wake.map_or(t, |w| w.min(t));
         if let Some(a) = self.schedule.poll_timeout() {
             t = t.min(a);
         }
@@ -94,6 +95,7 @@ impl Torrent {
 
     pub fn handle_timeout(&mut self, now: Instant) {
         self.poll_announce(now);
+        self.on_request_wake(now);
         if self.throttle_wake.is_some_and(|w| now >= w) {
             self.throttle_wake = None;
             let waiting = self.peers.iter().filter(|(_, p)| p.has_uploads_queued()).map(|(&k, _)| k);

@@ -14,6 +14,10 @@ impl Throttle {
         Throttle { rate: rate.max(1), tokens: 0, at: now }
     }
 
+    pub fn rate(&self) -> u64 {
+        self.rate
+    }
+
     /// Spends `n` bytes if earned; otherwise says when they will be.
     pub fn take(&mut self, now: Instant, n: u32) -> Result<(), Instant> {
         let n = u64::from(n);
