@@ -5,11 +5,11 @@
 mod common;
 
 use std::net::{SocketAddr, UdpSocket};
-use std::path::Path;
 use std::time::{Duration, Instant};
 
+use common::dht::{dht_network, dht_node};
 use common::swarm::{self as sw, STEP};
-use common::{Proc, port_from_line, pseudo_random_bytes};
+use common::{Proc, pseudo_random_bytes};
 
 /// From `leech MAGNET` to done: find the seed through the DHT (the lookup starts once the bootstrap node answers),
 /// fetch the metadata, then the data.
@@ -18,32 +18,6 @@ const DONE: Duration = Duration::from_secs(120);
 const PING_TIMEOUT: Duration = Duration::from_secs(10);
 const PING_WAIT: Duration = Duration::from_millis(500);
 const NODES: usize = 20;
-
-fn loopback(line: &str) -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], port_from_line(line)))
-}
-
-/// `toybt dht` on 127.0.0.1 and a free port, its table kept in `dir`, joining through `bootstrap`; returns once it
-/// says where it listens.
-fn dht_node(name: &str, dir: &Path, bootstrap: Option<SocketAddr>) -> (Proc, SocketAddr) {
-    let state = dir.join(format!("{name}.dat"));
-    let mut args = vec![
-        "dht".to_string(),
-        "--bind".into(),
-        "127.0.0.1".into(),
-        "--port".into(),
-        "0".into(),
-        "--state".into(),
-        state.to_str().unwrap().into(),
-    ];
-    if let Some(b) = bootstrap {
-        args.extend(["--bootstrap".into(), b.to_string()]);
-    }
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let p = Proc::toybt(name, &args);
-    let addr = loopback(&p.wait_line("dht listening on", STEP));
-    (p, addr)
-}
 
 /// A KRPC ping with transaction id `t`, bencoded by hand (BEP 5): `{"a": {"id": ID}, "q": "ping", "t": T, "y": "q"}`.
 fn ping(t: &[u8; 2]) -> Vec<u8> {
@@ -96,11 +70,7 @@ fn a_trackerless_magnet_completes_through_twenty_toybt_dht_nodes() {
     let dir = tempfile::tempdir().unwrap();
     let nodes_dir = dir.path().join("nodes");
     std::fs::create_dir_all(&nodes_dir).unwrap();
-    let (first, first_addr) = dht_node("dht-0", &nodes_dir, None);
-    let mut nodes = vec![(first, first_addr)];
-    for i in 1..NODES {
-        nodes.push(dht_node(&format!("dht-{i}"), &nodes_dir, Some(first_addr)));
-    }
+    let nodes = dht_network(&nodes_dir, NODES);
 
     // A torrent with no tracker at all: the DHT is the only way to its seed.
     let share = dir.path().join("share");
