@@ -10,8 +10,8 @@
 # The network: NODES `toybt dht` processes on 127.0.0.1, each joining through one of the nodes started before it.
 # A trackerless torrent of SIZE_MIB random bytes is seeded by `toybt seed` (DHT on, joining through node 0); the
 # bench starts once the seed's own lookup is done and announced. Then, RUNS times, round after round:
-#   toybt        `toybt leech 'magnet:?xt=urn:btih:HASH' --seed-time 0 --dht-bootstrap` three nodes, a fresh
-#                routing table each time (no saved state)
+#   toybt        `toybt leech 'magnet:?xt=urn:btih:HASH' --dht-bootstrap` three nodes, a fresh routing table each
+#                time (no saved state); stopped once done and its lookup has ended
 #   libtorrent   benches/lt_dht_lookup.py with the same link and the same three nodes (add_dht_node), settings from
 #                INTEROP.md for a loopback DHT
 # Each run uses three other nodes as its entry points. Measured, in seconds from the moment the script starts the
@@ -21,8 +21,9 @@
 #   done         toybt: "download complete"; libtorrent: torrent_finished_alert
 #   get_peers    queries the torrent's lookup sent: toybt's "lookup get_peers HASH done: N queries" log line;
 #                libtorrent's dht_get_peers_out counter when its first dht_reply_alert comes
-#   announce     announce_peer queries sent at the end of that lookup (toybt: "announced to" counts the acked
-#                ones, so the figure is the nodes that took it; libtorrent: dht_announce_peer_out, those sent)
+#   announce     announce_peer queries at the end of that lookup (toybt: "announced to" counts the acked ones,
+#                so the figure is the nodes that took it; libtorrent: dht_announce_peer_out, those sent, read when
+#                it is done, as it sends them after dht_reply_alert)
 #   find_node    toybt: queries of the bootstrap/refresh lookups that ended before the get_peers one;
 #                libtorrent: dht_find_node_out at the same moment
 # Idle cost: the seed then runs IDLE_SECONDS more with nothing to do but its DHT node (answering the other nodes'
@@ -186,9 +187,11 @@ toybt_run() { # RUN ENTRY...: one toybt leech; appends its row
     for a in "$@"; do boot+=(--dht-bootstrap "$a"); done
     now_us
     t0=$NOW
+    # It seeds on after done until its lookup has ended too (the download can be faster than the lookup).
     start "toybt-$r" env RUST_LOG=debug "$TOYBT" leech "$MAGNET" -o "$out" --bind 127.0.0.1 --port 0 \
-        --seed-time 0 --dht-state "$RUN/toybt-$r-dht.dat" "${boot[@]}"
-    wait_exit "$LAST_PID" "$TIMEOUT" || say "toybt run $r: not done within $TIMEOUT s"
+        --seed-time "$TIMEOUT" --dht-state "$RUN/toybt-$r-dht.dat" "${boot[@]}"
+    wait_log "$log" "download complete" "$TIMEOUT" "$LAST_PID" || say "toybt run $r: not done within $TIMEOUT s"
+    wait_log "$log" "lookup get_peers $HASH done" "$TIMEOUT" "$LAST_PID" || say "toybt run $r: the lookup did not end"
     forget "$LAST_PID"
     log_ms "$log" "dht: [0-9]* peer(s) for $HASH" && [ -n "$MS" ] && peer=$(secs "$t0" "${MS}000")
     log_ms "$log" "download complete" && [ -n "$MS" ] && done_s=$(secs "$t0" "${MS}000")
@@ -208,7 +211,7 @@ lt_us() { # LOG EVENT -> US: the epoch microseconds lt_dht_lookup.py printed for
     US=$(awk -v e="$2" '$1 == e {sub(/\./, "", $2); print $2; exit}' "$1")
 }
 lt_run() { # RUN ENTRY...: one libtorrent leech; appends its row
-    local r=$1 t0 log="$RUN/libtorrent-$1.log" out="$RUN/libtorrent-$1" peer done_s counts
+    local r=$1 t0 log="$RUN/libtorrent-$1.log" out="$RUN/libtorrent-$1" peer done_s counts gp ann fn
     shift
     local nodes=()
     for a in "$@"; do nodes+=(--dht-node "$a"); done
@@ -222,8 +225,10 @@ lt_run() { # RUN ENTRY...: one libtorrent leech; appends its row
     peer=$(secs "$t0" "$US")
     lt_us "$log" finished
     done_s=$(secs "$t0" "$US")
-    counts=$(awk '$1 == "lookup_packets" {print $2, $3, $4; exit}' "$log")
-    read -r gp ann fn <<<"${counts:-- - -}"
+    counts=$(awk '$1 == "lookup_packets" {print $2, $4; exit}' "$log")
+    read -r gp fn <<<"${counts:-- -}"
+    ann=$(awk '$1 == "final_packets" {print $3; exit}' "$log")
+    ann=${ann:--}
     cmp -s "$DATA" "$out/payload.bin" || { say "libtorrent run $r: the download differs from the seed's file"; done_s="-"; }
     printf 'libtorrent\t%s\t%s\t%s\t%s\t%s\t%s\n' "$r" "$peer" "$done_s" "$gp" "$ann" "$fn" >>"$RESULTS"
 }

@@ -15,6 +15,7 @@ Prints one line per event on stdout (flushed); T is the wall clock (time.time())
   lookup_packets G A F P M   session counters at dht_reply: get_peers, announce_peer, find_node, ping and all DHT
                              messages sent (M also counts answers to other nodes' queries)
   finished T                 torrent_finished_alert
+  final_packets G A F P M    the same counters once finished (announce_peer goes out after dht_reply)
   error KIND DETAIL          timeout
 Exits 0 after `finished`, 1 on a timeout.
 """
@@ -75,6 +76,8 @@ def main(argv):
     say("started", f"{time.time():.6f}")
     index = {m.name: m.value_index for m in lt.session_stats_metrics()}
     first_peer = replied = counted = finished = False
+    # What each session_stats_alert answers, in the order the requests were posted.
+    labels = []
     give_up = time.monotonic() + args.max_seconds
     while time.monotonic() < give_up:
         if finished and counted:
@@ -89,14 +92,18 @@ def main(argv):
                 replied = True
                 say("dht_reply", now, a.num_peers)
                 ses.post_session_stats()
+                labels.append("lookup_packets")
             elif isinstance(a, lt.session_stats_alert):
                 values = a.values if isinstance(a.values, dict) else None
                 counts = [values[c] if values else a.values[index[c]] for c in COUNTERS]
-                say("lookup_packets", *counts)
-                counted = True
+                label = labels.pop(0) if labels else "final_packets"
+                say(label, *counts)
+                counted = label == "final_packets"
             elif isinstance(a, lt.torrent_finished_alert):
                 say("finished", now)
                 finished = True
+                ses.post_session_stats()
+                labels.append("final_packets")
                 # The lookup's end and its counters may still be on their way: waited for, a few seconds at most.
                 give_up = min(give_up, time.monotonic() + 10)
     if finished:
