@@ -5,7 +5,8 @@
 # Usage: benches/dht_compare.sh [-h|--help]
 # Knobs (environment): NODES (50 `toybt dht` nodes), RUNS (3 downloads per client), SIZE_MIB (16), IDLE_SECONDS (60),
 #   TIMEOUT (60 s per download and per wait), DIR (scratch, default /tmp/toybt-dht-compare), TOYBT (binary; built
-#   in release, under CARGO_TARGET_DIR if set, when unset), KEEP_LOGS=1 (keep every process's log under DIR/logs).
+#   in release, under CARGO_TARGET_DIR if set, when unset), KEEP_LOGS=1 (keep every process's log under DIR/logs),
+#   LT_VERBOSE=1 (libtorrent's DHT log lines on its lookups in its log).
 #
 # The network: NODES `toybt dht` processes on 127.0.0.1, each joining through one of the nodes started before it.
 # A trackerless torrent of SIZE_MIB random bytes is seeded by `toybt seed` (DHT on, joining through node 0); the
@@ -16,11 +17,14 @@
 #                INTEROP.md for a loopback DHT
 # Each run uses three other nodes as its entry points. Measured, in seconds from the moment the script starts the
 # leech process (a client's own start-up counts; for libtorrent that includes Python importing libtorrent):
-#   peer         toybt: the first "dht: N peer(s) for HASH" log line (the lookup's first answer with peers);
-#                libtorrent: its first peer connection (peer_connect_alert)
+#   peer         the lookup's first answer that held peers: toybt's first "dht: N peer(s) for HASH" log line,
+#                libtorrent's first dht_reply_alert
+#   dial         the first connection to a peer: toybt's first "peer ... (we fetch the metadata)" line,
+#                libtorrent's first peer_connect_alert
 #   done         toybt: "download complete"; libtorrent: torrent_finished_alert
 #   get_peers    queries the torrent's lookup sent: toybt's "lookup get_peers HASH done: N queries" log line;
-#                libtorrent's dht_get_peers_out counter when its first dht_reply_alert comes
+#                libtorrent's dht_get_peers_out counter when its first dht_reply_alert comes (which also counts
+#                the get_peers it sends to check new nodes, where toybt pings)
 #   announce     announce_peer queries at the end of that lookup (toybt: "announced to" counts the acked ones,
 #                so the figure is the nodes that took it; libtorrent: dht_announce_peer_out, those sent, read when
 #                it is done, as it sends them after dht_reply_alert)
@@ -177,11 +181,11 @@ echo "dht_compare: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)
     "$SIZE_MIB MiB, $RUNS run(s); link $MAGNET"
 
 # --- the downloads --------------------------------------------------------------------------------------------------
-RESULTS="$RUN/results.tsv" # client run peer done get_peers announce find_node
+RESULTS="$RUN/results.tsv" # client run peer dial done get_peers announce find_node
 : >"$RESULTS"
 
 toybt_run() { # RUN ENTRY...: one toybt leech; appends its row
-    local r=$1 t0 log="$RUN/toybt-$1.log" out="$RUN/toybt-$1" peer="" done_s="" gp="-" ann="-" fn=0 q line
+    local r=$1 t0 log="$RUN/toybt-$1.log" out="$RUN/toybt-$1" peer="" dial="" done_s="" gp="-" ann="-" fn=0 q line
     shift
     local boot=()
     for a in "$@"; do boot+=(--dht-bootstrap "$a"); done
@@ -194,6 +198,7 @@ toybt_run() { # RUN ENTRY...: one toybt leech; appends its row
     wait_log "$log" "lookup get_peers $HASH done" "$TIMEOUT" "$LAST_PID" || say "toybt run $r: the lookup did not end"
     forget "$LAST_PID"
     log_ms "$log" "dht: [0-9]* peer(s) for $HASH" && [ -n "$MS" ] && peer=$(secs "$t0" "${MS}000")
+    log_ms "$log" "(we fetch the metadata)" && [ -n "$MS" ] && dial=$(secs "$t0" "${MS}000")
     log_ms "$log" "download complete" && [ -n "$MS" ] && done_s=$(secs "$t0" "${MS}000")
     line=$(grep -a -m1 "lookup get_peers $HASH done" "$log")
     if [ -n "$line" ]; then
@@ -204,25 +209,29 @@ toybt_run() { # RUN ENTRY...: one toybt leech; appends its row
             grep -a 'lookup bootstrap\|lookup refresh' | sed -n 's/.* done: \([0-9]*\) queries.*/\1/p')
     fi
     cmp -s "$DATA" "$out/payload.bin" || { say "toybt run $r: the download differs from the seed's file"; done_s="-"; }
-    printf 'toybt\t%s\t%s\t%s\t%s\t%s\t%s\n' "$r" "${peer:--}" "${done_s:--}" "$gp" "$ann" "$fn" >>"$RESULTS"
+    printf 'toybt\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$r" "${peer:--}" "${dial:--}" "${done_s:--}" "$gp" "$ann" "$fn" \
+        >>"$RESULTS"
 }
 
 lt_us() { # LOG EVENT -> US: the epoch microseconds lt_dht_lookup.py printed for EVENT ("" if none)
     US=$(awk -v e="$2" '$1 == e {sub(/\./, "", $2); print $2; exit}' "$1")
 }
 lt_run() { # RUN ENTRY...: one libtorrent leech; appends its row
-    local r=$1 t0 log="$RUN/libtorrent-$1.log" out="$RUN/libtorrent-$1" peer done_s counts gp ann fn
+    local r=$1 t0 log="$RUN/libtorrent-$1.log" out="$RUN/libtorrent-$1" peer dial done_s counts gp ann fn
     shift
     local nodes=()
     for a in "$@"; do nodes+=(--dht-node "$a"); done
     mkdir -p "$out"
     now_us
     t0=$NOW
+    [ "${LT_VERBOSE:-0}" = 1 ] && nodes+=(--verbose)
     start "libtorrent-$r" "$LT_PY" "$LT_LOOKUP" "$MAGNET" "$out" --port 0 --max-seconds "$TIMEOUT" "${nodes[@]}"
     wait_exit "$LAST_PID" $((TIMEOUT + 15)) || say "libtorrent run $r: not done within $TIMEOUT s"
     forget "$LAST_PID"
-    lt_us "$log" first_peer
+    lt_us "$log" dht_reply
     peer=$(secs "$t0" "$US")
+    lt_us "$log" first_peer
+    dial=$(secs "$t0" "$US")
     lt_us "$log" finished
     done_s=$(secs "$t0" "$US")
     counts=$(awk '$1 == "lookup_packets" {print $2, $4; exit}' "$log")
@@ -230,7 +239,7 @@ lt_run() { # RUN ENTRY...: one libtorrent leech; appends its row
     ann=$(awk '$1 == "final_packets" {print $3; exit}' "$log")
     ann=${ann:--}
     cmp -s "$DATA" "$out/payload.bin" || { say "libtorrent run $r: the download differs from the seed's file"; done_s="-"; }
-    printf 'libtorrent\t%s\t%s\t%s\t%s\t%s\t%s\n' "$r" "$peer" "$done_s" "$gp" "$ann" "$fn" >>"$RESULTS"
+    printf 'libtorrent\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$r" "$peer" "$dial" "$done_s" "$gp" "$ann" "$fn" >>"$RESULTS"
 }
 
 for ((r = 1; r <= RUNS; r++)); do
@@ -256,17 +265,21 @@ idle_s=$(secs "$idle0" "$NOW")
 
 # --- the table ------------------------------------------------------------------------------------------------------
 echo
-printf '%-11s %4s %9s %9s %10s %9s %10s\n' client run "peer s" "done s" get_peers announce find_node
-sort -k1,1 -k2,2n "$RESULTS" | while IFS=$'\t' read -r c r p d g a f; do
-    printf '%-11s %4s %9s %9s %10s %9s %10s\n' "$c" "$r" "$p" "$d" "$g" "$a" "$f"
+ROW='%-11s %6s %8s %8s %8s %10s %9s %10s\n'
+# shellcheck disable=SC2059 # the format is ROW, one place for the table's columns
+printf "$ROW" client run "peer s" "dial s" "done s" get_peers announce find_node
+sort -k1,1 -k2,2n "$RESULTS" | while IFS=$'\t' read -r c r p l d g a f; do
+    # shellcheck disable=SC2059
+    printf "$ROW" "$c" "$r" "$p" "$l" "$d" "$g" "$a" "$f"
 done
 median() { # COLUMN CLIENT: the median of the numeric values of COLUMN for CLIENT ("-" if none)
     awk -F'\t' -v c="$2" -v k="$1" '$1 == c && $k != "-" {print $k}' "$RESULTS" | sort -g |
         awk '{v[NR] = $1} END {if (NR == 0) print "-"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2}'
 }
 for c in toybt libtorrent; do
-    printf '%-11s %4s %9s %9s %10s %9s %10s\n' "$c" median "$(median 3 "$c")" "$(median 4 "$c")" "$(median 5 "$c")" \
-        "$(median 6 "$c")" "$(median 7 "$c")"
+    # shellcheck disable=SC2059
+    printf "$ROW" "$c" median "$(median 3 "$c")" "$(median 4 "$c")" "$(median 5 "$c")" "$(median 6 "$c")" \
+        "$(median 7 "$c")" "$(median 8 "$c")"
 done
 echo
 awk -v c0="$cpu0" -v c1="$cpu1" -v hz="$TICKS_PER_S" -v s="$idle_s" -v r0="$rss0" -v r1="$rss1" 'BEGIN {
