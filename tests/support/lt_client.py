@@ -26,7 +26,8 @@ Prints one event per line on stdout (flushed), which the tests wait on:
   peers N                  connected peers, whenever the count changes
   tracker_reply N          a tracker answered with N peers
   dht_listening PORT       the DHT's UDP socket is bound (with --dht-node)
-  dht_reply N              the torrent's DHT lookup (get_peers, then announce) found N peers (with --dht-node)
+  dht_reply N              a DHT node answered the torrent's get_peers with N peers (with --dht-node; a seed
+                           that is the torrent's only peer hears itself once its announce is stored)
   finished                 the download is complete and flushed to disk
   error KIND DETAIL        hash_failed, file_error, tracker_error, listen_failed, torrent_error, timeout
 Exits 0 after `finished` with --exit-when-done; otherwise runs until SIGTERM (sends `stopped` to trackers) or SIGKILL.
