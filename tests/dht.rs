@@ -5,11 +5,11 @@
 mod common;
 
 use std::net::{SocketAddr, UdpSocket};
-use std::path::Path;
 use std::time::{Duration, Instant};
 
+use common::dht::{dht_network, dht_node};
 use common::swarm::{self as sw, STEP};
-use common::{Proc, port_from_line, pseudo_random_bytes};
+use common::{Proc, pseudo_random_bytes};
 
 /// From `leech MAGNET` to done: find the seed through the DHT (the lookup starts once the bootstrap node answers),
 /// fetch the metadata, then the data.
@@ -18,32 +18,14 @@ const DONE: Duration = Duration::from_secs(120);
 const PING_TIMEOUT: Duration = Duration::from_secs(10);
 const PING_WAIT: Duration = Duration::from_millis(500);
 const NODES: usize = 20;
-
-fn loopback(line: &str) -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], port_from_line(line)))
-}
-
-/// `toybt dht` on 127.0.0.1 and a free port, its table kept in `dir`, joining through `bootstrap`; returns once it
-/// says where it listens.
-fn dht_node(name: &str, dir: &Path, bootstrap: Option<SocketAddr>) -> (Proc, SocketAddr) {
-    let state = dir.join(format!("{name}.dat"));
-    let mut args = vec![
-        "dht".to_string(),
-        "--bind".into(),
-        "127.0.0.1".into(),
-        "--port".into(),
-        "0".into(),
-        "--state".into(),
-        state.to_str().unwrap().into(),
-    ];
-    if let Some(b) = bootstrap {
-        args.extend(["--bootstrap".into(), b.to_string()]);
-    }
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let p = Proc::toybt(name, &args);
-    let addr = loopback(&p.wait_line("dht listening on", STEP));
-    (p, addr)
-}
+/// The flood: packets in all, and the source addresses they come from (127.0.0.2 up to this last byte).
+const FLOOD_PACKETS: usize = 10_000;
+const FLOOD_LAST_SOURCE: u8 = 250;
+/// Bounds through the flood (the issue's): peak RSS, and how long a correct ping may wait for its answer.
+const MAX_PEAK_RSS_KIB: u64 = 64 * 1024;
+const FLOODED_PING_WITHIN: Duration = Duration::from_secs(1);
+/// A ping under the flood is sent again this often (the kernel may drop a datagram when the node's buffer is full).
+const FLOODED_PING_RESEND: Duration = Duration::from_millis(100);
 
 /// A KRPC ping with transaction id `t`, bencoded by hand (BEP 5): `{"a": {"id": ID}, "q": "ping", "t": T, "y": "q"}`.
 fn ping(t: &[u8; 2]) -> Vec<u8> {
@@ -96,11 +78,7 @@ fn a_trackerless_magnet_completes_through_twenty_toybt_dht_nodes() {
     let dir = tempfile::tempdir().unwrap();
     let nodes_dir = dir.path().join("nodes");
     std::fs::create_dir_all(&nodes_dir).unwrap();
-    let (first, first_addr) = dht_node("dht-0", &nodes_dir, None);
-    let mut nodes = vec![(first, first_addr)];
-    for i in 1..NODES {
-        nodes.push(dht_node(&format!("dht-{i}"), &nodes_dir, Some(first_addr)));
-    }
+    let nodes = dht_network(&nodes_dir, NODES);
 
     // A torrent with no tracker at all: the DHT is the only way to its seed.
     let share = dir.path().join("share");
@@ -158,4 +136,126 @@ fn a_trackerless_magnet_completes_through_twenty_toybt_dht_nodes() {
     assert!(got == data, "the download is byte for byte the seed's file ({} of {} bytes)", got.len(), data.len());
     assert!(dir.path().join("leech-dht.dat").exists(), "the leech saved its routing table");
     drop(seed);
+}
+
+/// The flood's packet number `i`: garbage, truncated bencode, absurd lengths, an unknown query and valid queries
+/// (ping, find_node, get_peers, announce_peer with a token never given), in turn.
+fn flood_packet(i: usize, rng: &mut u64) -> Vec<u8> {
+    let mut random = |n: usize| -> Vec<u8> {
+        (0..n)
+            .map(|_| {
+                // xorshift64: cheap bytes that differ from packet to packet.
+                *rng ^= *rng << 13;
+                *rng ^= *rng >> 7;
+                *rng ^= *rng << 17;
+                *rng as u8
+            })
+            .collect()
+    };
+    let tid = [b'f', (i % 251) as u8];
+    let query = |q: &str, args: &[u8]| -> Vec<u8> {
+        let mut m = b"d1:ad2:id20:toybt-test-flooder-0001".to_vec();
+        m.extend_from_slice(args);
+        m.extend_from_slice(format!("e1:q{}:{q}1:t2:", q.len()).as_bytes());
+        m.extend_from_slice(&tid);
+        m.extend_from_slice(b"1:y1:qe");
+        m
+    };
+    let with_20 = |key: &str, bytes: Vec<u8>| -> Vec<u8> {
+        let mut a = format!("{}:{key}20:", key.len()).into_bytes();
+        a.extend_from_slice(&bytes);
+        a
+    };
+    match i % 8 {
+        0 => random(1 + i % 1400),
+        1 => {
+            let full = query("get_peers", &with_20("info_hash", random(20)));
+            full[..i % full.len()].to_vec()
+        }
+        2 => b"d1:ad2:id999999999:".to_vec(),
+        3 => query("vote", b""),
+        4 => query("ping", b""),
+        5 => query("find_node", &with_20("target", random(20))),
+        6 => query("get_peers", &with_20("info_hash", random(20))),
+        _ => {
+            let mut a = with_20("info_hash", random(20));
+            a.extend_from_slice(b"4:porti6881e5:token8:notgiven");
+            query("announce_peer", &a)
+        }
+    }
+}
+
+/// Pings `node` from a fresh socket, again every `FLOODED_PING_RESEND`, until the answer with our transaction id
+/// comes; returns how long it took, or None past `FLOODED_PING_WITHIN`.
+fn ping_answered_within_a_second(node: SocketAddr, round: u16) -> Option<Duration> {
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(FLOODED_PING_RESEND)).unwrap();
+    let tid = round.to_be_bytes();
+    let start = Instant::now();
+    let mut buf = [0u8; 2048];
+    while start.elapsed() < FLOODED_PING_WITHIN {
+        sock.send_to(&ping(&tid), node).unwrap();
+        let resend_at = Instant::now() + FLOODED_PING_RESEND;
+        while Instant::now() < resend_at {
+            // A timeout means it is time to send again.
+            let Ok((n, from)) = sock.recv_from(&mut buf) else { break };
+            let mut want = b"1:t2:".to_vec();
+            want.extend_from_slice(&tid);
+            if from == node && contains(&buf[..n], &want) && contains(&buf[..n], b"1:y1:r") {
+                return Some(start.elapsed());
+            }
+        }
+    }
+    None
+}
+
+/// The peak resident set of process `pid` in KiB (VmHWM).
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).expect("a VmHWM line");
+    line.split_whitespace().nth(1).and_then(|v| v.parse().ok()).expect("VmHWM in kB")
+}
+
+#[test]
+fn a_flood_of_10000_packets_from_249_addresses_neither_kills_the_node_nor_grows_it_and_a_ping_is_answered() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut node, addr) = dht_node("flooded", dir.path(), None);
+    ping_until_answered(addr);
+    let sources: Vec<UdpSocket> = (2..=FLOOD_LAST_SOURCE)
+        .map(|b| UdpSocket::bind(("127.0.0.".to_string() + &b.to_string(), 0)).unwrap())
+        .collect();
+    let flood = std::thread::spawn(move || {
+        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+        let mut sent = 0;
+        for i in 0..FLOOD_PACKETS {
+            // A full socket buffer may refuse a datagram now and then; the count says how many went out.
+            if sources[i % sources.len()].send_to(&flood_packet(i, &mut rng), addr).is_ok() {
+                sent += 1;
+            }
+        }
+        sent
+    });
+    // Pings while the flood goes on, and once after it.
+    let mut waits = Vec::new();
+    let mut round = 0u16;
+    while !flood.is_finished() || waits.is_empty() {
+        round = round.wrapping_add(1);
+        let wait = ping_answered_within_a_second(addr, round);
+        assert!(wait.is_some(), "ping {round} under the flood not answered within {FLOODED_PING_WITHIN:?}");
+        waits.extend(wait);
+    }
+    let sent = flood.join().unwrap();
+    assert!(sent >= FLOOD_PACKETS * 9 / 10, "the flood went out: {sent} of {FLOOD_PACKETS} datagrams");
+    let after = ping_answered_within_a_second(addr, 0);
+    assert!(after.is_some(), "a ping after the flood not answered within {FLOODED_PING_WITHIN:?}");
+    assert!(node.child.try_wait().unwrap().is_none(), "the node is still running:\n{}", node.output());
+    let peak = peak_rss_kib(node.child.id());
+    let slowest = waits.iter().max().unwrap();
+    eprintln!(
+        "flood: {sent} datagrams; {} pings during it answered in at most {slowest:?}, one after in {after:?}; peak RSS {peak} KiB",
+        waits.len()
+    );
+    assert!(peak < MAX_PEAK_RSS_KIB, "peak RSS {peak} KiB under the flood (bound {MAX_PEAK_RSS_KIB} KiB)");
+    node.terminate();
+    sw::assert_exits_0(&mut node, STEP);
 }

@@ -61,6 +61,10 @@ pub const RELOOKUP_MIN: Duration = Duration::from_secs(15 * 60);
 pub const RELOOKUP_SPREAD: Duration = Duration::from_secs(15 * 60);
 /// A lookup that reached nobody is retried this soon.
 pub const RETRY_EMPTY: Duration = Duration::from_secs(15);
+/// A lookup that reached nodes but found no peer is repeated after this, then twice as long each time it finds none
+/// again, up to the ordinary re-lookup: a leech whose torrent has no peer yet (a seed not announced yet, or joining
+/// later) finds it within minutes instead of half an hour, and a torrent nobody has costs a few lookups an hour.
+pub const RETRY_NO_PEERS: Duration = Duration::from_secs(60);
 /// Addresses given to `add_node` that are pinged again while the table is empty (the routers that did not answer).
 const MAX_RETRY_ADDRS: usize = 16;
 /// Our own addresses as others reported them (BEP 42 `ip`) or as found by reaching ourselves.
@@ -145,6 +149,8 @@ struct Tracked {
     port: Option<u16>,
     next_lookup: Instant,
     active: bool,
+    /// Lookups in a row that found no peer (the retry backs off with it).
+    without_peers: u32,
 }
 
 /// What a finished lookup found: tests compare it with the true closest nodes; logs print it.
@@ -657,8 +663,17 @@ impl Node {
                 let spread = self.rng.below(RELOOKUP_SPREAD.as_secs());
                 if let Some(t) = self.tracked.get_mut(&info_hash) {
                     t.active = false;
-                    t.next_lookup =
-                        if answers == 0 { now + RETRY_EMPTY } else { now + RELOOKUP_MIN + Duration::from_secs(spread) };
+                    let relookup = RELOOKUP_MIN + Duration::from_secs(spread);
+                    t.next_lookup = if answers == 0 {
+                        now + RETRY_EMPTY
+                    } else if a.peers.is_empty() {
+                        let backoff = RETRY_NO_PEERS.saturating_mul(1 << t.without_peers.min(5));
+                        t.without_peers = t.without_peers.saturating_add(1);
+                        now + backoff.min(relookup)
+                    } else {
+                        t.without_peers = 0;
+                        now + relookup
+                    };
                 }
                 self.push_event(Event::LookupDone { info_hash, peers: a.peers.len(), announced });
             }
@@ -759,11 +774,16 @@ impl Node {
         }
     }
 
-    /// Find peers for `info_hash` now and every 15–30 min after; when `port` is Some, announce_peer to the 8
+    /// Find peers for `info_hash` now and every 15–30 min after (sooner while it finds none: [`RETRY_NO_PEERS`]); when `port` is Some, announce_peer to the 8
     /// closest nodes that gave tokens (Some(0) = implied_port). Calling it again updates the port; no duplicate
     /// lookups.
     pub fn track(&mut self, now: Instant, info_hash: [u8; 20], port: Option<u16>) {
-        let t = self.tracked.entry(info_hash).or_insert(Tracked { port, next_lookup: now, active: false });
+        let t = self.tracked.entry(info_hash).or_insert(Tracked {
+            port,
+            next_lookup: now,
+            active: false,
+            without_peers: 0,
+        });
         if t.port != port && !t.active {
             // A new port to announce (the torrent now serves data): announce it now, not in half an hour.
             t.next_lookup = now;

@@ -574,3 +574,63 @@ fn tracking_again_with_a_new_port_looks_up_now_and_the_same_port_does_not() {
     n.handle_timeout(later);
     assert!(drain(&mut n, later).iter().any(|(_, d)| get_peers(d)), "a new port to announce: a lookup now");
 }
+
+/// Runs `n`'s due work at `now` with one node, 10.0.0.1, answering every query at once (get_peers with `values` and a
+/// token); returns the LookupDone event of the lookup for `hash`.
+fn lookup_answered_by_one_node(n: &mut Node, now: Instant, hash: Id, values: &[SocketAddrV4]) -> Event {
+    n.handle_timeout(now);
+    for _ in 0..16 {
+        for (to, d) in drain(n, now) {
+            let Ok(Message { tid, body: Body::Query { query, .. } }) = krpc::decode(&d) else { continue };
+            let answer = match query {
+                Query::GetPeers { .. } => response(tid, id_near(1), vec![], values.to_vec(), Some(b"tk")),
+                _ => response(tid, id_near(1), vec![], vec![], None),
+            };
+            n.handle_datagram(now, to, &answer);
+        }
+        while let Some(e) = n.poll_event() {
+            if matches!(e, Event::LookupDone { info_hash, .. } if info_hash == hash) {
+                return e;
+            }
+        }
+    }
+    panic!("the lookup for {} did not finish", hex(&hash));
+}
+
+#[test]
+fn a_lookup_that_finds_no_peer_is_repeated_after_a_minute_backing_off_and_one_that_finds_peers_waits_long() {
+    let start = Instant::now();
+    let mut n = node(start);
+    join(&mut n, start, "10.0.0.1:6881", id_near(1));
+    let hash = [0x81; 20];
+    n.track(start, hash, Some(6000));
+    let mut now = start;
+    let mut waits = Vec::new();
+    for _ in 0..7 {
+        let done = lookup_answered_by_one_node(&mut n, now, hash, &[]);
+        assert_eq!(done, Event::LookupDone { info_hash: hash, peers: 0, announced: 1 });
+        let next = n.tracked[&hash].next_lookup;
+        waits.push((next - now).as_secs());
+        assert!(n.poll_timeout().unwrap() <= next, "the node wakes up for it");
+        // Nothing is looked up before it is due.
+        n.handle_timeout(next - Duration::from_secs(1));
+        assert!(n.lookups.iter().all(|a| a.purpose != Purpose::Track(hash)), "not before it is due");
+        now = next;
+    }
+    assert_eq!(&waits[..5], &[60, 120, 240, 480, 960], "a minute, then twice as long each time");
+    assert!(
+        waits[5..].iter().all(|&w| w >= RELOOKUP_MIN.as_secs() && w <= 1920),
+        "{waits:?}: never past the ordinary wait"
+    );
+    let done = lookup_answered_by_one_node(&mut n, now, hash, &[v4("10.5.5.5:5555")]);
+    assert_eq!(done, Event::LookupDone { info_hash: hash, peers: 1, announced: 1 });
+    let next = n.tracked[&hash].next_lookup;
+    assert!(
+        next >= now + RELOOKUP_MIN && next <= now + RELOOKUP_MIN + RELOOKUP_SPREAD,
+        "peers found: the ordinary wait"
+    );
+    // The backoff starts over once peers were found.
+    now = next;
+    lookup_answered_by_one_node(&mut n, now, hash, &[]);
+    assert_eq!(n.tracked[&hash].next_lookup, now + RETRY_NO_PEERS);
+}

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod clients;
+pub mod dht;
 pub mod hostile;
 pub mod swarm;
 

@@ -2,12 +2,16 @@
 """Seed or download one torrent with python3-libtorrent on 127.0.0.1 (or --bind ADDR), for toybt's interop tests.
 
 Usage: lt_client.py seed|leech TORRENT SAVE_DIR --port PORT [--bind ADDR] [--peer HOST:PORT]... [--exit-when-done]
-                    [--max-seconds S] [--pex] [--keep-seed-links] [--upload-mode]
+                    [--max-seconds S] [--pex] [--keep-seed-links] [--upload-mode] [--dht-node HOST:PORT]...
 
 TORRENT is a .torrent file or a magnet link (`magnet:?xt=urn:btih:...`, whose `tr` trackers and `x.pe` peers
 libtorrent uses as well). --pex turns on peer exchange (BEP 11) for the torrent; --keep-seed-links keeps connections
 between two peers that have nothing to fetch from each other (libtorrent closes them by default); --upload-mode serves
 what the data holds and never downloads.
+
+--dht-node HOST:PORT (repeatable) turns on libtorrent's Mainline DHT, joined through those nodes only (no public
+router), with the settings a loopback DHT needs (every node is on 127.0.0.1), and leaves the torrent's DHT on: a
+trackerless torrent is then announced and looked up there. Without it the DHT stays off.
 
 --bind ADDR listens on and dials from ADDR only (default 127.0.0.1; `::1` for IPv6). An IPv6 --peer is written in
 brackets: `--peer [::1]:6881`.
@@ -21,6 +25,9 @@ Prints one event per line on stdout (flushed), which the tests wait on:
   upload_bytes N           payload bytes uploaded so far, whenever the figure changes
   peers N                  connected peers, whenever the count changes
   tracker_reply N          a tracker answered with N peers
+  dht_listening PORT       the DHT's UDP socket is bound (with --dht-node)
+  dht_reply N              a DHT node answered the torrent's get_peers with N peers (with --dht-node; a seed
+                           that is the torrent's only peer hears itself once its announce is stored)
   finished                 the download is complete and flushed to disk
   error KIND DETAIL        hash_failed, file_error, tracker_error, listen_failed, torrent_error, timeout
 Exits 0 after `finished` with --exit-when-done; otherwise runs until SIGTERM (sends `stopped` to trackers) or SIGKILL.
@@ -55,6 +62,7 @@ def parse_args(argv):
     p.add_argument("--pex", action="store_true", help="exchange peers (BEP 11)")
     p.add_argument("--keep-seed-links", action="store_true", help="keep connections with nothing to download")
     p.add_argument("--upload-mode", action="store_true", help="only serve what the data holds")
+    p.add_argument("--dht-node", action="append", default=[], help="HOST:PORT of a DHT node to join through")
     return p.parse_args(argv)
 
 
@@ -69,14 +77,34 @@ def parse_peer(text):
     return (host, int(port))
 
 
-def make_session(bind, port, keep_seed_links):
+# Packets per 10 s from one address before libtorrent's DHT blocks it: on loopback every node is 127.0.0.1, so the
+# default (about 50) would block the whole test network.
+DHT_BLOCK_RATELIMIT = 100000
+
+
+def dht_settings(dht_nodes):
+    """libtorrent's DHT for a network of nodes on 127.0.0.0/8, joined only through `dht_nodes` (see INTEROP.md)."""
+    if not dht_nodes:
+        return {"enable_dht": False}
+    return {
+        "enable_dht": True,
+        # No public router: the nodes are added with add_dht_node (a bootstrap node is never kept in the table).
+        "dht_bootstrap_nodes": "",
+        # Several nodes on one IP (and on loopback) are normal here.
+        "dht_restrict_routing_ips": False,
+        "dht_restrict_search_ips": False,
+        "dht_block_ratelimit": DHT_BLOCK_RATELIMIT,
+        "dht_upload_rate_limit": 1 << 20,
+    }
+
+
+def make_session(bind, port, keep_seed_links, dht_nodes):
     # libtorrent writes an IPv6 listen address in brackets; its outgoing interface is the bare address.
     listen = f"[{bind}]:{port}" if ":" in bind else f"{bind}:{port}"
     settings = {
         "listen_interfaces": listen,
         "outgoing_interfaces": bind,
         "allow_multiple_connections_per_ip": True,
-        "enable_dht": False,
         "enable_lsd": False,
         "enable_upnp": False,
         "enable_natpmp": False,
@@ -92,12 +120,18 @@ def make_session(bind, port, keep_seed_links):
             | lt.alert.category_t.storage_notification
             | lt.alert.category_t.tracker_notification
             | lt.alert.category_t.connect_notification
+            | lt.alert.category_t.dht_notification
+            | lt.alert.category_t.dht_operation_notification
         ),
     }
-    return lt.session(settings)
+    settings.update(dht_settings(dht_nodes))
+    ses = lt.session(settings)
+    for node in dht_nodes:
+        ses.add_dht_node(node)
+    return ses
 
 
-def add_torrent(ses, torrent, save_dir, pex, upload_mode):
+def add_torrent(ses, torrent, save_dir, pex, upload_mode, dht):
     if torrent.startswith("magnet:"):
         atp = lt.parse_magnet_uri(torrent)
     else:
@@ -107,7 +141,11 @@ def add_torrent(ses, torrent, save_dir, pex, upload_mode):
     flags = atp.flags
     flags &= ~lt.torrent_flags.auto_managed
     flags &= ~lt.torrent_flags.paused
-    flags |= lt.torrent_flags.disable_dht | lt.torrent_flags.disable_lsd
+    flags |= lt.torrent_flags.disable_lsd
+    if dht:
+        flags &= ~lt.torrent_flags.disable_dht
+    else:
+        flags |= lt.torrent_flags.disable_dht
     if not pex:
         flags |= lt.torrent_flags.disable_pex
     if upload_mode:
@@ -130,6 +168,8 @@ class Reporter:
         if isinstance(a, lt.listen_succeeded_alert):
             if a.socket_type == lt.socket_type_t.tcp:
                 say("listening", a.port)
+            elif a.socket_type == lt.socket_type_t.udp:
+                say("dht_listening", a.port)
         elif isinstance(a, lt.listen_failed_alert):
             say("error listen_failed", a.message())
         elif isinstance(a, lt.hash_failed_alert):
@@ -145,6 +185,8 @@ class Reporter:
         elif isinstance(a, lt.torrent_checked_alert):
             self.checked = True
             say("checked")
+        elif isinstance(a, lt.dht_reply_alert):
+            say("dht_reply", a.num_peers)
         elif isinstance(a, lt.metadata_received_alert):
             say("metadata")
         elif isinstance(a, (lt.tracker_warning_alert, lt.peer_error_alert, lt.peer_disconnected_alert)):
@@ -190,8 +232,9 @@ def main(argv):
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
 
-    ses = make_session(args.bind, args.port, args.keep_seed_links)
-    handle = add_torrent(ses, args.torrent, args.save_dir, args.pex, args.upload_mode)
+    dht_nodes = [parse_peer(n) for n in args.dht_node]
+    ses = make_session(args.bind, args.port, args.keep_seed_links, dht_nodes)
+    handle = add_torrent(ses, args.torrent, args.save_dir, args.pex, args.upload_mode, bool(dht_nodes))
     reporter = Reporter()
     # A magnet link has no data to check before the metadata comes, and the metadata must come from a peer: dial now.
     dialled = args.torrent.startswith("magnet:")
