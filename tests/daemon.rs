@@ -524,3 +524,69 @@ fn the_watch_folder_adds_torrents_and_sets_bad_ones_aside() {
     assert_eq!(list.len(), 1);
     assert_eq!(list[0]["name"], "watched.bin");
 }
+
+/// `toybt seed TORRENT DATA --peer 127.0.0.1:PEER`: a seed that connects to the daemon's peer port.
+fn seed_towards(name: &str, torrent: &Path, data: &Path, peer: u16) -> Proc {
+    let (t, d, to) = (torrent.to_str().unwrap(), data.to_str().unwrap(), format!("127.0.0.1:{peer}"));
+    let p = Proc::toybt(name, &["seed", t, d, "--port", "0", "--bind", "127.0.0.1", "--peer", &to]);
+    p.wait_line("peer listening on", STEP);
+    p
+}
+
+#[test]
+fn files_deselected_by_transmission_remote_are_not_downloaded_even_after_a_restart() {
+    assert!(which("transmission-remote"), "the tests need Debian's transmission-cli");
+    let dir = TempDir::new().unwrap();
+    let (state, dl) = (dir.path().join("state"), dir.path().join("dl"));
+    // Three files of 100,000 bytes in 16 KiB pieces: b.bin shares piece 6 with a.bin and piece 12 with c.bin.
+    let src = dir.path().join("src").join("three");
+    std::fs::create_dir_all(&src).unwrap();
+    let datas: Vec<Vec<u8>> = (0..3).map(|i| pseudo_random_bytes(100_000, 20 + i)).collect();
+    for (name, data) in ["a.bin", "b.bin", "c.bin"].iter().zip(&datas) {
+        std::fs::write(src.join(name), data).unwrap();
+    }
+    let torrent = dir.path().join("three.torrent");
+    create_torrent(&src, &torrent, "16K", Some(NOWHERE_ANNOUNCE));
+
+    let mut d = daemon("daemon", &state, &dl, &[]);
+    remote(d.rpc, &["-a", torrent.to_str().unwrap()]);
+    // Deselected before any peer is there (the tracker is nowhere).
+    remote(d.rpc, &["-t", "1", "-G", "1"]);
+    let files = remote(d.rpc, &["-t", "1", "-f"]);
+    assert!(files.contains("Normal   No") && files.matches("Normal   Yes").count() == 2, "{files}");
+    let view = &torrents(d.rpc, &["wanted", "sizeWhenDone", "totalSize", "leftUntilDone"])[0];
+    assert_eq!(view["wanted"], json!([1, 0, 1]), "{view}");
+    // Pieces 0-6 and 12-18 of 19: every piece but the five only b.bin fills.
+    assert_eq!(view["sizeWhenDone"], 300_000 - 5 * 16384, "{view}");
+    assert_eq!(view["leftUntilDone"], view["sizeWhenDone"], "{view}");
+
+    let mut seed = seed_towards("seed", &torrent, &src, d.peer);
+    assert!(wait_complete(d.rpc, 1), "{}", remote(d.rpc, &["-l"]));
+    let got = dl.join("three");
+    assert_eq!(std::fs::read(got.join("a.bin")).unwrap(), datas[0]);
+    assert_eq!(std::fs::read(got.join("c.bin")).unwrap(), datas[2]);
+    // b.bin holds at most the bytes of the two pieces it shares: nothing between them was written.
+    if let Ok(b) = std::fs::read(got.join("b.bin")) {
+        let (first, last) = (7 * 16384 - 100_000, 12 * 16384 - 100_000);
+        assert!(b[first..last].iter().all(|&x| x == 0), "b.bin holds bytes of pieces only it fills");
+    }
+    assert!(remote(d.rpc, &["-t", "1", "-f"]).contains("Normal   No"));
+    seed.terminate();
+    seed.wait_exit(STEP);
+
+    // The selection is in the record: a restart keeps it, and the torrent is still done.
+    d.p.terminate();
+    assert_eq!(d.p.wait_exit(STEP), Some(0), "{}", d.p.output());
+    let d = daemon("daemon-again", &state, &dl, &[]);
+    d.p.wait_line("1 torrent(s) restored", STEP);
+    let view = &torrents(d.rpc, &["wanted", "percentDone", "fileStats"])[0];
+    assert_eq!((&view["wanted"], &view["percentDone"]), (&json!([1, 0, 1]), &json!(1.0)), "{view}");
+    assert_eq!(view["fileStats"][1]["wanted"], false, "{view}");
+
+    // `-g all` (an empty files-wanted list) wants every file again: b.bin is fetched.
+    remote(d.rpc, &["-t", "1", "-g", "all"]);
+    assert_eq!(torrents(d.rpc, &["wanted"])[0]["wanted"], json!([1, 1, 1]));
+    let _seed = seed_towards("seed-again", &torrent, &src, d.peer);
+    assert!(wait_complete(d.rpc, 1), "{}", remote(d.rpc, &["-l"]));
+    assert_eq!(std::fs::read(got.join("b.bin")).unwrap(), datas[1]);
+}

@@ -221,13 +221,14 @@ fn carry_out(d: &mut Daemon, now: Instant, call: Call, svc: &mut Services, ctl: 
         }
         Call::TorrentSet { ids: which, change } => {
             let hashes = ids(d, &which)?;
-            if change.files_wanted.is_some() || change.files_unwanted.is_some() {
-                return Err("files-wanted and files-unwanted are not supported yet".into());
-            }
             if change.peer_limit.is_some() {
                 return Err("peer-limit is not supported per torrent; the daemon's --max-peers is shared".into());
             }
             for h in &hashes {
+                if change.files_wanted.is_some() || change.files_unwanted.is_some() {
+                    let (w, u) = (change.files_wanted.as_deref(), change.files_unwanted.as_deref());
+                    d.set_files(h, w, u, now, svc)?;
+                }
                 d.set_limits(h, change.download_limit, change.upload_limit);
             }
             d.reshare(now, svc);
