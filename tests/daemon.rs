@@ -590,3 +590,37 @@ fn files_deselected_by_transmission_remote_are_not_downloaded_even_after_a_resta
     assert!(wait_complete(d.rpc, 1), "{}", remote(d.rpc, &["-l"]));
     assert_eq!(std::fs::read(got.join("b.bin")).unwrap(), datas[1]);
 }
+
+#[test]
+fn one_dht_node_finds_the_seed_of_a_trackerless_magnet_and_keeps_its_table() {
+    let dir = TempDir::new().unwrap();
+    let (state, dl) = (dir.path().join("state"), dir.path().join("dl"));
+    let table = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    let node = Proc::toybt("dht", &["dht", "--bind", "127.0.0.1", "--port", "0", "--state", &table("node.dat")]);
+    let node_addr = format!("127.0.0.1:{}", port_from_line(&node.wait_line("dht listening on", STEP)));
+
+    // No tracker: the DHT node is the only way to the seed.
+    let src = dir.path().join("src").join("trackerless.bin");
+    std::fs::create_dir_all(src.parent().unwrap()).unwrap();
+    let data = pseudo_random_bytes(200_000, 31);
+    std::fs::write(&src, &data).unwrap();
+    let torrent = dir.path().join("trackerless.torrent");
+    create_torrent(&src, &torrent, "16K", None);
+    let hex = hash_of(&torrent);
+    let (t, s) = (torrent.to_str().unwrap(), src.to_str().unwrap());
+    let seed_args = ["seed", t, s, "--port", "0", "--bind", "127.0.0.1", "--dht-bootstrap", &node_addr];
+    let seed = Proc::toybt("seed", &[&seed_args[..], &["--dht-state", &table("seed.dat")]].concat());
+    let announced = seed.wait_line(&format!("dht lookup for {hex} done"), STEP);
+    assert!(!announced.contains("announced to 0 node"), "{announced}");
+
+    let mut d = daemon("daemon", &state, &dl, &["--dht-bootstrap", &node_addr]);
+    d.p.wait_line("dht listening on", STEP);
+    let s = rpc(d.rpc, &json!({"method": "session-get"}));
+    assert_eq!(s["arguments"]["dht-enabled"], true);
+    remote(d.rpc, &["-a", &format!("magnet:?xt=urn:btih:{hex}&dn=trackerless.bin")]);
+    assert!(wait_complete(d.rpc, 1), "{}", remote(d.rpc, &["-l"]));
+    assert_eq!(std::fs::read(dl.join("trackerless.bin")).unwrap(), data);
+    d.p.terminate();
+    assert_eq!(d.p.wait_exit(STEP), Some(0), "{}", d.p.output());
+    assert!(state.join("daemon/dht.dat").is_file(), "the daemon keeps its routing table in its state folder");
+}

@@ -252,7 +252,7 @@ fn session_get(d: &Daemon) -> Value {
         "peer-limit-global": cfg.max_peers,
         "peer-limit-per-torrent": cfg.max_peers,
         "pex-enabled": cfg.pex,
-        "dht-enabled": false,
+        "dht-enabled": cfg.dht,
         "lpd-enabled": false,
         "utp-enabled": false,
         "encryption": "tolerated",
@@ -434,6 +434,12 @@ fn write_metrics(d: &Daemon, out: &mut Vec<u8>, svc: &Services) {
         Kind::Counter,
         "Pieces that failed their hash check, all torrents.",
         rows.iter().map(|r| r.failures).sum::<u64>() as f64,
+    );
+    m.single(
+        "toybt_dht_nodes",
+        Kind::Gauge,
+        "Nodes in the DHT routing table (0 with --no-dht).",
+        svc.dht.as_ref().map_or(0, |d| d.node.stats().nodes) as f64,
     );
     m.single(
         "toybt_rpc_requests_total",

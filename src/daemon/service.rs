@@ -41,6 +41,8 @@ pub struct DaemonConfig {
     pub download_dir: PathBuf,
     pub watch: Option<PathBuf>,
     pub pex: bool,
+    /// Torrents use the loop's DHT node (`--no-dht` turns it off).
+    pub dht: bool,
     pub state_dir: PathBuf,
 }
 
@@ -341,6 +343,7 @@ impl Daemon {
         cfg.max_peers = self.cfg.max_peers;
         cfg.max_upload_rate = self.upload_limit();
         cfg.pex = self.cfg.pex;
+        cfg.dht = self.cfg.dht;
         cfg
     }
 
@@ -577,7 +580,7 @@ impl Daemon {
         self.leaving.retain(|h| match svc.torrents.get(h) {
             Some(s) if !s.is_finished() => true,
             _ => {
-                svc.torrents.remove(h);
+                svc.remove_session(h);
                 reshare = true;
                 false
             }
@@ -840,7 +843,7 @@ fn file_views(meta: &Metainfo, have: Option<&Bitfield>, unwanted: &[usize]) -> V
 
 /// Closes a session's peers and drops it at once, without telling its trackers (it is being rebuilt).
 fn drop_session(hash: &[u8; 20], now: Instant, svc: &mut Services, ctl: &mut Ctl) {
-    let Some(mut s) = svc.torrents.remove(hash) else { return };
+    let Some(mut s) = svc.remove_session(hash) else { return };
     s.stop(now);
     for action in s.advance().into_iter().chain(std::iter::from_fn(|| s.poll_action())) {
         if let Action::Close(key, generation) = action {

@@ -125,6 +125,17 @@ impl Services {
         }
     }
 
+    /// Takes a session out of the loop (the daemon rebuilding or dropping it); the DHT stops tracking its torrent
+    /// until a session for it is added again.
+    pub fn remove_session(&mut self, hash: &[u8; 20]) -> Option<Session> {
+        if let Some(d) = self.dht.as_mut()
+            && d.tracked.remove(hash)
+        {
+            d.node.untrack(*hash);
+        }
+        self.torrents.remove(hash)
+    }
+
     pub fn add_torrent(&mut self, torrent: Torrent) {
         self.add_session(Session::data(torrent));
     }

@@ -29,6 +29,7 @@ fn config(dir: &Path) -> DaemonConfig {
         download_dir: dir.join("dl"),
         watch: None,
         pex: true,
+        dht: false,
         state_dir: dir.join("state"),
     }
 }
