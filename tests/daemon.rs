@@ -624,3 +624,37 @@ fn one_dht_node_finds_the_seed_of_a_trackerless_magnet_and_keeps_its_table() {
     assert_eq!(d.p.wait_exit(STEP), Some(0), "{}", d.p.output());
     assert!(state.join("daemon/dht.dat").is_file(), "the daemon keeps its routing table in its state folder");
 }
+
+#[test]
+fn a_tracker_named_by_host_is_resolved_off_the_loop_and_one_that_does_not_resolve_is_reported() {
+    use std::net::ToSocketAddrs;
+    let dir = TempDir::new().unwrap();
+    let (state, dl) = (dir.path().join("state"), dir.path().join("dl"));
+    // The tracker listens where "localhost" leads first on this machine (127.0.0.1 or ::1).
+    let ip = ("localhost", 1).to_socket_addrs().unwrap().next().unwrap().ip().to_string();
+    let (plain, src, data) = make(dir.path(), "by-name.bin", 150_000, 41);
+    let tracker = Proc::toybt("tracker", &["tracker", plain.to_str().unwrap(), "--bind", &ip, "--port", "0"]);
+    let port = port_from_line(&tracker.wait_line("tracker listening on", STEP));
+    // The same content with the tracker by name: the same info hash (the announce URL is outside the info).
+    let named = dir.path().join("by-name-localhost.torrent");
+    create_torrent(&src, &named, "16K", Some(&format!("http://localhost:{port}/announce")));
+    assert_eq!(hash_of(&named), hash_of(&plain));
+    let (t, s) = (named.to_str().unwrap(), src.to_str().unwrap());
+    let seed = Proc::toybt("seed", &["seed", t, s, "--port", "0", "--bind", "127.0.0.1"]);
+    seed.wait_line("peer listening on", STEP);
+
+    let d = daemon("daemon", &state, &dl, &[]);
+    // Its only way to the seed is the tracker, reached by name.
+    remote(d.rpc, &["-a", t]);
+    assert!(wait_complete(d.rpc, 1), "{}\n{}", remote(d.rpc, &["-l"]), d.p.output());
+    assert_eq!(std::fs::read(dl.join("by-name.bin")).unwrap(), data);
+
+    // A name that does not resolve: said in the log, the daemon goes on answering.
+    let (_, other_src, _) = make(dir.path(), "nowhere.bin", 20_000, 42);
+    let nowhere = dir.path().join("nowhere.torrent");
+    create_torrent(&other_src, &nowhere, "16K", Some("http://nonexistent.invalid:6969/announce"));
+    remote(d.rpc, &["-a", nowhere.to_str().unwrap()]);
+    d.p.wait_line("cannot resolve tracker host nonexistent.invalid", STEP);
+    assert!(list_row(d.rpc, "nowhere.bin").is_some(), "{}", remote(d.rpc, &["-l"]));
+    drop(seed);
+}

@@ -6,7 +6,7 @@
 //! record, so nothing is hashed. Global limits (connections, upload rate) are divided evenly between the running
 //! torrents and handed out again whenever one starts or stops.
 
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -852,20 +852,20 @@ fn drop_session(hash: &[u8; 20], now: Instant, svc: &mut Services, ctl: &mut Ctl
     }
 }
 
-/// Resolves tracker host names the loop does not know yet (the daemon adds torrents while running; a tracker given
-/// by address resolves at once).
+/// Makes sure the loop will know the addresses of these trackers: an address is taken as it is, a host name is
+/// asked of the resolver thread (the daemon adds torrents while running, and the loop must not wait on DNS); the
+/// announces that need it wait for its answer.
 fn resolve_trackers(svc: &mut Services, urls: Vec<TrackerUrl>) {
     for url in urls {
         let key = (url.host.clone(), url.port);
         if svc.tracker_addrs.contains_key(&key) {
             continue;
         }
-        match (url.host.as_str(), url.port).to_socket_addrs().map(|mut a| a.next()) {
-            Ok(Some(addr)) => {
-                let addr: SocketAddr = addr;
-                svc.tracker_addrs.insert(key, addr);
-            }
-            _ => log::warn!("cannot resolve tracker host {}; it will be skipped", url.host),
+        let literal = url.host.trim_start_matches('[').trim_end_matches(']').parse::<std::net::IpAddr>();
+        if let Ok(ip) = literal {
+            svc.tracker_addrs.insert(key, SocketAddr::new(ip, url.port));
+        } else if let Err(why) = svc.resolving.resolver.ask(&url.host, url.port) {
+            log::warn!("cannot resolve tracker host {}: {why}", url.host);
         }
     }
 }
