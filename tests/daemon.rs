@@ -524,3 +524,137 @@ fn the_watch_folder_adds_torrents_and_sets_bad_ones_aside() {
     assert_eq!(list.len(), 1);
     assert_eq!(list[0]["name"], "watched.bin");
 }
+
+/// `toybt seed TORRENT DATA --peer 127.0.0.1:PEER`: a seed that connects to the daemon's peer port.
+fn seed_towards(name: &str, torrent: &Path, data: &Path, peer: u16) -> Proc {
+    let (t, d, to) = (torrent.to_str().unwrap(), data.to_str().unwrap(), format!("127.0.0.1:{peer}"));
+    let p = Proc::toybt(name, &["seed", t, d, "--port", "0", "--bind", "127.0.0.1", "--peer", &to]);
+    p.wait_line("peer listening on", STEP);
+    p
+}
+
+#[test]
+fn files_deselected_by_transmission_remote_are_not_downloaded_even_after_a_restart() {
+    assert!(which("transmission-remote"), "the tests need Debian's transmission-cli");
+    let dir = TempDir::new().unwrap();
+    let (state, dl) = (dir.path().join("state"), dir.path().join("dl"));
+    // Three files of 100,000 bytes in 16 KiB pieces: b.bin shares piece 6 with a.bin and piece 12 with c.bin.
+    let src = dir.path().join("src").join("three");
+    std::fs::create_dir_all(&src).unwrap();
+    let datas: Vec<Vec<u8>> = (0..3).map(|i| pseudo_random_bytes(100_000, 20 + i)).collect();
+    for (name, data) in ["a.bin", "b.bin", "c.bin"].iter().zip(&datas) {
+        std::fs::write(src.join(name), data).unwrap();
+    }
+    let torrent = dir.path().join("three.torrent");
+    create_torrent(&src, &torrent, "16K", Some(NOWHERE_ANNOUNCE));
+
+    let mut d = daemon("daemon", &state, &dl, &[]);
+    remote(d.rpc, &["-a", torrent.to_str().unwrap()]);
+    // Deselected before any peer is there (the tracker is nowhere).
+    remote(d.rpc, &["-t", "1", "-G", "1"]);
+    let files = remote(d.rpc, &["-t", "1", "-f"]);
+    assert!(files.contains("Normal   No") && files.matches("Normal   Yes").count() == 2, "{files}");
+    let view = &torrents(d.rpc, &["wanted", "sizeWhenDone", "totalSize", "leftUntilDone"])[0];
+    assert_eq!(view["wanted"], json!([1, 0, 1]), "{view}");
+    // Pieces 0-6 and 12-18 of 19: every piece but the five only b.bin fills.
+    assert_eq!(view["sizeWhenDone"], 300_000 - 5 * 16384, "{view}");
+    assert_eq!(view["leftUntilDone"], view["sizeWhenDone"], "{view}");
+
+    let mut seed = seed_towards("seed", &torrent, &src, d.peer);
+    assert!(wait_complete(d.rpc, 1), "{}", remote(d.rpc, &["-l"]));
+    let got = dl.join("three");
+    assert_eq!(std::fs::read(got.join("a.bin")).unwrap(), datas[0]);
+    assert_eq!(std::fs::read(got.join("c.bin")).unwrap(), datas[2]);
+    // b.bin holds at most the bytes of the two pieces it shares: nothing between them was written.
+    if let Ok(b) = std::fs::read(got.join("b.bin")) {
+        let (first, last) = (7 * 16384 - 100_000, 12 * 16384 - 100_000);
+        assert!(b[first..last].iter().all(|&x| x == 0), "b.bin holds bytes of pieces only it fills");
+    }
+    assert!(remote(d.rpc, &["-t", "1", "-f"]).contains("Normal   No"));
+    seed.terminate();
+    seed.wait_exit(STEP);
+
+    // The selection is in the record: a restart keeps it, and the torrent is still done.
+    d.p.terminate();
+    assert_eq!(d.p.wait_exit(STEP), Some(0), "{}", d.p.output());
+    let d = daemon("daemon-again", &state, &dl, &[]);
+    d.p.wait_line("1 torrent(s) restored", STEP);
+    let view = &torrents(d.rpc, &["wanted", "percentDone", "fileStats"])[0];
+    assert_eq!((&view["wanted"], &view["percentDone"]), (&json!([1, 0, 1]), &json!(1.0)), "{view}");
+    assert_eq!(view["fileStats"][1]["wanted"], false, "{view}");
+
+    // `-g all` (an empty files-wanted list) wants every file again: b.bin is fetched.
+    remote(d.rpc, &["-t", "1", "-g", "all"]);
+    assert_eq!(torrents(d.rpc, &["wanted"])[0]["wanted"], json!([1, 1, 1]));
+    let _seed = seed_towards("seed-again", &torrent, &src, d.peer);
+    assert!(wait_complete(d.rpc, 1), "{}", remote(d.rpc, &["-l"]));
+    assert_eq!(std::fs::read(got.join("b.bin")).unwrap(), datas[1]);
+}
+
+#[test]
+fn one_dht_node_finds_the_seed_of_a_trackerless_magnet_and_keeps_its_table() {
+    let dir = TempDir::new().unwrap();
+    let (state, dl) = (dir.path().join("state"), dir.path().join("dl"));
+    let table = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    let node = Proc::toybt("dht", &["dht", "--bind", "127.0.0.1", "--port", "0", "--state", &table("node.dat")]);
+    let node_addr = format!("127.0.0.1:{}", port_from_line(&node.wait_line("dht listening on", STEP)));
+
+    // No tracker: the DHT node is the only way to the seed.
+    let src = dir.path().join("src").join("trackerless.bin");
+    std::fs::create_dir_all(src.parent().unwrap()).unwrap();
+    let data = pseudo_random_bytes(200_000, 31);
+    std::fs::write(&src, &data).unwrap();
+    let torrent = dir.path().join("trackerless.torrent");
+    create_torrent(&src, &torrent, "16K", None);
+    let hex = hash_of(&torrent);
+    let (t, s) = (torrent.to_str().unwrap(), src.to_str().unwrap());
+    let seed_args = ["seed", t, s, "--port", "0", "--bind", "127.0.0.1", "--dht-bootstrap", &node_addr];
+    let seed = Proc::toybt("seed", &[&seed_args[..], &["--dht-state", &table("seed.dat")]].concat());
+    let announced = seed.wait_line(&format!("dht lookup for {hex} done"), STEP);
+    assert!(!announced.contains("announced to 0 node"), "{announced}");
+
+    let mut d = daemon("daemon", &state, &dl, &["--dht-bootstrap", &node_addr]);
+    d.p.wait_line("dht listening on", STEP);
+    let s = rpc(d.rpc, &json!({"method": "session-get"}));
+    assert_eq!(s["arguments"]["dht-enabled"], true);
+    remote(d.rpc, &["-a", &format!("magnet:?xt=urn:btih:{hex}&dn=trackerless.bin")]);
+    assert!(wait_complete(d.rpc, 1), "{}", remote(d.rpc, &["-l"]));
+    assert_eq!(std::fs::read(dl.join("trackerless.bin")).unwrap(), data);
+    d.p.terminate();
+    assert_eq!(d.p.wait_exit(STEP), Some(0), "{}", d.p.output());
+    assert!(state.join("daemon/dht.dat").is_file(), "the daemon keeps its routing table in its state folder");
+}
+
+#[test]
+fn a_tracker_named_by_host_is_resolved_off_the_loop_and_one_that_does_not_resolve_is_reported() {
+    use std::net::ToSocketAddrs;
+    let dir = TempDir::new().unwrap();
+    let (state, dl) = (dir.path().join("state"), dir.path().join("dl"));
+    // The tracker listens where "localhost" leads first on this machine (127.0.0.1 or ::1).
+    let ip = ("localhost", 1).to_socket_addrs().unwrap().next().unwrap().ip().to_string();
+    let (plain, src, data) = make(dir.path(), "by-name.bin", 150_000, 41);
+    let tracker = Proc::toybt("tracker", &["tracker", plain.to_str().unwrap(), "--bind", &ip, "--port", "0"]);
+    let port = port_from_line(&tracker.wait_line("tracker listening on", STEP));
+    // The same content with the tracker by name: the same info hash (the announce URL is outside the info).
+    let named = dir.path().join("by-name-localhost.torrent");
+    create_torrent(&src, &named, "16K", Some(&format!("http://localhost:{port}/announce")));
+    assert_eq!(hash_of(&named), hash_of(&plain));
+    let (t, s) = (named.to_str().unwrap(), src.to_str().unwrap());
+    let seed = Proc::toybt("seed", &["seed", t, s, "--port", "0", "--bind", "127.0.0.1"]);
+    seed.wait_line("peer listening on", STEP);
+
+    let d = daemon("daemon", &state, &dl, &[]);
+    // Its only way to the seed is the tracker, reached by name.
+    remote(d.rpc, &["-a", t]);
+    assert!(wait_complete(d.rpc, 1), "{}\n{}", remote(d.rpc, &["-l"]), d.p.output());
+    assert_eq!(std::fs::read(dl.join("by-name.bin")).unwrap(), data);
+
+    // A name that does not resolve: said in the log, the daemon goes on answering.
+    let (_, other_src, _) = make(dir.path(), "nowhere.bin", 20_000, 42);
+    let nowhere = dir.path().join("nowhere.torrent");
+    create_torrent(&other_src, &nowhere, "16K", Some("http://nonexistent.invalid:6969/announce"));
+    remote(d.rpc, &["-a", nowhere.to_str().unwrap()]);
+    d.p.wait_line("cannot resolve tracker host nonexistent.invalid", STEP);
+    assert!(list_row(d.rpc, "nowhere.bin").is_some(), "{}", remote(d.rpc, &["-l"]));
+    drop(seed);
+}

@@ -5,6 +5,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Instant;
 
+use super::dht::DhtOptions;
 use super::swarm::{self, SwarmOptions};
 use crate::daemon::access::Access;
 use crate::daemon::store::Store;
@@ -38,8 +39,16 @@ Options:
   --max-upload-rate R    bytes per second served, all torrents together (suffix K or M; default: no limit)
   --max-download-rate R  bytes per second downloaded, all torrents together (suffix K or M; default: no limit)
   --no-pex               do not exchange peer addresses with peers (BEP 11)
+  --no-dht               do not use the Mainline DHT (BEP 5; private torrents never do); one node serves
+                         every torrent, on UDP at the peer port's number
+  --dht-bootstrap HOST:PORT  join the DHT through this node, [ADDR]:PORT for IPv6, instead of the default
+                         routers (repeatable)
+  --dht-state FILE       where the DHT routing table is kept (default STATE-DIR/daemon/dht.dat)
   -h, --help             print this help
 ";
+
+/// The daemon's DHT routing table, in its folder of the state folder.
+const DHT_TABLE_FILE: &str = "dht.dat";
 
 /// RPC connections at once (past that the longest-silent one is closed): each may buffer a 16 MiB request.
 const RPC_CONNECTIONS: usize = 32;
@@ -90,6 +99,7 @@ pub fn run(mut args: pico_args::Arguments) -> Result<()> {
     let max_upload_rate = args.opt_value_from_fn("--max-upload-rate", rate)?;
     let max_download_rate = args.opt_value_from_fn("--max-download-rate", rate)?;
     let pex = !args.contains("--no-pex");
+    let dht = DhtOptions::parse(&mut args)?;
     super::finish(args)?;
 
     if max_peers == 0 {
@@ -124,8 +134,10 @@ pub fn run(mut args: pico_args::Arguments) -> Result<()> {
         log::warn!("{why}; starting with the default settings");
         Default::default()
     });
-    let peer_opts = SwarmOptions { bind, port, max_peers, ..SwarmOptions::loopback() };
-    let peer_listener = swarm::bind_peer_listener(&peer_opts)?;
+    // The daemon's own table beside its other state, so a `seed` or `leech` running at the same time keeps its own.
+    let dht_state = dht.enabled.then(|| dht.state.clone().unwrap_or_else(|| store.dir().join(DHT_TABLE_FILE)));
+    let peer_opts = SwarmOptions { bind, port, max_peers, dht: dht.clone(), ..SwarmOptions::loopback() };
+    let (peer_listener, dht_sock) = swarm::bind_peer_sockets(&peer_opts)?;
     let peer_local = peer_listener.local_addr().map_err(|e| Error::io("peer listener", &e))?;
     let rpc_addr = SocketAddr::new(rpc_bind, rpc_port);
     let rpc_listener = crate::reactor::bind_listener(rpc_addr)
@@ -139,6 +151,10 @@ pub fn run(mut args: pico_args::Arguments) -> Result<()> {
     {
         log::warn!("cannot open a UDP socket for udp trackers: {e}");
     }
+    // Before the torrents are restored: each is tracked in the DHT as its session is added.
+    if let Some(sock) = dht_sock {
+        super::dht::start_node(&mut reactor, sock, peer_local.port(), &dht.routers(), dht_state.as_deref())?;
+    }
     let cfg = DaemonConfig {
         peer_port: peer_local.port(),
         peer_id: swarm::new_peer_id(),
@@ -148,6 +164,7 @@ pub fn run(mut args: pico_args::Arguments) -> Result<()> {
         download_dir,
         watch,
         pex,
+        dht: dht.enabled,
         state_dir,
     };
     let access = Access { credentials: rpc_auth, allowed_hosts: rpc_hosts, session_id: session_id() };
@@ -166,9 +183,14 @@ pub fn run(mut args: pico_args::Arguments) -> Result<()> {
         .listen(rpc_listener, ListenKind::Rpc, RPC_CONNECTIONS)
         .map_err(|e| Error::io(format!("cannot listen for RPC on {rpc_local}"), &e))?;
     eprintln!("peer listening on {peer_local}");
+    if reactor.services.dht.is_some() {
+        eprintln!("dht listening on {peer_local}");
+    }
     eprintln!("rpc listening on {rpc_local} (http://{rpc_local}/)");
     reactor.watch_signals(pipe).map_err(|e| Error::io("cannot watch for signals", &e))?;
-    reactor.run().map_err(|e| Error::io("event loop failed", &e))?;
+    let ran = reactor.run();
+    super::dht::save_table(reactor.services.dht.as_ref().map(|d| &d.node), dht_state.as_deref());
+    ran.map_err(|e| Error::io("event loop failed", &e))?;
     log::info!("daemon stopped");
     Ok(())
 }

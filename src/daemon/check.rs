@@ -29,11 +29,13 @@ pub struct Check {
 }
 
 impl Check {
-    /// Opens the torrent's data in `dir` for a full check; its resume record goes to `record` at the end.
-    pub fn new(meta: Metainfo, dir: &Path, record: PathBuf, now: Instant) -> Result<Check, String> {
+    /// Opens the torrent's data in `dir` for a full check, with the files in `unwanted` deselected (not created);
+    /// its resume record goes to `record` at the end.
+    pub fn new(meta: Metainfo, dir: &Path, record: PathBuf, unwanted: &[usize], now: Instant) -> Result<Check, String> {
         std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        let storage =
-            Storage::open(&meta, swarm::content_in(dir, &meta), OpenMode::Leech).map_err(|e| e.to_string())?;
+        let wanted = super::open::wanted_files(&meta, unwanted);
+        let storage = Storage::open_selected(&meta, swarm::content_in(dir, &meta), OpenMode::Leech, &wanted)
+            .map_err(|e| e.to_string())?;
         Ok(Check {
             hash: meta.info_hash,
             have: Bitfield::new(meta.piece_count()),

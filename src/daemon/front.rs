@@ -221,13 +221,14 @@ fn carry_out(d: &mut Daemon, now: Instant, call: Call, svc: &mut Services, ctl: 
         }
         Call::TorrentSet { ids: which, change } => {
             let hashes = ids(d, &which)?;
-            if change.files_wanted.is_some() || change.files_unwanted.is_some() {
-                return Err("files-wanted and files-unwanted are not supported yet".into());
-            }
             if change.peer_limit.is_some() {
                 return Err("peer-limit is not supported per torrent; the daemon's --max-peers is shared".into());
             }
             for h in &hashes {
+                if change.files_wanted.is_some() || change.files_unwanted.is_some() {
+                    let (w, u) = (change.files_wanted.as_deref(), change.files_unwanted.as_deref());
+                    d.set_files(h, w, u, now, svc)?;
+                }
                 d.set_limits(h, change.download_limit, change.upload_limit);
             }
             d.reshare(now, svc);
@@ -251,7 +252,7 @@ fn session_get(d: &Daemon) -> Value {
         "peer-limit-global": cfg.max_peers,
         "peer-limit-per-torrent": cfg.max_peers,
         "pex-enabled": cfg.pex,
-        "dht-enabled": false,
+        "dht-enabled": cfg.dht,
         "lpd-enabled": false,
         "utp-enabled": false,
         "encryption": "tolerated",
@@ -433,6 +434,12 @@ fn write_metrics(d: &Daemon, out: &mut Vec<u8>, svc: &Services) {
         Kind::Counter,
         "Pieces that failed their hash check, all torrents.",
         rows.iter().map(|r| r.failures).sum::<u64>() as f64,
+    );
+    m.single(
+        "toybt_dht_nodes",
+        Kind::Gauge,
+        "Nodes in the DHT routing table (0 with --no-dht).",
+        svc.dht.as_ref().map_or(0, |d| d.node.stats().nodes) as f64,
     );
     m.single(
         "toybt_rpc_requests_total",

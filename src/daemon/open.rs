@@ -13,12 +13,20 @@ use crate::storage::{OpenMode, Storage};
 use crate::torrent::fetch::{Fetch, Start};
 use crate::torrent::{Builder, Config, Session, Torrent};
 
+/// Per file of `meta` (`Metainfo::files` order): selected for download, every file but those in `unwanted`.
+pub fn wanted_files(meta: &Metainfo, unwanted: &[usize]) -> Vec<bool> {
+    (0..meta.files.len()).map(|i| !unwanted.contains(&i)).collect()
+}
+
 /// Opens (creating as needed) DIR/NAME and finds what is verified there: the resume record at `record` is trusted
-/// where the files still match it, unless `recheck` asks for every piece to be hashed again.
+/// where the files still match it, unless `recheck` asks for every piece to be hashed again. Files in `unwanted`
+/// (indices into `Metainfo::files`) are not created and their pieces not fetched.
+#[allow(clippy::too_many_arguments)]
 pub fn data_torrent(
     meta: Metainfo,
     dir: &Path,
     record: PathBuf,
+    unwanted: &[usize],
     recheck: bool,
     mut cfg: Config,
     now: Instant,
@@ -30,7 +38,8 @@ pub fn data_torrent(
         return Err(format!("{}: is in the way, the torrent describes {want}", content.display()));
     }
     let stamps = swarm::file_stamps(&meta, &content);
-    let mut storage = Storage::open(&meta, content, OpenMode::Leech).map_err(|e| e.to_string())?;
+    let wanted = wanted_files(&meta, unwanted);
+    let mut storage = Storage::open_selected(&meta, content, OpenMode::Leech, &wanted).map_err(|e| e.to_string())?;
     let (have, keeper) = swarm::check_data(&meta, &mut storage, record, &stamps, recheck);
     cfg.resume = Some(keeper);
     Torrent::new(meta, storage, have, cfg, now).map_err(|e| e.to_string())
@@ -63,7 +72,9 @@ pub fn magnet_session(
         }
         log::info!("metadata of {} arrived ({} bytes, {} pieces)", meta.name, meta.total_length, meta.piece_count());
         let now = Instant::now();
-        let mut t = data_torrent(meta, &dir, store.resume_path(&hash), false, cfg, now)
+        // Files deselected before a restart (the record is kept in the store as the RPC changes it).
+        let unwanted = store.load_record(&hash).map(|r| r.unwanted).unwrap_or_default();
+        let mut t = data_torrent(meta, &dir, store.resume_path(&hash), &unwanted, false, cfg, now)
             .map_err(crate::error::Error::runtime)?;
         t.set_shares(now, shares.peers, shares.up, shares.down);
         Ok(t)

@@ -6,7 +6,7 @@
 //! record, so nothing is hashed. Global limits (connections, upload rate) are divided evenly between the running
 //! torrents and handed out again whenever one starts or stops.
 
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -41,6 +41,8 @@ pub struct DaemonConfig {
     pub download_dir: PathBuf,
     pub watch: Option<PathBuf>,
     pub pex: bool,
+    /// Torrents use the loop's DHT node (`--no-dht` turns it off).
+    pub dht: bool,
     pub state_dir: PathBuf,
 }
 
@@ -308,7 +310,8 @@ impl Daemon {
         let session = match (&e.meta, &e.record.magnet) {
             (Some(meta), _) => {
                 let dir = e.record.download_dir.clone();
-                match open::data_torrent(meta.clone(), &dir, self.store.resume_path(hash), recheck, cfg, now) {
+                let (resume, unwanted) = (self.store.resume_path(hash), &e.record.unwanted);
+                match open::data_torrent(meta.clone(), &dir, resume, unwanted, recheck, cfg, now) {
                     Ok(mut t) => {
                         // The peers a magnet link named are still worth a try at every start.
                         let link = e.record.magnet.as_deref().and_then(|m| Magnet::parse(m).ok());
@@ -340,6 +343,7 @@ impl Daemon {
         cfg.max_peers = self.cfg.max_peers;
         cfg.max_upload_rate = self.upload_limit();
         cfg.pex = self.cfg.pex;
+        cfg.dht = self.cfg.dht;
         cfg
     }
 
@@ -419,7 +423,8 @@ impl Daemon {
         self.leaving.retain(|h| h != hash);
         self.checks.retain(|c| c.hash != *hash);
         let dir = self.entries[i].record.download_dir.clone();
-        match Check::new(meta, &dir, self.store.resume_path(hash), now) {
+        let unwanted = &self.entries[i].record.unwanted;
+        match Check::new(meta, &dir, self.store.resume_path(hash), unwanted, now) {
             Ok(c) => self.checks.push(c),
             Err(why) => self.entries[i].error = why,
         }
@@ -486,6 +491,55 @@ impl Daemon {
         self.save_record(i);
     }
 
+    /// Selects files for download (`files-wanted`) or deselects them (`files-unwanted`); indices are positions in
+    /// the RPC's `files` list, and an empty list means every file, as Transmission's spec says. The selection is
+    /// kept in the torrent's record and given to its session at once.
+    pub fn set_files(
+        &mut self,
+        hash: &[u8; 20],
+        wanted: Option<&[usize]>,
+        unwanted: Option<&[usize]>,
+        now: Instant,
+        svc: &mut Services,
+    ) -> Result<(), String> {
+        let Some(i) = self.find(hash) else { return Ok(()) };
+        self.learn_meta(i, svc);
+        let e = &self.entries[i];
+        let Some(meta) = &e.meta else {
+            return Err(format!("{}: its files are not known until its metadata arrives", e.name()));
+        };
+        // The RPC lists files without padding: its index k is the k-th file that is not padding.
+        let listed: Vec<usize> = (0..meta.files.len()).filter(|&f| !meta.files[f].padding).collect();
+        let pick = |asked: &[usize]| -> Result<Vec<usize>, String> {
+            if asked.is_empty() {
+                return Ok(listed.clone());
+            }
+            let bad = |k: &usize| format!("file {k} does not exist (the torrent has {} files)", listed.len());
+            asked.iter().map(|k| listed.get(*k).copied().ok_or_else(|| bad(k))).collect()
+        };
+        let mut chosen = e.record.unwanted.clone();
+        if let Some(w) = wanted {
+            let w = pick(w)?;
+            chosen.retain(|f| !w.contains(f));
+        }
+        if let Some(u) = unwanted {
+            chosen.extend(pick(u)?);
+        }
+        chosen.sort_unstable();
+        chosen.dedup();
+        let selection = open::wanted_files(meta, &chosen);
+        if let Some(Session::Data(t)) = svc.torrents.get_mut(hash) {
+            t.set_wanted_files(now, &selection)?;
+        }
+        let e = &mut self.entries[i];
+        if e.record.unwanted != chosen {
+            log::info!("{}: {} file(s) deselected", e.name(), chosen.len());
+            e.record.unwanted = chosen;
+            self.save_record(i);
+        }
+        Ok(())
+    }
+
     fn save_record(&self, i: usize) {
         let e = &self.entries[i];
         if let Err(err) = self.store.save_record(&e.record) {
@@ -526,7 +580,7 @@ impl Daemon {
         self.leaving.retain(|h| match svc.torrents.get(h) {
             Some(s) if !s.is_finished() => true,
             _ => {
-                svc.torrents.remove(h);
+                svc.remove_session(h);
                 reshare = true;
                 false
             }
@@ -618,9 +672,20 @@ impl Daemon {
             _ => 0,
         };
         let total = meta.map_or(0, |m| m.total_length);
+        // With files deselected, "done" is the pieces that hold their bytes: what the session fetches.
+        let wanted = meta.filter(|_| !e.record.unwanted.is_empty()).and_then(|m| wanted_pieces(m, &e.record.unwanted));
+        let (size_when_done, have_wanted) = match (meta, &wanted) {
+            (Some(m), Some(w)) => {
+                let size = w.iter_ones().map(|i| u64::from(m.piece_size(i))).sum();
+                let held =
+                    have.map_or(0, |h| w.iter_ones().filter(|&i| h.get(i)).map(|i| u64::from(m.piece_size(i))).sum());
+                (size, held)
+            }
+            _ => (total, have_bytes),
+        };
         let snap = torrent.map(|t| t.snapshot());
         let (down, up) = snap.as_ref().map_or((0, 0), |s| (s.down_rate, s.up_rate));
-        let left = total.saturating_sub(have_bytes);
+        let left = size_when_done.saturating_sub(have_wanted);
         let status = match session {
             _ if check == Some(0) => Status::Check,
             _ if check.is_some() => Status::CheckWait,
@@ -667,7 +732,7 @@ impl Daemon {
             error_string,
             download_dir: e.record.download_dir.to_string_lossy().into_owned(),
             total_size: total,
-            size_when_done: total,
+            size_when_done,
             left_until_done: left,
             have_valid: have_bytes,
             piece_count: meta.map_or(0, |m| u64::from(m.piece_count())),
@@ -724,6 +789,26 @@ impl Daemon {
     }
 }
 
+/// The pieces that hold bytes of a file (not padding) that is not in `unwanted`, as the session fetches them.
+fn wanted_pieces(meta: &Metainfo, unwanted: &[usize]) -> Option<Bitfield> {
+    let piece_len = u64::from(meta.piece_length);
+    if piece_len == 0 {
+        return None;
+    }
+    let mut bits = Bitfield::new(meta.piece_count());
+    for (i, f) in meta.files.iter().enumerate() {
+        if f.padding || f.length == 0 || unwanted.contains(&i) {
+            continue;
+        }
+        for p in f.offset / piece_len..(f.offset + f.length).div_ceil(piece_len) {
+            if p < u64::from(meta.piece_count()) {
+                bits.set(p as u32);
+            }
+        }
+    }
+    Some(bits)
+}
+
 /// Each file's name (as Transmission gives it: under the torrent's name), length and verified bytes.
 fn file_views(meta: &Metainfo, have: Option<&Bitfield>, unwanted: &[usize]) -> Vec<FileView> {
     let piece_len = u64::from(meta.piece_length);
@@ -758,7 +843,7 @@ fn file_views(meta: &Metainfo, have: Option<&Bitfield>, unwanted: &[usize]) -> V
 
 /// Closes a session's peers and drops it at once, without telling its trackers (it is being rebuilt).
 fn drop_session(hash: &[u8; 20], now: Instant, svc: &mut Services, ctl: &mut Ctl) {
-    let Some(mut s) = svc.torrents.remove(hash) else { return };
+    let Some(mut s) = svc.remove_session(hash) else { return };
     s.stop(now);
     for action in s.advance().into_iter().chain(std::iter::from_fn(|| s.poll_action())) {
         if let Action::Close(key, generation) = action {
@@ -767,20 +852,20 @@ fn drop_session(hash: &[u8; 20], now: Instant, svc: &mut Services, ctl: &mut Ctl
     }
 }
 
-/// Resolves tracker host names the loop does not know yet (the daemon adds torrents while running; a tracker given
-/// by address resolves at once).
+/// Makes sure the loop will know the addresses of these trackers: an address is taken as it is, a host name is
+/// asked of the resolver thread (the daemon adds torrents while running, and the loop must not wait on DNS); the
+/// announces that need it wait for its answer.
 fn resolve_trackers(svc: &mut Services, urls: Vec<TrackerUrl>) {
     for url in urls {
         let key = (url.host.clone(), url.port);
         if svc.tracker_addrs.contains_key(&key) {
             continue;
         }
-        match (url.host.as_str(), url.port).to_socket_addrs().map(|mut a| a.next()) {
-            Ok(Some(addr)) => {
-                let addr: SocketAddr = addr;
-                svc.tracker_addrs.insert(key, addr);
-            }
-            _ => log::warn!("cannot resolve tracker host {}; it will be skipped", url.host),
+        let literal = url.host.trim_start_matches('[').trim_end_matches(']').parse::<std::net::IpAddr>();
+        if let Ok(ip) = literal {
+            svc.tracker_addrs.insert(key, SocketAddr::new(ip, url.port));
+        } else if let Err(why) = svc.resolving.resolver.ask(&url.host, url.port) {
+            log::warn!("cannot resolve tracker host {}: {why}", url.host);
         }
     }
 }

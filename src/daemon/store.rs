@@ -138,6 +138,12 @@ impl Store {
         (loaded, problems)
     }
 
+    /// One torrent's record as saved, if it can be read.
+    pub fn load_record(&self, hash: &[u8; 20]) -> Option<TorrentRecord> {
+        let bytes = fs::read(self.torrent_path(hash, "json")).ok()?;
+        decode_record(&bytes).ok()
+    }
+
     fn load_one(&self, path: &Path) -> Result<Loaded, String> {
         let bytes = fs::read(path).map_err(|e| e.to_string())?;
         let record = decode_record(&bytes)?;

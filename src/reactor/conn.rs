@@ -44,8 +44,11 @@ pub struct Services {
     /// Torrent sessions by info hash: `seed` and `leech` run one, a daemon many. Incoming peers are routed to one by
     /// the info hash in their handshake.
     pub torrents: HashMap<[u8; 20], Session>,
-    /// Tracker host names resolved at start-up (the loop itself never waits on DNS), by (host, port).
+    /// Tracker host names resolved at start-up or by the resolver thread (the loop itself never waits on DNS), by
+    /// (host, port).
     pub tracker_addrs: HashMap<(String, u16), SocketAddr>,
+    /// Host names being resolved off the loop, and the announces waiting for them.
+    pub resolving: super::resolver::Resolving,
     /// Where the sessions' progress lines go, once a `every`: the front end decides (a live terminal line, a log).
     pub progress: Option<Progress>,
     /// The sessions' announces to `udp://` trackers and the socket they share; `None` when no torrent has one.
@@ -125,6 +128,18 @@ impl Services {
         }
     }
 
+    /// Takes a session out of the loop (the daemon rebuilding or dropping it); the DHT stops tracking its torrent
+    /// until a session for it is added again.
+    pub fn remove_session(&mut self, hash: &[u8; 20]) -> Option<Session> {
+        if let Some(d) = self.dht.as_mut()
+            && d.tracked.remove(hash)
+        {
+            d.node.untrack(*hash);
+        }
+        self.resolving.forget(hash);
+        self.torrents.remove(hash)
+    }
+
     pub fn add_torrent(&mut self, torrent: Torrent) {
         self.add_session(Session::data(torrent));
     }
@@ -155,7 +170,7 @@ impl Services {
         }
         for t in self.torrents.values_mut() {
             t.handle_timeout(now);
-            carry_out(t, &self.tracker_addrs, &mut self.udp_announce, &mut self.dht, now, ctl);
+            carry_out(t, &self.tracker_addrs, &mut self.resolving, &mut self.udp_announce, &mut self.dht, now, ctl);
         }
         if let Some(p) = self.progress.as_mut().filter(|p| now >= p.next) {
             p.next = now + p.every;
@@ -172,15 +187,38 @@ impl Services {
     /// Takes the disk workers' reports and carries out what the sessions then ask for (`waker` is handed to every
     /// worker, so each report wakes the loop). Asked every turn: a look at an empty channel per session.
     pub(super) fn disk_turn(&mut self, now: Instant, waker: &std::sync::Arc<mio::Waker>, ctl: &mut Ctl) {
+        self.resolving.resolver.set_waker(waker);
+        self.deliver_resolved(now, ctl);
         for t in self.torrents.values_mut() {
             if t.disk_turn(now, waker) {
-                carry_out(t, &self.tracker_addrs, &mut self.udp_announce, &mut self.dht, now, ctl);
+                carry_out(t, &self.tracker_addrs, &mut self.resolving, &mut self.udp_announce, &mut self.dht, now, ctl);
             }
         }
         // Taken out for the call so it can change the sessions beside it.
         if let Some(mut d) = self.daemon.take() {
             d.handle_timeout(now, self, ctl);
             self.daemon = Some(d);
+        }
+    }
+
+    /// Takes the resolver's answers: a name found goes to `tracker_addrs` and the announces waiting for it are made;
+    /// one not found fails them with the reason.
+    fn deliver_resolved(&mut self, now: Instant, ctl: &mut Ctl) {
+        while let Some(r) = self.resolving.resolver.poll_done() {
+            match &r.result {
+                Ok(addr) => {
+                    self.tracker_addrs.insert((r.host.clone(), r.port), *addr);
+                }
+                Err(why) => log::warn!("cannot resolve tracker host {}: {why}", r.host),
+            }
+            for p in self.resolving.take_parked(&r.host, r.port) {
+                let Some(t) = self.torrents.get_mut(&p.info_hash) else { continue };
+                match r.result {
+                    Ok(addr) => announce(t, addr, p.url, &p.params, p.timeout, &mut self.udp_announce, now, ctl),
+                    Err(ref why) => t.announce_done(now, Err(format!("cannot resolve tracker host {}: {why}", r.host))),
+                }
+                carry_out(t, &self.tracker_addrs, &mut self.resolving, &mut self.udp_announce, &mut self.dht, now, ctl);
+            }
         }
     }
 
@@ -192,7 +230,7 @@ impl Services {
         }
         for t in self.torrents.values_mut() {
             t.stop(now);
-            carry_out(t, &self.tracker_addrs, &mut self.udp_announce, &mut self.dht, now, ctl);
+            carry_out(t, &self.tracker_addrs, &mut self.resolving, &mut self.udp_announce, &mut self.dht, now, ctl);
         }
         !self.torrents.is_empty()
     }
@@ -244,7 +282,7 @@ impl Services {
     /// Carries out what the session `info_hash` asked for.
     pub(crate) fn carry_out_for(&mut self, info_hash: &[u8; 20], now: Instant, ctl: &mut Ctl) {
         if let Some(t) = self.torrents.get_mut(info_hash) {
-            carry_out(t, &self.tracker_addrs, &mut self.udp_announce, &mut self.dht, now, ctl);
+            carry_out(t, &self.tracker_addrs, &mut self.resolving, &mut self.udp_announce, &mut self.dht, now, ctl);
         }
     }
 }
@@ -278,9 +316,11 @@ fn sync_dht(t: &Session, dht: &mut Option<DhtSocket>, now: Instant, ctl: Option<
 
 /// Turns what a torrent session asked for into loop requests: dials, closes, announces, nodes for the DHT, and wakes
 /// for peers whose output it changed.
+#[allow(clippy::too_many_arguments)]
 fn carry_out(
     t: &mut Session,
     tracker_addrs: &HashMap<(String, u16), SocketAddr>,
+    resolving: &mut super::resolver::Resolving,
     udp: &mut Option<UdpAnnounceSocket>,
     dht: &mut Option<DhtSocket>,
     now: Instant,
@@ -296,23 +336,21 @@ fn carry_out(
         match action {
             Action::Connect(addr) => ctl.connect(addr, Conn::Peer(PeerConn::outbound(addr, t.info_hash(), now))),
             Action::Close(key, generation) => ctl.close(ConnId { key, generation }),
-            Action::Announce { url, params, timeout } if url.scheme == Scheme::Udp => {
-                let addr = tracker_addrs.get(&(url.host.clone(), url.port)).copied();
-                match (addr, udp.as_mut()) {
-                    (Some(addr), Some(u)) => {
-                        u.announcer.start(now, t.info_hash(), addr, &url, &params, timeout);
-                        ctl.wake_datagram(u.id);
-                    }
-                    (None, _) => t.announce_done(now, Err(format!("tracker host {} was not resolved", url.host))),
-                    (Some(_), None) => t.announce_done(now, Err("no UDP socket for udp trackers".into())),
-                }
-            }
             Action::Announce { url, params, timeout } => {
-                let addr = tracker_addrs.get(&(url.host.clone(), url.port)).copied();
-                match (Exchange::new(now, &url, &params, timeout), addr) {
-                    (Ok(x), Some(addr)) => ctl.connect(addr, Conn::Announce(t.info_hash(), Box::new(x))),
-                    (Ok(_), None) => t.announce_done(now, Err(format!("tracker host {} was not resolved", url.host))),
-                    (Err(e), _) => t.announce_done(now, Err(e)),
+                match tracker_addrs.get(&(url.host.clone(), url.port)).copied() {
+                    Some(addr) => announce(t, addr, url, &params, timeout, udp, now, ctl),
+                    // A name not known yet (a tracker of a torrent added at run time, one whose metadata just came,
+                    // or one that did not resolve before): asked of the resolver thread, the announce waits for its
+                    // answer (see `deliver_resolved`).
+                    None => match resolving.resolver.ask(&url.host, url.port) {
+                        Ok(()) => {
+                            let info_hash = t.info_hash();
+                            resolving.parked.push(super::resolver::Parked { info_hash, url, params, timeout });
+                        }
+                        Err(why) => {
+                            t.announce_done(now, Err(format!("cannot resolve tracker host {}: {why}", url.host)))
+                        }
+                    },
                 }
             }
             Action::DhtNode(addr) => {
@@ -327,6 +365,34 @@ fn carry_out(
         ctl.wake(ConnId { key, generation });
     }
     sync_dht(t, dht, now, Some(ctl));
+}
+
+/// Starts an announce to the tracker at `addr`: over the shared UDP socket for `udp://`, else an HTTP exchange.
+#[allow(clippy::too_many_arguments)]
+fn announce(
+    t: &mut Session,
+    addr: SocketAddr,
+    url: crate::tracker::announce::TrackerUrl,
+    params: &crate::tracker::announce::AnnounceParams,
+    timeout: std::time::Duration,
+    udp: &mut Option<UdpAnnounceSocket>,
+    now: Instant,
+    ctl: &mut Ctl,
+) {
+    if url.scheme == Scheme::Udp {
+        match udp.as_mut() {
+            Some(u) => {
+                u.announcer.start(now, t.info_hash(), addr, &url, params, timeout);
+                ctl.wake_datagram(u.id);
+            }
+            None => t.announce_done(now, Err("no UDP socket for udp trackers".into())),
+        }
+        return;
+    }
+    match Exchange::new(now, &url, params, timeout) {
+        Ok(x) => ctl.connect(addr, Conn::Announce(t.info_hash(), Box::new(x))),
+        Err(e) => t.announce_done(now, Err(e)),
+    }
 }
 
 /// What a listening socket accepts.

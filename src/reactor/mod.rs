@@ -9,8 +9,8 @@
 //!
 //! # Tokens
 //! A connection's token is its slab key. Listeners take `LISTENER_BASE + index`, datagram sockets `UDP_BASE + index`
-//! (just below the listeners), the signal pipe takes `usize::MAX` and the waker of helper threads (disk workers)
-//! `usize::MAX - 1`, all far above any slab key. Listeners and datagram sockets live as long as the loop, so their
+//! (just below the listeners), the signal pipe takes `usize::MAX` and the waker of helper threads (disk workers, the
+//! tracker name resolver) `usize::MAX - 1`, all far above any slab key. Listeners and datagram sockets live as long as the loop, so their
 //! tokens are never reused. A closed connection's socket is closed (which takes it out of the poll set) and its entry
 //! removed from the slab in the same step, so events for it that are still queued find no entry and are ignored. Should a new connection reuse the key within the same batch, it gets a
 //! spurious readiness event, which is harmless: reads and writes then just return `WouldBlock`, and a connecting socket
@@ -74,6 +74,7 @@ mod buffer;
 mod conn;
 mod datagram;
 mod os;
+pub mod resolver;
 mod signal;
 mod stream;
 mod udp;

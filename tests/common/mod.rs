@@ -23,13 +23,13 @@ pub fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
 }
 
-/// `toybt ARGS` as a command. A `seed`, `leech` or `share` that does not say how to use the DHT gets `--no-dht`: a test must
+/// `toybt ARGS` as a command. A `seed`, `leech`, `share` or `daemon` that does not say how to use the DHT gets `--no-dht`: a test must
 /// never reach the public DHT routers (tests/dht.rs gives its own with `--dht-bootstrap`).
 pub fn toybt_command<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Command {
     let mut cmd = Command::new(toybt_bin());
     cmd.args(args);
     let words: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_ref()).collect();
-    let swarm = words.first().is_some_and(|w| *w == "seed" || *w == "leech" || *w == "share");
+    let swarm = words.first().is_some_and(|w| *w == "seed" || *w == "leech" || *w == "share" || *w == "daemon");
     let says_dht = words.iter().any(|w| *w == "--no-dht" || *w == "--dht-bootstrap");
     if swarm && !says_dht {
         cmd.arg("--no-dht");

@@ -29,6 +29,7 @@ fn config(dir: &Path) -> DaemonConfig {
         download_dir: dir.join("dl"),
         watch: None,
         pex: true,
+        dht: false,
         state_dir: dir.join("state"),
     }
 }
@@ -279,13 +280,44 @@ fn bad_calls_get_a_result_and_change_nothing() {
             "'..'",
         ),
         (json!({"method": "session-set", "arguments": {"peer-port": 1}}), "peer port"),
-        (json!({"method": "torrent-set", "arguments": {"files-unwanted": [0]}}), "not supported yet"),
+        (json!({"method": "torrent-set", "arguments": {"ids": [3], "files-unwanted": [0]}}), "no torrent with id 3"),
         (json!({"method": "torrent-verify", "arguments": {"ids": [7]}}), "no torrent with id 7"),
     ] {
         let r = w.call(request.clone());
         assert!(r["result"].as_str().unwrap().contains(want), "{request} -> {r}");
     }
     assert!(w.list().is_empty());
+}
+
+#[test]
+fn files_unwanted_is_checked_kept_in_the_record_and_shown() {
+    let mut w = World::new();
+    let bytes = torrent(w.dir.path(), "one");
+    w.ok(json!({"method": "torrent-add", "arguments": {"metainfo": b64(&bytes), "paused": true}}));
+    let magnet = format!("magnet:?xt=urn:btih:{}", "cd".repeat(20));
+    w.ok(json!({"method": "torrent-add", "arguments": {"filename": magnet, "paused": true}}));
+    let r = w.call(json!({"method": "torrent-set", "arguments": {"ids": [1], "files-unwanted": [2]}}));
+    assert!(r["result"].as_str().unwrap().contains("file 2 does not exist"), "{r}");
+    let r = w.call(json!({"method": "torrent-set", "arguments": {"ids": [2], "files-unwanted": [0]}}));
+    assert!(r["result"].as_str().unwrap().contains("metadata"), "{r}");
+
+    // a.bin (40,000 bytes) fills pieces 0-1 alone and shares piece 2 with sub/b.bin (9,000 bytes).
+    let fields = json!(["wanted", "sizeWhenDone", "leftUntilDone", "totalSize", "fileStats"]);
+    let get = |w: &mut World| w.ok(json!({"method": "torrent-get", "arguments": {"ids": [1], "fields": fields}}));
+    w.ok(json!({"method": "torrent-set", "arguments": {"ids": [1], "files-unwanted": [0]}}));
+    let t = get(&mut w)["torrents"][0].clone();
+    assert_eq!((&t["wanted"], &t["sizeWhenDone"]), (&json!([0, 1]), &json!(49_000 - 32_768)), "{t}");
+    assert_eq!((&t["fileStats"][0]["wanted"], &t["fileStats"][1]["wanted"]), (&json!(false), &json!(true)));
+    // An empty list is every file.
+    w.ok(json!({"method": "torrent-set", "arguments": {"ids": [1], "files-unwanted": []}}));
+    let t = get(&mut w)["torrents"][0].clone();
+    assert_eq!((&t["wanted"], &t["sizeWhenDone"], &t["leftUntilDone"]), (&json!([0, 0]), &json!(0), &json!(0)), "{t}");
+
+    let mut again = World { svc: World::start(w.dir.path(), w.now), now: w.now, dir: w.dir };
+    assert_eq!(get(&mut again)["torrents"][0]["wanted"], json!([0, 0]), "the selection is in the record");
+    again.ok(json!({"method": "torrent-set", "arguments": {"ids": [1], "files-wanted": []}}));
+    let t = get(&mut again)["torrents"][0].clone();
+    assert_eq!((&t["wanted"], &t["sizeWhenDone"]), (&json!([1, 1]), &t["totalSize"]), "{t}");
 }
 
 #[test]
