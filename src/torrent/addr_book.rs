@@ -85,6 +85,16 @@ impl AddrBook {
         due
     }
 
+    /// When an address that waits after a failure or a close may be dialled again (the earliest of them); `None` when
+    /// none waits. Addresses not waiting were dialled already or wait for room, which a closing connection makes.
+    pub fn next_redial(&self, complete: bool) -> Option<Instant> {
+        self.addrs
+            .values()
+            .filter(|s| !(s.connected || s.banned || (complete && s.seed)))
+            .filter_map(|s| s.retry_at)
+            .min()
+    }
+
     /// A connection to or from `addr` is up.
     pub fn connected(&mut self, addr: SocketAddr, outbound: bool) {
         if outbound {
