@@ -85,13 +85,13 @@ impl AddrBook {
         due
     }
 
-    /// When an address that waits after a failure or a close may be dialled again (the earliest of them); `None` when
-    /// none waits. Addresses not waiting were dialled already or wait for room, which a closing connection makes.
-    pub fn next_redial(&self, complete: bool) -> Option<Instant> {
+    /// When the next address may be dialled: the earliest end of a wait after a failure or a close, or `at_once` (a
+    /// moment already past) for an address never tried. `None` when there is none to dial.
+    pub fn next_dial(&self, complete: bool, at_once: Instant) -> Option<Instant> {
         self.addrs
             .values()
             .filter(|s| !(s.connected || s.banned || (complete && s.seed)))
-            .filter_map(|s| s.retry_at)
+            .map(|s| s.retry_at.unwrap_or(at_once))
             .min()
     }
 

@@ -95,7 +95,8 @@ impl Torrent {
         let idle = !self.needs_tick();
         let tick = (!idle).then_some(self.next_tick);
         let record = (idle && self.records && self.unrecorded_pieces > 0).then_some(self.next_resume);
-        let redial = if idle && !self.stopping { self.addrs.next_redial(self.is_complete()) } else { None };
+        let redial =
+            if idle && !self.stopping { self.addrs.next_dial(self.is_complete(), self.started_at) } else { None };
         let seed_end = match (self.completed_at, self.cfg.seed_time) {
             (Some(done), Some(seed_time)) if !self.stopping && self.seed_time_may_end() => Some(done + seed_time),
             _ => None,

@@ -856,10 +856,12 @@ fn a_seed_ticks_while_it_has_a_peer_and_sleeps_again_once_it_left_and_rates_sett
 }
 
 #[test]
-fn an_idle_session_wakes_for_a_redial_and_then_dials() {
+fn an_idle_session_wakes_at_once_for_a_new_address_and_later_for_a_redial() {
     let (mut node, _, start) = announced_seed();
     let far = SocketAddr::from(([127, 0, 0, 1], 9999));
     node.t.add_peer_addrs([far]);
+    let at = node.t.poll_timeout().unwrap();
+    assert!(at <= start, "a new address is dialled at once, {:?} late", at - start);
     node.t.handle_timeout(start + Duration::from_secs(1));
     assert_eq!(node.t.poll_action(), Some(Action::Connect(far)));
     let failed_at = start + Duration::from_secs(2);
