@@ -4,7 +4,7 @@
 # every one is added, the daemon's CPU ticks (utime + stime, /proc/PID/stat fields 14 and 15) are counted over
 # SECONDS_IDLE s after a restart from the state folder, with its thread count and RSS (/proc/PID/status).
 #
-# Usage: benches/idle_seeds.sh [N]     (default 1000; knobs: SECONDS_IDLE=30 TOYBT=path WORK_PARENT=/tmp)
+# Usage: benches/idle_seeds.sh [N]     (default 1000; knobs: SECONDS_IDLE=30 TOYBT=path WORK_PARENT=/tmp WAKEUPS=0)
 # Needs a release (or ci) build of toybt (built here if TOYBT is unset). Loopback only.
 set -euo pipefail
 
@@ -76,3 +76,8 @@ after=$(ticks)
 hz=$(getconf CLK_TCK)
 echo "idle CPU over ${IDLE}s: $((after - before)) ticks (${hz}/s) = $(echo "scale=2; 100 * ($after - $before) / $hz / $IDLE" | bc) %"
 grep -E '^(Threads|VmRSS|VmHWM)' "/proc/$daemon/status"
+# The loop's wake-ups: epoll_wait calls of the daemon's main thread over 10 s (WAKEUPS=0 to skip; needs strace).
+if [ "${WAKEUPS:-1}" = 1 ] && command -v strace >/dev/null; then
+    timeout -s INT 10 strace -e trace=epoll_wait -o "$work/strace.txt" -p "$daemon" 2>/dev/null || true
+    echo "loop wake-ups over 10 s: $(grep -c 'epoll_wait(' "$work/strace.txt" || true)"
+fi
