@@ -54,6 +54,8 @@ mib_s() { python3 -c "import sys; print(f'{$bytes / float(sys.argv[1]) / 2**20:.
 # tracker to tell): the whole restart as one command hyperfine can time.
 restart_cmd="$TOYBT leech $work/data.torrent -o $work --seed-time 0 --port 0 --bind 127.0.0.1 --no-dht"
 export RUST_LOG=info
+# The resume record lives in the state folder: this run's own, removed with the rest of the work folder.
+export XDG_STATE_HOME="$work/state"
 
 echo "== toybt"
 start=$(date +%s.%N)

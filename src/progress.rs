@@ -42,6 +42,12 @@ impl Rate {
     pub fn per_sec(&self) -> u64 {
         self.per_sec as u64
     }
+
+    /// Nothing moved since the last sample and the rate reads zero: sampling again would change nothing, so whoever
+    /// samples it may stop until bytes move again.
+    pub fn is_settled(&self) -> bool {
+        self.per_sec() == 0 && self.total == self.sampled_total
+    }
 }
 
 /// `1.5MiB`, `320KiB`, `12B`: binary units with at most one decimal, as aria2c and transmission print them.

@@ -47,8 +47,28 @@ pub struct ResumeRecord {
     pub files: Vec<Option<FileStamp>>,
 }
 
-/// Where the record of the content at `content_path` is kept.
-pub fn record_path(content_path: &Path) -> PathBuf {
+/// Where the record of torrent `info_hash`, its content at `content_path`, is kept in the state folder `state`:
+/// `resume/<info hash in hex>-<16 hex digits of the content path's SHA-1>.resume`, so the download folder holds only
+/// what the torrent names. The content's folder is made canonical (the content itself may not exist yet), so one
+/// download reached by two spellings has one record, and one torrent in two places has two.
+pub fn record_path(state: &Path, info_hash: &[u8; 20], content_path: &Path) -> PathBuf {
+    let folder = match content_path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let folder = fs::canonicalize(folder).unwrap_or_else(|_| std::path::absolute(folder).unwrap_or(folder.into()));
+    let content = match content_path.file_name() {
+        Some(name) => folder.join(name),
+        None => folder,
+    };
+    let path_hash = crate::sha1::digest(content.as_os_str().as_encoded_bytes());
+    let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    state.join("resume").join(format!("{}-{}.resume", hex(info_hash), hex(&path_hash[..8])))
+}
+
+/// Where toybt kept the record before the state folder: beside the content, `PATH.toybt`. Still read once (and moved
+/// to `record_path`), and used when there is no state folder at all.
+pub fn legacy_record_path(content_path: &Path) -> PathBuf {
     let mut name = content_path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
     name.push(".toybt");
     content_path.with_file_name(name)
@@ -392,7 +412,7 @@ mod tests {
     fn atomic_write_replaces_and_stamps_see_changes() {
         let dir = tempfile::tempdir().unwrap();
         let content = dir.path().join("movie.mkv");
-        let rec = record_path(&content);
+        let rec = legacy_record_path(&content);
         assert_eq!(rec, dir.path().join("movie.mkv.toybt"));
         write_atomic(&rec, b"one").unwrap();
         write_atomic(&rec, b"two").unwrap();

@@ -1,5 +1,6 @@
-//! Where toybt keeps what should outlive a run but is no user's document: the DHT routing table now, more later.
-//! The XDG base directory rule: `$XDG_STATE_HOME/toybt`, else `$HOME/.local/state/toybt`.
+//! Where toybt keeps what should outlive a run but is no user's document: the DHT routing table, the resume records
+//! of `seed`, `leech` and `share` (`resume/`). The XDG base directory rule: `$XDG_STATE_HOME/toybt`, else
+//! `$HOME/.local/state/toybt`.
 
 use std::ffi::OsString;
 use std::path::PathBuf;

@@ -114,19 +114,23 @@ impl Swarm {
         Proc::toybt(name, &args)
     }
 
-    /// `out` holds exactly the torrent's content, and beside it nothing but the resume record.
+    /// `out` holds exactly the torrent's content, and its resume record is in the state folder.
     fn assert_downloaded(&self, out: &Path) {
         let name = &self.meta.name;
         assert_same_tree(&self.content, &out.join(name));
-        let mut beside: Vec<String> =
+        let beside: Vec<String> =
             fs::read_dir(out).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
-        beside.sort();
-        assert_eq!(beside, vec![name.clone(), format!("{name}.toybt")], "what the download folder holds");
+        assert_eq!(beside, vec![name.clone()], "what the download folder holds");
+        assert!(self.record_file(out).is_file(), "no record in the state folder");
+    }
+
+    /// Where the record of the download into `out` is kept (the state folder).
+    fn record_file(&self, out: &Path) -> PathBuf {
+        common::record_file(&self.meta, &out.join(&self.meta.name))
     }
 
     fn record(&self, out: &Path) -> toybt::resume::ResumeRecord {
-        let path = out.join(format!("{}.toybt", self.meta.name));
-        toybt::resume::decode(&fs::read(&path).unwrap()).unwrap()
+        toybt::resume::decode(&fs::read(self.record_file(out)).unwrap()).unwrap()
     }
 }
 
@@ -306,6 +310,29 @@ fn a_clean_stop_resumes_without_hashing_or_downloading_anything_twice() {
     assert_eq!(stop(&mut seed_again).0, 0);
 }
 
+#[test]
+fn a_record_an_older_toybt_left_beside_the_download_is_read_once_and_moved_to_the_state_folder() {
+    let sw = Swarm::new("olden", &[("a.bin", 16384 * 20)], 21);
+    let (mut seed, seed_addr) = sw.seed("seed", &[]);
+    let out = sw.path("leech");
+    download(&sw, &out, seed_addr);
+    assert_eq!(stop(&mut seed).0, 0);
+    // Where toybt kept it before the state folder: beside the content.
+    let legacy = out.join("olden.toybt");
+    fs::rename(sw.record_file(&out), &legacy).unwrap();
+
+    let mut again = sw.leech("with the old record", &out, &[], &[]);
+    assert_eq!(start_check(&again), Check { rehashed: 0, verified: sw.pieces() }, "the old record was trusted");
+    assert_eq!(wait_exit(&mut again, STEP), 0, "{}", again.output());
+    assert!(again.output().contains("moved the resume record"), "{}", again.output());
+    assert!(!legacy.exists(), "the old record is gone from the download folder");
+    sw.assert_downloaded(&out);
+    let mut third = sw.leech("with the moved record", &out, &[], &[]);
+    assert_eq!(start_check(&third), Check { rehashed: 0, verified: sw.pieces() });
+    assert_eq!(wait_exit(&mut third, STEP), 0);
+    assert!(!third.output().contains("moved the resume record"), "moved once only");
+}
+
 /// Completes a download of `sw` into `out` from `seed` and checks it.
 fn download(sw: &Swarm, out: &Path, seed: SocketAddr) {
     let mut p = sw.leech("download", out, &[seed], &[]);
@@ -402,14 +429,14 @@ fn a_record_that_cannot_be_trusted_is_reported_and_the_data_checked() {
     let (mut seed, seed_addr) = sw.seed("seed", &[]);
     let out = sw.path("leech");
     download(&sw, &out, seed_addr);
-    let record = out.join("records.toybt");
+    let record = sw.record_file(&out);
 
     // Another torrent's record (same name, other content), then damaged ones: each is named and ignored, the data is
     // hashed, found complete, and nothing is downloaded.
     let mut other_seed = other.seed("other seed", &[]);
     download(&other, &other.path("leech"), other_seed.1);
     let cases: Vec<(&str, Vec<u8>)> = vec![
-        ("it belongs to another torrent", fs::read(other.path("leech/records.toybt")).unwrap()),
+        ("it belongs to another torrent", fs::read(other.record_file(&other.path("leech"))).unwrap()),
         ("not bencode", b"this is not a record".to_vec()),
         ("not bencode", fs::read(&record).unwrap()[..20].to_vec()),
         ("unknown version", b"d7:versioni99ee".to_vec()),
@@ -520,7 +547,7 @@ fn allocated(path: &Path) -> u64 {
 
 /// Waits until the record in `out` says at least `pieces` pieces are verified; returns how many it says.
 fn wait_record(sw: &Swarm, out: &Path, pieces: u64) -> u64 {
-    let path = out.join(format!("{}.toybt", sw.meta.name));
+    let path = sw.record_file(out);
     let mut seen = 0;
     let ok = wait_until(STEP, || {
         seen = fs::read(&path)
@@ -565,7 +592,9 @@ fn a_read_only_folder_stops_downloading_but_not_seeding() {
     assert_eq!(stop(&mut fetch).0, 0);
     let (code, _) = stop(&mut frozen);
     assert_eq!(code, 1);
-    frozen.wait_line("cannot write the resume record", STEP);
+    // The record is in the state folder, not the read-only one: still written, it vouches for what was there.
+    let recorded: u64 = sw.record(&out).pieces.iter().map(|b| b.count_ones() as u64).sum();
+    assert_eq!(recorded, part.pieces);
 
     disk.remount("rw");
     let mut thawed = sw.leech("writable again", &out, &[seed_addr], &[]);

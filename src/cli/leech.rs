@@ -157,7 +157,7 @@ pub fn plan_selected(
     }
     let stamps = swarm::file_stamps(&meta, &content);
     let mut storage = Storage::open_selected(&meta, content.clone(), OpenMode::Leech, &wanted)?;
-    let record = resume::record_path(&content);
+    let record = swarm::record_location(crate::state_dir::state_dir().as_deref(), &meta, &content);
     let (have, keeper) = swarm::check_data(&meta, &mut storage, record, &stamps, opts.recheck);
     Ok(SessionPlan { meta, storage, have, opts, seed_time, resume: Some(keeper), tracker_port: None })
 }

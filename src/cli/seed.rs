@@ -7,7 +7,6 @@ use log::{info, warn};
 use super::swarm::{self, SWARM_OPTIONS_HELP, SessionPlan, SwarmOptions};
 use crate::error::{Error, Result};
 use crate::metainfo::Metainfo;
-use crate::resume;
 use crate::storage::{FileProblem, OpenMode, Storage};
 
 const HELP: &str = "\
@@ -62,7 +61,7 @@ pub fn plan(meta: Metainfo, content: PathBuf, opts: SwarmOptions, tracker_port: 
             FileProblem::Unusable(e) => warn!("{}: {e}", issue.path.display()),
         }
     }
-    let record = resume::record_path(&content);
+    let record = swarm::record_location(crate::state_dir::state_dir().as_deref(), &meta, &content);
     let (have, keeper) = swarm::check_data(&meta, &mut storage, record, &stamps, opts.recheck);
     let missing = meta.piece_count() - have.count();
     if missing > 0 {

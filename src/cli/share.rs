@@ -115,7 +115,8 @@ pub fn run(mut args: pico_args::Arguments) -> Result<()> {
 fn seed_plan(meta: Metainfo, content: PathBuf, opts: SwarmOptions) -> Result<SessionPlan> {
     let mut storage = Storage::open(&meta, content.clone(), OpenMode::Seed)?;
     let have = Bitfield::full(meta.piece_count());
-    let mut keeper = resume::Keeper::new(resume::record_path(&content), &meta, &storage);
+    let record = swarm::record_location(crate::state_dir::state_dir().as_deref(), &meta, &content);
+    let mut keeper = resume::Keeper::new(record, &meta, &storage);
     if let Err(e) = keeper.save(&mut storage, have.as_wire()) {
         log::warn!("{e}");
     }

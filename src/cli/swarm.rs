@@ -172,6 +172,45 @@ pub fn random_u64() -> u64 {
     nanos ^ (u64::from(std::process::id()) << 32)
 }
 
+/// Where `seed`, `leech` and `share` keep the resume record of `meta`'s content at `content`: in the state folder
+/// (`resume::record_path`), so the download folder holds exactly what the torrent names. A record an older toybt
+/// left beside the content is moved there first, so it is read once more and never again beside the content. With
+/// no state folder (no `$XDG_STATE_HOME` nor `$HOME`), or one that cannot be made, the record stays beside the content.
+pub fn record_location(state: Option<&Path>, meta: &Metainfo, content: &Path) -> PathBuf {
+    let legacy = resume::legacy_record_path(content);
+    let Some(state) = state else { return legacy };
+    let path = resume::record_path(state, &meta.info_hash, content);
+    if let Some(folder) = path.parent()
+        && let Err(e) = std::fs::create_dir_all(folder)
+    {
+        warn!("cannot make the state folder {}: {e}; keeping the resume record beside the data", folder.display());
+        return legacy;
+    }
+    if path.exists() || !legacy.is_file() {
+        return path;
+    }
+    // A rename across file systems fails: then a copy, and the old one removed only once the copy is whole.
+    let moved = std::fs::rename(&legacy, &path).or_else(|_| {
+        std::fs::copy(&legacy, &path)?;
+        std::fs::remove_file(&legacy)
+    });
+    match moved {
+        Ok(()) => {
+            info!("moved the resume record {} to {}", legacy.display(), path.display());
+            path
+        }
+        Err(e) => {
+            warn!(
+                "cannot move the resume record {} to {}: {e}; it stays where it is",
+                legacy.display(),
+                path.display()
+            );
+            let _ = std::fs::remove_file(&path);
+            legacy
+        }
+    }
+}
+
 /// Which pieces of the content at hand are verified, trusting the resume record at `record_path` where the files
 /// still match it and hashing the rest; and the keeper that writes the record from here on. Nothing on disk (a fresh
 /// download) skips hashing entirely. If anything was hashed, or the old record was unusable, a new record is written
@@ -564,5 +603,65 @@ mod tests {
         assert_eq!(local.ip(), IpAddr::V6(Ipv6Addr::LOCALHOST));
         std::net::TcpStream::connect(local).unwrap();
         assert!(std::net::TcpStream::connect((Ipv4Addr::LOCALHOST, local.port())).is_err());
+    }
+
+    fn meta(info_hash: [u8; 20]) -> Metainfo {
+        Metainfo {
+            info_hash,
+            name: "a.bin".into(),
+            piece_length: 16384,
+            pieces: vec![[0; 20]],
+            files: vec![crate::metainfo::FileEntry {
+                path: vec!["a.bin".into()],
+                length: 10,
+                offset: 0,
+                padding: false,
+            }],
+            total_length: 10,
+            multi_file: false,
+            private: false,
+            announce: None,
+            announce_list: vec![],
+            comment: None,
+            created_by: None,
+            creation_date: None,
+            warnings: vec![],
+            info: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_record_lives_in_the_state_folder_keyed_by_torrent_and_content_path() {
+        let state = tempfile::tempdir().unwrap();
+        let data = tempfile::tempdir().unwrap();
+        let content = data.path().join("a.bin");
+        let here = record_location(Some(state.path()), &meta([0xab; 20]), &content);
+        assert!(here.starts_with(state.path().join("resume")), "{}", here.display());
+        let name = here.file_name().unwrap().to_str().unwrap();
+        assert!(name.starts_with(&"ab".repeat(20)) && name.ends_with(".resume"), "{name}");
+        // Another spelling of the same place, the same record; another place or torrent, another record.
+        let spelled = data.path().join(".").join("a.bin");
+        assert_eq!(record_location(Some(state.path()), &meta([0xab; 20]), &spelled), here);
+        assert_ne!(record_location(Some(state.path()), &meta([0xab; 20]), &data.path().join("b.bin")), here);
+        assert_ne!(record_location(Some(state.path()), &meta([0xcd; 20]), &content), here);
+        // Without a state folder it stays beside the content, as before.
+        assert_eq!(record_location(None, &meta([0xab; 20]), &content), data.path().join("a.bin.toybt"));
+        assert_eq!(std::fs::read_dir(data.path()).unwrap().count(), 0, "nothing written beside the content");
+    }
+
+    #[test]
+    fn a_record_left_beside_the_content_is_moved_to_the_state_folder_once() {
+        let state = tempfile::tempdir().unwrap();
+        let data = tempfile::tempdir().unwrap();
+        let content = data.path().join("a.bin");
+        let legacy = data.path().join("a.bin.toybt");
+        std::fs::write(&legacy, b"old record").unwrap();
+        let here = record_location(Some(state.path()), &meta([0xab; 20]), &content);
+        assert_eq!(std::fs::read(&here).unwrap(), b"old record");
+        assert!(!legacy.exists(), "moved, not copied");
+        // One in the state folder already wins over a stray one beside the content, which is left alone.
+        std::fs::write(&legacy, b"stray").unwrap();
+        assert_eq!(record_location(Some(state.path()), &meta([0xab; 20]), &content), here);
+        assert_eq!(std::fs::read(&here).unwrap(), b"old record");
     }
 }

@@ -168,7 +168,8 @@ impl Services {
         if let Some(t) = &mut self.tracker {
             t.handle_timeout(now);
         }
-        for t in self.torrents.values_mut() {
+        // Only sessions with something due: with a thousand torrents, one torrent's announce must not wake the rest.
+        for t in self.torrents.values_mut().filter(|t| t.poll_timeout().is_some_and(|d| d <= now)) {
             t.handle_timeout(now);
             carry_out(t, &self.tracker_addrs, &mut self.resolving, &mut self.udp_announce, &mut self.dht, now, ctl);
         }

@@ -1,9 +1,14 @@
-//! The disk worker: one thread per torrent that writes verified pieces, fsyncs them and writes the resume record,
-//! so the loop never waits on the page cache or the device.
+//! The disk workers: a small fixed pool of threads, shared by every torrent of the process, that write verified
+//! pieces, fsync them and write the resume records, so the loop never waits on the page cache or the device.
 //!
-//! Why a thread. Copying a piece into the page cache is the kernel's work on the calling thread, and on a VM whose
+//! Why threads. Copying a piece into the page cache is the kernel's work on the calling thread, and on a VM whose
 //! fresh page-cache memory is slow to touch it was ~45 % of a leech's time; a full disk queue or an fsync can take
 //! seconds. Done on the loop, that time is taken from receiving and hashing; here it runs on the other core.
+//!
+//! Why a shared pool. One thread per torrent made a daemon with 1,000 seeding torrents a process of 1,000 threads
+//! (each with its stack and its wake-ups), while an idle seed has no disk work at all. The pool has `POOL_THREADS`
+//! threads, started when the first torrent needs one; each torrent is pinned to one of them in turn, so its jobs
+//! still run one at a time in the order they were queued, and a busy torrent gets a thread's whole time.
 //!
 //! What stays on the loop. The session still decides everything: it hashes a whole piece on the loop (SHA-1 with the
 //! CPU's SHA extensions costs ~0.75 s per GiB, less than the copy into the page cache, and the verdict is needed at
@@ -11,28 +16,33 @@
 //! reports the write. Reads for serving stay on the loop too (a pread from the page cache is a copy into the send
 //! buffer, as cheap as handing the request over).
 //!
-//! Jobs run in the order they were queued, so a resume record queued after writes is written after them, and its
-//! fsync covers them: it vouches only for data whose fsync completed, as before. The piece buffer is moved in and
-//! handed back with the result for reuse, never copied. The queue is bounded in jobs; the session bounds it in bytes
-//! (`unwritten_bytes`) and stops reading from peers past its bound. Dropping the worker drains the queue: every
-//! queued write and record is done before the drop returns, whatever way the session ends; a session that stops
-//! waits for the queue itself before its final record (`Torrent::stop`).
+//! Jobs of one torrent run in the order they were queued, so a resume record queued after writes is written after
+//! them, and its fsync covers them: it vouches only for data whose fsync completed, as before. The piece buffer is
+//! moved in and handed back with the result for reuse, never copied. The session bounds its queued data in bytes
+//! (`unwritten_bytes`) and stops reading from peers past its bound, so the queue stays far below its job bound.
+//! Dropping a torrent's worker drains its queue: every queued write and record is done before the drop returns,
+//! whatever way the session ends; a session that stops waits for the queue itself before its final record
+//! (`Torrent::stop`).
 
 use std::io;
-use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError, TrySendError};
-use std::sync::{Arc, OnceLock};
-use std::thread::JoinHandle;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TryRecvError, TrySendError};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use super::{Storage, StorageError};
 use crate::resume::{Keeper, SaveError};
 
-/// Jobs the queue holds; the session's byte bound keeps it far below this (see `Torrent::input_paused`), so sending
-/// never blocks the loop in practice.
-const QUEUE_JOBS: usize = 1024;
-/// The worker needs little stack: it calls pwrite, fsync and the record's encoder.
+/// Threads in the pool: as many as the cores the loop leaves free on a small machine, and enough that one torrent's
+/// slow fsync does not hold every other torrent's writes.
+const POOL_THREADS: usize = 2;
+/// Jobs one pool thread's queue holds, all torrents pinned to it together; each session's byte bound keeps its own
+/// share small (see `Torrent::input_paused`), so sending never blocks the loop in practice.
+const QUEUE_JOBS: usize = 4096;
+/// A pool thread needs little stack: it calls pwrite, fsync and the record's encoder.
 const STACK: usize = 256 * 1024;
 
-enum Job {
+enum Work {
     Write {
         index: u32,
         data: Vec<u8>,
@@ -43,9 +53,25 @@ enum Job {
     Audit {
         max_files: usize,
     },
-    /// Holds the worker until the sender side is dropped or sends, so tests can fill the queue.
+    /// Answers once every job queued before it for this torrent is done (a dropped worker waits for it).
+    Barrier(SyncSender<()>),
+    /// Holds the thread until the sender side is dropped or sends, so tests can fill the queue.
     #[cfg(test)]
     Gate(Receiver<()>),
+}
+
+/// What one torrent's jobs work on, kept between its jobs by the thread it is pinned to.
+struct Desk {
+    storage: Storage,
+    keeper: Option<Keeper>,
+}
+
+/// One job: the work, the torrent's desk, where its report goes and whom to wake.
+struct Job {
+    work: Work,
+    desk: Arc<Mutex<Desk>>,
+    done: Sender<DiskDone>,
+    waker: Arc<OnceLock<Arc<mio::Waker>>>,
 }
 
 /// What the worker reports back, in the order the jobs were queued.
@@ -55,38 +81,65 @@ pub enum DiskDone {
     Written { index: u32, data: Vec<u8>, result: Result<(), StorageError> },
     /// A resume record was brought up to date (see `resume::Keeper::save`).
     Saved(Result<(), SaveError>),
-    /// The worker thread is gone with jobs unanswered (it panicked): nothing more will be written.
+    /// A job failed in a way no error covers (it panicked): nothing more of this torrent will be written.
     Lost,
 }
 
+/// One torrent's handle on the pool.
 pub struct DiskWorker {
-    /// `None` only while dropping.
-    jobs: Option<SyncSender<Job>>,
+    /// The queue of the pool thread this torrent is pinned to.
+    queue: SyncSender<Job>,
+    desk: Arc<Mutex<Desk>>,
+    /// Handed to each job, for its report.
+    report_to: Sender<DiskDone>,
     done: Receiver<DiskDone>,
     waker: Arc<OnceLock<Arc<mio::Waker>>>,
-    thread: Option<JoinHandle<()>>,
     /// Bytes of piece data queued and not yet reported.
     unwritten: usize,
     /// Writes and saves queued and not yet reported.
     pending: usize,
 }
 
+/// The pool's queues, one per thread, started by the first torrent that needs them.
+static POOL: OnceLock<Vec<SyncSender<Job>>> = OnceLock::new();
+/// The next thread a torrent is pinned to, in turn.
+static NEXT: AtomicUsize = AtomicUsize::new(0);
+
+fn pool() -> io::Result<&'static [SyncSender<Job>]> {
+    if let Some(p) = POOL.get() {
+        return Ok(p);
+    }
+    let mut queues = Vec::with_capacity(POOL_THREADS);
+    for i in 0..POOL_THREADS {
+        let (tx, rx) = mpsc::sync_channel(QUEUE_JOBS);
+        std::thread::Builder::new().name(format!("disk-{i}")).stack_size(STACK).spawn(move || serve(rx))?;
+        queues.push(tx);
+    }
+    // Two loops starting at once may both have built a pool: the one that lost stops its threads by dropping its
+    // queues here.
+    Ok(POOL.get_or_init(|| queues))
+}
+
 impl DiskWorker {
-    /// Starts the thread; it writes through `storage` (see `Storage::twin`) and keeps the record with `keeper`.
-    /// Whole aligned pieces are written past the page cache (`Storage::set_direct_writes`): on this VM it cost a
-    /// leech half the CPU of writing through the page cache and made the 8-leecher swarm faster, not slower (README,
-    /// Performance). `TOYBT_WRITES=buffered` in the environment writes everything through the page cache instead.
+    /// Pins a torrent to a pool thread (starting the pool if need be); it writes through `storage` (see
+    /// `Storage::twin`) and keeps the record with `keeper`. Whole aligned pieces are written past the page cache
+    /// (`Storage::set_direct_writes`): on this VM it cost a leech half the CPU of writing through the page cache and
+    /// made the 8-leecher swarm faster, not slower (README, Performance). `TOYBT_WRITES=buffered` in the environment
+    /// writes everything through the page cache instead.
     pub fn start(mut storage: Storage, keeper: Option<Keeper>) -> io::Result<DiskWorker> {
         storage.set_direct_writes(std::env::var_os("TOYBT_WRITES").is_none_or(|v| v != "buffered"));
-        let (jobs, job_rx) = mpsc::sync_channel(QUEUE_JOBS);
-        let (done_tx, done) = mpsc::channel();
-        let waker: Arc<OnceLock<Arc<mio::Waker>>> = Arc::default();
-        let wake = waker.clone();
-        let thread = std::thread::Builder::new()
-            .name("disk".into())
-            .stack_size(STACK)
-            .spawn(move || serve(storage, keeper, job_rx, done_tx, wake))?;
-        Ok(DiskWorker { jobs: Some(jobs), done, waker, thread: Some(thread), unwritten: 0, pending: 0 })
+        let queues = pool()?;
+        let queue = queues[NEXT.fetch_add(1, Ordering::Relaxed) % queues.len()].clone();
+        let (report_to, done) = mpsc::channel();
+        Ok(DiskWorker {
+            queue,
+            desk: Arc::new(Mutex::new(Desk { storage, keeper })),
+            report_to,
+            done,
+            waker: Arc::default(),
+            unwritten: 0,
+            pending: 0,
+        })
     }
 
     /// From now on every report also wakes the loop through `waker` (the first one given stays).
@@ -100,26 +153,26 @@ impl DiskWorker {
     pub fn write(&mut self, index: u32, data: Vec<u8>) {
         self.unwritten += data.len();
         self.pending += 1;
-        self.send(Job::Write { index, data });
+        self.send(Work::Write { index, data });
     }
 
     /// Queues a resume record for `pieces` (a wire bitfield), after every write queued so far; `DiskDone::Saved`
     /// follows. Without a keeper it reports success at once.
     pub fn save(&mut self, pieces: Vec<u8>) {
         self.pending += 1;
-        self.send(Job::Save { pieces });
+        self.send(Work::Save { pieces });
     }
 
     /// Queues a look at up to `max_files` files for changes made under us (see `Keeper::audit`); nothing is reported.
     pub fn audit(&mut self, max_files: usize) {
-        self.send(Job::Audit { max_files });
+        self.send(Work::Audit { max_files });
     }
 
-    /// Holds the worker before the jobs queued from now on until the returned sender sends (or is dropped).
+    /// Holds the worker's thread before the jobs queued from now on until the returned sender sends (or is dropped).
     #[cfg(test)]
     pub(crate) fn gate(&mut self) -> SyncSender<()> {
         let (open, wait) = mpsc::sync_channel(1);
-        self.send(Job::Gate(wait));
+        self.send(Work::Gate(wait));
         open
     }
 
@@ -157,7 +210,10 @@ impl DiskWorker {
     }
 
     fn count(&mut self, d: DiskDone) -> DiskDone {
-        self.pending -= 1;
+        if matches!(d, DiskDone::Lost) {
+            return self.lost();
+        }
+        self.pending = self.pending.saturating_sub(1);
         if let DiskDone::Written { data, .. } = &d {
             self.unwritten -= data.len();
         }
@@ -170,58 +226,50 @@ impl DiskWorker {
         DiskDone::Lost
     }
 
-    fn send(&mut self, job: Job) {
-        let Some(jobs) = &self.jobs else { return };
-        let job = match jobs.try_send(job) {
+    fn send(&mut self, work: Work) {
+        let job = Job { work, desk: self.desk.clone(), done: self.report_to.clone(), waker: self.waker.clone() };
+        let job = match self.queue.try_send(job) {
             Ok(()) => return,
-            // Only if the session let far more than its byte bound pile up: waiting is then the bound.
+            // Only if the torrents on this thread let far more than their byte bounds pile up: waiting is the bound.
             Err(TrySendError::Full(job)) => job,
+            // The pool threads never end (a panicking job is caught), so this is not expected; nothing is queued.
             Err(TrySendError::Disconnected(_)) => return,
         };
-        let _ = jobs.send(job);
+        let _ = self.queue.send(job);
     }
 }
 
 impl Drop for DiskWorker {
-    /// Drains the queue: the thread finishes every job queued before it ends.
+    /// Drains the queue: the thread finishes every job of this torrent queued before the drop returns.
     fn drop(&mut self) {
-        self.jobs = None;
-        if let Some(t) = self.thread.take()
-            && t.join().is_err()
-        {
+        let (answer, finished) = mpsc::sync_channel(1);
+        self.send(Work::Barrier(answer));
+        if finished.recv().is_err() {
             log::error!("the disk worker failed; data queued for writing may be lost");
         }
     }
 }
 
-fn serve(
-    mut storage: Storage,
-    mut keeper: Option<Keeper>,
-    jobs: Receiver<Job>,
-    done: mpsc::Sender<DiskDone>,
-    waker: Arc<OnceLock<Arc<mio::Waker>>>,
-) {
-    for job in jobs {
-        let report = match job {
-            Job::Write { index, data } => {
-                let result = storage.write_piece(index, &data);
-                DiskDone::Written { index, data, result }
-            }
-            Job::Save { pieces } => DiskDone::Saved(match &mut keeper {
-                Some(k) => k.save(&mut storage, &pieces),
-                None => Ok(()),
-            }),
-            Job::Audit { max_files } => {
-                if let Some(k) = &mut keeper {
-                    k.audit(&storage, max_files);
-                }
+/// A pool thread: runs the jobs of every torrent pinned to it, in the order they were queued.
+fn serve(jobs: Receiver<Job>) {
+    for Job { work, desk, done, waker } in jobs {
+        let report = match work {
+            Work::Barrier(answer) => {
+                let _ = answer.send(());
                 continue;
             }
             #[cfg(test)]
-            Job::Gate(wait) => {
+            Work::Gate(wait) => {
                 let _ = wait.recv();
                 continue;
             }
+            // A job that panics (a bug) must not take the thread, and with it every torrent pinned to it: its own
+            // torrent hears `Lost`, and its desk, poisoned, writes nothing more.
+            work => match std::panic::catch_unwind(AssertUnwindSafe(|| run(&desk, work))) {
+                Ok(Some(report)) => report,
+                Ok(None) => continue,
+                Err(_) => DiskDone::Lost,
+            },
         };
         // The receiver is gone only while the owner is being dropped: the jobs still run, unreported.
         let _ = done.send(report);
@@ -230,6 +278,32 @@ fn serve(
         {
             log::debug!("cannot wake the loop: {e}");
         }
+    }
+}
+
+/// One job at its torrent's desk; the report, for the jobs that have one.
+fn run(desk: &Mutex<Desk>, work: Work) -> Option<DiskDone> {
+    let reports = matches!(work, Work::Write { .. } | Work::Save { .. });
+    let Ok(mut desk) = desk.lock() else { return reports.then_some(DiskDone::Lost) };
+    let Desk { storage, keeper } = &mut *desk;
+    match work {
+        Work::Write { index, data } => {
+            let result = storage.write_piece(index, &data);
+            Some(DiskDone::Written { index, data, result })
+        }
+        Work::Save { pieces } => Some(DiskDone::Saved(match keeper {
+            Some(k) => k.save(storage, &pieces),
+            None => Ok(()),
+        })),
+        Work::Audit { max_files } => {
+            if let Some(k) = keeper {
+                k.audit(storage, max_files);
+            }
+            None
+        }
+        Work::Barrier(_) => None,
+        #[cfg(test)]
+        Work::Gate(_) => None,
     }
 }
 
@@ -389,5 +463,38 @@ mod tests {
         let rec = resume::decode(&std::fs::read(&f.record).unwrap()).unwrap();
         assert_eq!(rec.pieces, vec![0xff, 0xc0]);
         assert_eq!(rec.files[0], resume::stamp(&f.dir.path().join("w.bin")).unwrap());
+    }
+
+    #[test]
+    fn many_torrents_share_the_pools_few_threads_and_each_keeps_its_own_order_and_record() {
+        let fixtures: Vec<(Fixture, DiskWorker)> =
+            (0..3 * POOL_THREADS + 1).map(|_| Fixture::new(OpenMode::Leech)).collect();
+        let mut fixtures = fixtures;
+        for (f, w) in &mut fixtures {
+            for i in (0..10).rev() {
+                w.write(i, f.piece(i));
+            }
+            w.save(vec![0xff, 0xc0]);
+        }
+        for (f, w) in &mut fixtures {
+            let order: Vec<Option<u32>> = drain(w)
+                .into_iter()
+                .map(|d| match d {
+                    DiskDone::Written { index, result: Ok(()), .. } => Some(index),
+                    DiskDone::Saved(Ok(())) => None,
+                    other => panic!("{other:?}"),
+                })
+                .collect();
+            let want: Vec<Option<u32>> = (0..10).rev().map(Some).chain([None]).collect();
+            assert_eq!(order, want);
+            assert_eq!(std::fs::read(f.dir.path().join("w.bin")).unwrap(), f.content);
+            assert_eq!(resume::decode(&std::fs::read(&f.record).unwrap()).unwrap().pieces, vec![0xff, 0xc0]);
+        }
+        let disk_threads = std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .filter_map(|t| std::fs::read_to_string(t.unwrap().path().join("comm")).ok())
+            .filter(|name| name.starts_with("disk-"))
+            .count();
+        assert_eq!(disk_threads, POOL_THREADS, "one pool for every torrent of the process");
     }
 }

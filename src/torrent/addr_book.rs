@@ -85,6 +85,16 @@ impl AddrBook {
         due
     }
 
+    /// When the next address may be dialled: the earliest end of a wait after a failure or a close, or `at_once` (a
+    /// moment already past) for an address never tried. `None` when there is none to dial.
+    pub fn next_dial(&self, complete: bool, at_once: Instant) -> Option<Instant> {
+        self.addrs
+            .values()
+            .filter(|s| !(s.connected || s.banned || (complete && s.seed)))
+            .map(|s| s.retry_at.unwrap_or(at_once))
+            .min()
+    }
+
     /// A connection to or from `addr` is up.
     pub fn connected(&mut self, addr: SocketAddr, outbound: bool) {
         if outbound {

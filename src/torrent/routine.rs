@@ -83,14 +83,39 @@ impl Config {
 }
 
 impl Torrent {
-    /// The next moment `handle_timeout` has work.
+    /// The next moment `handle_timeout` has work. The once-a-second tick (rates, time-outs, keep-alives, the choker,
+    /// PEX, the record and the file audit) runs only while it has something to look after (`needs_tick`); an idle
+    /// session waits only for what it truly waits for: its next announce, a redial, the end of its seed time, a
+    /// record still to write, a stop's grace. A thousand idle seeds then cost no wake-ups between announces.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let mut t = self.throttle_wake.map_or(self.next_tick, |w| w.min(self.next_tick));
-        t = self.request_wake.map_or(t, |w| w.min(t));
-        if let Some(a) = self.schedule.poll_timeout() {
-            t = t.min(a);
+        if self.finished {
+            return None;
         }
-        Some(t)
+        // Each of these is moved on (or dropped) by the `handle_timeout` it causes, so none can make the loop spin.
+        let idle = !self.needs_tick();
+        let tick = (!idle).then_some(self.next_tick);
+        let record = (idle && self.records && self.unrecorded_pieces > 0).then_some(self.next_resume);
+        let redial =
+            if idle && !self.stopping { self.addrs.next_dial(self.is_complete(), self.started_at) } else { None };
+        let seed_end = match (self.completed_at, self.cfg.seed_time) {
+            (Some(done), Some(seed_time)) if !self.stopping && self.seed_time_may_end() => Some(done + seed_time),
+            _ => None,
+        };
+        [tick, self.throttle_wake, self.request_wake, self.schedule.poll_timeout(), seed_end, record, redial]
+            .into_iter()
+            .chain([self.stop_deadline])
+            .flatten()
+            .min()
+    }
+
+    /// The tick has work: peers connected or being dialled, or rates still to bring down to zero after the last
+    /// peer left. A file changed under an idle seed is found by the audit once peers come again (before it serves
+    /// them much), or by the check at the next start, which trusts the record only for files that still match it.
+    fn needs_tick(&self) -> bool {
+        !self.peers.is_empty()
+            || self.addrs.connecting() > 0
+            || !self.downloaded.is_settled()
+            || !self.uploaded.is_settled()
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
@@ -101,7 +126,9 @@ impl Torrent {
             let waiting = self.peers.iter().filter(|(_, p)| p.has_uploads_queued()).map(|(&k, _)| k);
             self.dirty.extend(waiting);
         }
-        if now < self.next_tick {
+        // An idle session has no tick of its own: whatever deadline woke it (a record, a redial, the seed time) is
+        // handled by the tick's body at once.
+        if now < self.next_tick && self.needs_tick() {
             return;
         }
         self.next_tick = now + TICK;
@@ -139,7 +166,7 @@ impl Torrent {
                 if self.saves_in_flight.is_empty() {
                     self.save_resume();
                 }
-            } else if self.records {
+            } else if self.records && self.needs_tick() {
                 self.disk.audit(AUDIT_FILES);
             }
         }
@@ -218,11 +245,16 @@ impl Torrent {
         if let (Some(done_at), Some(seed_time)) = (self.completed_at, self.cfg.seed_time)
             && !self.stopping
             && now.saturating_duration_since(done_at) >= seed_time
-            && (!self.schedule.has_trackers() || !self.was_leeching || self.schedule.completed_reported())
+            && self.seed_time_may_end()
         {
             info!("seed time over");
             self.stop(now);
         }
+    }
+
+    /// A leech's seed time ends only once its trackers heard it completed (`announce_done` looks again then).
+    fn seed_time_may_end(&self) -> bool {
+        !self.schedule.has_trackers() || !self.was_leeching || self.schedule.completed_reported()
     }
 
     fn poll_announce(&mut self, now: Instant) {

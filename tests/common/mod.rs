@@ -23,11 +23,29 @@ pub fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
 }
 
-/// `toybt ARGS` as a command. A `seed`, `leech`, `share` or `daemon` that does not say how to use the DHT gets `--no-dht`: a test must
-/// never reach the public DHT routers (tests/dht.rs gives its own with `--dht-bootstrap`).
+/// The `XDG_STATE_HOME` of every toybt a test starts (unless the test sets its own): never the real home. One
+/// folder under the target directory for every test, so a test's restart finds what its first run kept; resume
+/// records are named by torrent and content path, and each test's content is in a temporary folder of its own.
+pub fn state_home() -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("xdg-state");
+    std::fs::create_dir_all(&dir).expect("make the tests' state folder");
+    dir
+}
+
+/// Where `seed`, `leech` and `share`, started by `toybt_command`, keep the resume record of `meta`'s content at
+/// `content`.
+#[allow(dead_code)]
+pub fn record_file(meta: &toybt::metainfo::Metainfo, content: &Path) -> PathBuf {
+    toybt::resume::record_path(&state_home().join("toybt"), &meta.info_hash, content)
+}
+
+/// `toybt ARGS` as a command, its state folder in `state_home()`. A `seed`, `leech`, `share` or `daemon` that does
+/// not say how to use the DHT gets `--no-dht`: a test must never reach the public DHT routers (tests/dht.rs gives its own with
+/// `--dht-bootstrap`).
 pub fn toybt_command<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Command {
     let mut cmd = Command::new(toybt_bin());
     cmd.args(args);
+    cmd.env("XDG_STATE_HOME", state_home());
     let words: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_ref()).collect();
     let swarm = words.first().is_some_and(|w| *w == "seed" || *w == "leech" || *w == "share" || *w == "daemon");
     let says_dht = words.iter().any(|w| *w == "--no-dht" || *w == "--dht-bootstrap");
