@@ -25,23 +25,7 @@ fn torrent() -> (Metainfo, Vec<u8>) {
         })
         .collect();
     let pieces = data.chunks(PIECE as usize).map(toybt::sha1::digest).collect();
-    let meta = Metainfo {
-        info_hash: [0; 20],
-        name: "bench".into(),
-        piece_length: PIECE,
-        pieces,
-        files,
-        total_length: total,
-        multi_file: true,
-        private: false,
-        announce: None,
-        announce_list: vec![],
-        comment: None,
-        created_by: None,
-        creation_date: None,
-        warnings: vec![],
-        info: Vec::new(),
-    };
+    let meta = Metainfo::for_tests([0; 20], "bench", PIECE, pieces, files, true);
     (meta, data)
 }
 

@@ -234,6 +234,46 @@ impl Metainfo {
     }
 }
 
+/// Torrents made in memory for unit tests and benches (a separate crate, hence `pub`): no .torrent file behind them,
+/// so no trackers, no raw `info` and an info hash the caller picks.
+#[doc(hidden)]
+impl Metainfo {
+    /// The total length is the files' sum (padding included, as in a parsed torrent).
+    pub fn for_tests(
+        info_hash: [u8; 20],
+        name: &str,
+        piece_length: u32,
+        pieces: Vec<[u8; 20]>,
+        files: Vec<FileEntry>,
+        multi_file: bool,
+    ) -> Metainfo {
+        Metainfo {
+            info_hash,
+            name: name.into(),
+            piece_length,
+            pieces,
+            total_length: files.iter().map(|f| f.length).sum(),
+            files,
+            multi_file,
+            private: false,
+            announce: None,
+            announce_list: vec![],
+            comment: None,
+            created_by: None,
+            creation_date: None,
+            warnings: vec![],
+            info: Vec::new(),
+        }
+    }
+
+    /// One file named `name` holding `content`, with its pieces' real SHA-1 hashes.
+    pub fn single_file_for_tests(info_hash: [u8; 20], name: &str, content: &[u8], piece_length: u32) -> Metainfo {
+        let pieces = content.chunks(piece_length as usize).map(sha1).collect();
+        let file = FileEntry { path: vec![name.into()], length: content.len() as u64, offset: 0, padding: false };
+        Metainfo::for_tests(info_hash, name, piece_length, pieces, vec![file], false)
+    }
+}
+
 /// Lower-case hexadecimal.
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()

@@ -341,23 +341,8 @@ mod tests {
             files.push(FileEntry { path: vec![format!("f{i}")], length, offset, padding: false });
             offset += length;
         }
-        Metainfo {
-            info_hash: [7; 20],
-            name: "t".into(),
-            piece_length,
-            pieces: vec![[0; 20]; offset.div_ceil(piece_length as u64) as usize],
-            files,
-            total_length: offset,
-            multi_file: true,
-            private: false,
-            announce: None,
-            announce_list: vec![],
-            comment: None,
-            created_by: None,
-            creation_date: None,
-            warnings: vec![],
-            info: Vec::new(),
-        }
+        let pieces = vec![[0; 20]; offset.div_ceil(piece_length as u64) as usize];
+        Metainfo::for_tests([7; 20], "t", piece_length, pieces, files, true)
     }
 
     fn stamp_of(size: u64, mtime_ns: i64) -> Option<FileStamp> {

@@ -606,28 +606,7 @@ mod tests {
     }
 
     fn meta(info_hash: [u8; 20]) -> Metainfo {
-        Metainfo {
-            info_hash,
-            name: "a.bin".into(),
-            piece_length: 16384,
-            pieces: vec![[0; 20]],
-            files: vec![crate::metainfo::FileEntry {
-                path: vec!["a.bin".into()],
-                length: 10,
-                offset: 0,
-                padding: false,
-            }],
-            total_length: 10,
-            multi_file: false,
-            private: false,
-            announce: None,
-            announce_list: vec![],
-            comment: None,
-            created_by: None,
-            creation_date: None,
-            warnings: vec![],
-            info: Vec::new(),
-        }
+        Metainfo::single_file_for_tests(info_hash, "a.bin", &[0; 10], 16384)
     }
 
     #[test]

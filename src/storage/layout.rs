@@ -202,23 +202,8 @@ mod tests {
                 e
             })
             .collect();
-        Metainfo {
-            info_hash: [0; 20],
-            name: "t".into(),
-            piece_length,
-            pieces: vec![[0; 20]; offset.div_ceil(piece_length as u64) as usize],
-            files,
-            total_length: offset,
-            multi_file: true,
-            private: false,
-            announce: None,
-            announce_list: vec![],
-            comment: None,
-            created_by: None,
-            creation_date: None,
-            warnings: vec![],
-            info: Vec::new(),
-        }
+        let pieces = vec![[0; 20]; offset.div_ceil(piece_length as u64) as usize];
+        Metainfo::for_tests([0; 20], "t", piece_length, pieces, files, true)
     }
 
     fn spans(l: &Layout, index: u32) -> Vec<(usize, u64, u32, u32, bool)> {

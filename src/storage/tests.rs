@@ -29,23 +29,7 @@ fn torrent(piece_length: u32, specs: &[Spec], multi_file: bool) -> (Metainfo, Ve
         }
     }
     let pieces = data.chunks(piece_length as usize).map(|c| sha1_smol::Sha1::from(c).digest().bytes()).collect();
-    let meta = Metainfo {
-        info_hash: [7; 20],
-        name: "content".into(),
-        piece_length,
-        pieces,
-        files,
-        total_length: data.len() as u64,
-        multi_file,
-        private: false,
-        announce: None,
-        announce_list: vec![],
-        comment: None,
-        created_by: None,
-        creation_date: None,
-        warnings: vec![],
-        info: Vec::new(),
-    };
+    let meta = Metainfo::for_tests([7; 20], "content", piece_length, pieces, files, multi_file);
     (meta, data)
 }
 

@@ -310,36 +310,10 @@ fn run(desk: &Mutex<Desk>, work: Work) -> Option<DiskDone> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metainfo::{FileEntry, Metainfo};
+    use crate::metainfo::Metainfo;
     use crate::resume;
     use crate::storage::OpenMode;
     use crate::test_data::bytes as data;
-
-    fn meta(content: &[u8], piece_length: u32) -> Metainfo {
-        let pieces = content.chunks(piece_length as usize).map(crate::sha1::digest).collect();
-        Metainfo {
-            info_hash: [3; 20],
-            name: "w.bin".into(),
-            piece_length,
-            pieces,
-            files: vec![FileEntry {
-                path: vec!["w.bin".into()],
-                length: content.len() as u64,
-                offset: 0,
-                padding: false,
-            }],
-            total_length: content.len() as u64,
-            multi_file: false,
-            private: false,
-            announce: None,
-            announce_list: vec![],
-            comment: None,
-            created_by: None,
-            creation_date: None,
-            warnings: vec![],
-            info: Vec::new(),
-        }
-    }
 
     struct Fixture {
         dir: tempfile::TempDir,
@@ -351,7 +325,7 @@ mod tests {
     impl Fixture {
         fn new(mode: OpenMode) -> (Fixture, DiskWorker) {
             let content = data(10 * 1024, 7);
-            let meta = meta(&content, 1024);
+            let meta = Metainfo::single_file_for_tests([3; 20], "w.bin", &content, 1024);
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("w.bin");
             if mode == OpenMode::Seed {

@@ -12,29 +12,7 @@ use crate::wire::{Handshake, Message};
 use crate::test_data::bytes as data;
 
 fn meta_for(content: &[u8], piece_length: u32) -> Metainfo {
-    let pieces = content.chunks(piece_length as usize).map(|c| sha1_smol::Sha1::from(c).digest().bytes()).collect();
-    Metainfo {
-        info_hash: [0xAB; 20],
-        name: "blob.bin".into(),
-        piece_length,
-        pieces,
-        files: vec![FileEntry {
-            path: vec!["blob.bin".into()],
-            length: content.len() as u64,
-            offset: 0,
-            padding: false,
-        }],
-        total_length: content.len() as u64,
-        multi_file: false,
-        private: false,
-        announce: None,
-        announce_list: vec![],
-        comment: None,
-        created_by: None,
-        creation_date: None,
-        warnings: vec![],
-        info: Vec::new(),
-    }
+    Metainfo::single_file_for_tests([0xAB; 20], "blob.bin", content, piece_length)
 }
 
 fn cfg(id: u8, port: u16) -> Config {
