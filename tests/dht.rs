@@ -7,9 +7,9 @@ mod common;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
-use common::dht::{dht_network, dht_node};
+use common::dht::{assert_leech_completes, dht_network, dht_node, toybt_dht_leech, toybt_dht_seed, wait_announced};
+use common::pseudo_random_bytes;
 use common::swarm::{self as sw, STEP};
-use common::{Proc, pseudo_random_bytes};
 
 /// From `leech MAGNET` to done: find the seed through the DHT (the lookup starts once the bootstrap node answers),
 /// fetch the metadata, then the data.
@@ -76,9 +76,7 @@ fn toybt_dht_prints_where_it_listens_answers_a_ping_and_saves_its_table_on_sigte
 #[test]
 fn a_trackerless_magnet_completes_through_twenty_toybt_dht_nodes() {
     let dir = tempfile::tempdir().unwrap();
-    let nodes_dir = dir.path().join("nodes");
-    std::fs::create_dir_all(&nodes_dir).unwrap();
-    let nodes = dht_network(&nodes_dir, NODES);
+    let nodes = dht_network(&dir.path().join("nodes"), NODES);
 
     // A torrent with no tracker at all: the DHT is the only way to its seed.
     let share = dir.path().join("share");
@@ -87,51 +85,16 @@ fn a_trackerless_magnet_completes_through_twenty_toybt_dht_nodes() {
     let data = pseudo_random_bytes(3 << 20, 41);
     std::fs::write(&content, &data).unwrap();
     let torrent = sw::create_torrent(&content, &dir.path().join("t.torrent"), "64K", None);
-    let seed_args = [
-        "seed",
-        torrent.path.to_str().unwrap(),
-        content.to_str().unwrap(),
-        "--port",
-        "0",
-        "--bind",
-        "127.0.0.1",
-        "--dht-bootstrap",
-        &nodes[1].1.to_string(),
-        "--dht-state",
-        dir.path().join("seed-dht.dat").to_str().unwrap(),
-    ]
-    .map(String::from);
-    let seed = Proc::toybt("seed", &seed_args.iter().map(String::as_str).collect::<Vec<_>>());
+    let seed = toybt_dht_seed(&torrent.path, &content, nodes[1].1, &dir.path().join("seed-dht.dat"));
     seed.wait_line("dht listening on", STEP);
     // The leech starts once the seed is announced: a lookup running alongside the seed's own may end before the
     // announce is stored, and the next one is many minutes away.
-    let hex: String = torrent.info_hash.iter().map(|b| format!("{b:02x}")).collect();
-    let announced = seed.wait_line(&format!("dht lookup for {hex} done"), STEP);
-    assert!(!announced.contains("announced to 0 node"), "the seed is announced to some node: {announced}");
+    let hex = torrent.hex_hash();
+    wait_announced(&seed, &hex);
     let link = format!("magnet:?xt=urn:btih:{hex}");
     let out = dir.path().join("leech");
-    let leech_args = [
-        "leech",
-        &link,
-        "-o",
-        out.to_str().unwrap(),
-        "--port",
-        "0",
-        "--bind",
-        "127.0.0.1",
-        "--seed-time",
-        "0",
-        "--dht-bootstrap",
-        &nodes[2].1.to_string(),
-        "--dht-state",
-        dir.path().join("leech-dht.dat").to_str().unwrap(),
-    ]
-    .map(String::from);
-    let mut leech = Proc::toybt("leech", &leech_args.iter().map(String::as_str).collect::<Vec<_>>());
-    leech.wait_line("metadata complete", DONE);
-    sw::assert_exits_0(&mut leech, DONE);
-    let t = sw::totals(&leech, STEP);
-    assert!(t.complete && t.hash_failures == 0, "{t:?}");
+    let mut leech = toybt_dht_leech(&link, &out, nodes[2].1, &dir.path().join("leech-dht.dat"));
+    assert_leech_completes(&mut leech, DONE);
     let got = std::fs::read(out.join("trackerless.bin")).unwrap();
     assert!(got == data, "the download is byte for byte the seed's file ({} of {} bytes)", got.len(), data.len());
     assert!(dir.path().join("leech-dht.dat").exists(), "the leech saved its routing table");

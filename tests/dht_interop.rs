@@ -13,7 +13,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::clients::{self, Torrent};
-use common::dht::dht_network;
+use common::dht::{assert_leech_completes, dht_network, toybt_dht_leech, toybt_dht_seed, wait_announced};
 use common::swarm::{self as sw, STEP};
 use common::{Proc, pseudo_random_bytes};
 
@@ -56,9 +56,7 @@ fn assert_same_bytes(path: &Path, data: &[u8]) {
 #[test]
 fn a_toybt_leech_finds_a_trackerless_libtorrent_seed_through_the_dht() {
     let dir = tempfile::tempdir().unwrap();
-    let nodes_dir = dir.path().join("nodes");
-    std::fs::create_dir_all(&nodes_dir).unwrap();
-    let nodes = dht_network(&nodes_dir, NODES);
+    let nodes = dht_network(&dir.path().join("nodes"), NODES);
     let (torrent, data, seed_dir) = trackerless(dir.path(), 51);
 
     let flags = dht_flags(&nodes);
@@ -71,28 +69,8 @@ fn a_toybt_leech_finds_a_trackerless_libtorrent_seed_through_the_dht() {
 
     let out = dir.path().join("leech");
     let link = bare_magnet(&torrent);
-    let leech_args = [
-        "leech",
-        &link,
-        "-o",
-        out.to_str().unwrap(),
-        "--port",
-        "0",
-        "--bind",
-        "127.0.0.1",
-        "--seed-time",
-        "0",
-        "--dht-bootstrap",
-        &nodes[NODES - 1].1.to_string(),
-        "--dht-state",
-        dir.path().join("leech-dht.dat").to_str().unwrap(),
-    ]
-    .map(String::from);
-    let mut leech = Proc::toybt("leech", &leech_args.iter().map(String::as_str).collect::<Vec<_>>());
-    leech.wait_line("metadata complete", DONE);
-    sw::assert_exits_0(&mut leech, DONE);
-    let t = sw::totals(&leech, STEP);
-    assert!(t.complete && t.hash_failures == 0, "{t:?}");
+    let mut leech = toybt_dht_leech(&link, &out, nodes[NODES - 1].1, &dir.path().join("leech-dht.dat"));
+    assert_leech_completes(&mut leech, DONE);
     assert_same_bytes(&out.join(&torrent.name), &data);
     drop(seed);
 }
@@ -100,29 +78,12 @@ fn a_toybt_leech_finds_a_trackerless_libtorrent_seed_through_the_dht() {
 #[test]
 fn a_libtorrent_leech_finds_a_trackerless_toybt_seed_through_the_dht() {
     let dir = tempfile::tempdir().unwrap();
-    let nodes_dir = dir.path().join("nodes");
-    std::fs::create_dir_all(&nodes_dir).unwrap();
-    let nodes = dht_network(&nodes_dir, NODES);
+    let nodes = dht_network(&dir.path().join("nodes"), NODES);
     let (torrent, data, seed_dir) = trackerless(dir.path(), 52);
 
     let content = seed_dir.join(&torrent.name);
-    let seed_args = [
-        "seed",
-        torrent.path.to_str().unwrap(),
-        content.to_str().unwrap(),
-        "--port",
-        "0",
-        "--bind",
-        "127.0.0.1",
-        "--dht-bootstrap",
-        &nodes[0].1.to_string(),
-        "--dht-state",
-        dir.path().join("seed-dht.dat").to_str().unwrap(),
-    ]
-    .map(String::from);
-    let seed = Proc::toybt("seed", &seed_args.iter().map(String::as_str).collect::<Vec<_>>());
-    let announced = seed.wait_line(&format!("dht lookup for {} done", torrent.hex_hash()), STEP);
-    assert!(!announced.contains("announced to 0 node"), "the seed is announced to some node: {announced}");
+    let seed = toybt_dht_seed(&torrent.path, &content, nodes[0].1, &dir.path().join("seed-dht.dat"));
+    wait_announced(&seed, &torrent.hex_hash());
 
     let out = dir.path().join("leech");
     std::fs::create_dir_all(&out).unwrap();
