@@ -82,13 +82,9 @@ pub fn run(mut args: pico_args::Arguments) -> Result<()> {
         print!("{HELP}");
         return Ok(());
     }
-    let bind = args
-        .opt_value_from_fn("--bind", |s| s.parse::<IpAddr>().map_err(|_| format!("{s:?} is not an IP address")))?
-        .unwrap_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED));
+    let bind = args.opt_value_from_fn("--bind", super::ip_address)?.unwrap_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED));
     let port: Option<u16> = args.opt_value_from_str("--port")?;
-    let rpc_bind = args
-        .opt_value_from_fn("--rpc-bind", |s| s.parse::<IpAddr>().map_err(|_| format!("{s:?} is not an IP address")))?
-        .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let rpc_bind = args.opt_value_from_fn("--rpc-bind", super::ip_address)?.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
     let rpc_port: u16 = args.opt_value_from_str("--rpc-port")?.unwrap_or(9091);
     let rpc_auth: Option<String> = args.opt_value_from_str("--rpc-auth")?;
     let rpc_hosts: Vec<String> = args.values_from_str("--rpc-host")?;

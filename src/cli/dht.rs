@@ -204,9 +204,7 @@ pub fn run(mut args: pico_args::Arguments) -> Result<()> {
         print!("{HELP}");
         return Ok(());
     }
-    let bind = args
-        .opt_value_from_fn("--bind", |s| s.parse::<IpAddr>().map_err(|_| format!("{s:?} is not an IP address")))?
-        .unwrap_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED));
+    let bind = args.opt_value_from_fn("--bind", super::ip_address)?.unwrap_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED));
     let port: u16 = args.opt_value_from_str("--port")?.unwrap_or(6881);
     let bootstrap = args.values_from_fn("--bootstrap", |s| check_host_port("--bootstrap", s))?;
     let state: Option<PathBuf> = args.opt_value_from_str("--state")?;

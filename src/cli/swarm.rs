@@ -71,9 +71,7 @@ impl SwarmOptions {
     }
 
     pub fn parse(args: &mut pico_args::Arguments) -> Result<SwarmOptions> {
-        let bind = args
-            .opt_value_from_fn("--bind", |s| s.parse::<IpAddr>().map_err(|_| format!("{s:?} is not an IP address")))?
-            .unwrap_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED));
+        let bind = args.opt_value_from_fn("--bind", super::ip_address)?.unwrap_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED));
         let port = args.opt_value_from_str("--port")?;
         let peers = args.values_from_fn("--peer", |s| {
             s.parse::<SocketAddr>().map_err(|_| format!("--peer {s:?} is not an ADDRESS:PORT"))

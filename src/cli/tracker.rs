@@ -46,9 +46,8 @@ pub fn run(mut args: pico_args::Arguments) -> Result<()> {
         print!("{HELP}");
         return Ok(());
     }
-    let bind: IpAddr = args
-        .opt_value_from_fn("--bind", |s| s.parse::<IpAddr>().map_err(|_| format!("{s:?} is not an IP address")))?
-        .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+    let bind: IpAddr =
+        args.opt_value_from_fn("--bind", super::ip_address)?.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
     let port: u16 = args.opt_value_from_str("--port")?.unwrap_or(6969);
     let udp_port: Option<u16> = args.opt_value_from_str("--udp-port")?;
     let no_udp = args.contains("--no-udp");
