@@ -60,30 +60,11 @@ case $SIZE_MIB in [1-9] | [1-9][0-9]*) ;; *) die "SIZE_MIB must be a positive nu
 case $IDLE_SECONDS in [1-9] | [1-9][0-9]*) ;; *) die "IDLE_SECONDS must be a positive number" ;; esac
 "$LT_PY" -c 'import libtorrent' 2>/dev/null || die "python3-libtorrent missing"
 
-# --- processes (as in magnet_compare.sh) ----------------------------------------------------------------------------
-PIDS=()
-alive() { # PID: running (not gone, not a zombie)
-    local k v
-    [ -r "/proc/$1/status" ] || return 1
-    { while read -r k v _; do
-        [ "$k" = State: ] && { [ "$v" != Z ]; return; }
-    done <"/proc/$1/status"; } 2>/dev/null
-    return 1
-}
-stop_pid() { # PID: TERM, then KILL after 5 s
-    local p=$1 i
-    if alive "$p"; then
-        kill -TERM "$p" 2>/dev/null
-        for ((i = 0; i < 50; i++)); do alive "$p" || break; snooze 0.1; done
-        alive "$p" && kill -KILL "$p" 2>/dev/null
-    fi
-    wait "$p" 2>/dev/null
-    return 0
-}
+# --- processes (benches/common.sh) -----------------------------------------------------------------------------------
+# shellcheck source=benches/common.sh
+source "$here/common.sh"
 cleanup() {
-    local p
-    for p in "${PIDS[@]}"; do stop_pid "$p"; done
-    PIDS=()
+    stop_all
     if [ -n "${RUN:-}" ]; then
         if [ "${KEEP_LOGS:-0}" = 1 ]; then
             rm -rf "$DIR/logs" && mkdir -p "$DIR/logs" && cp "$RUN"/*.log "$DIR/logs/" 2>/dev/null
@@ -96,50 +77,10 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-# start NAME CMD...: runs CMD in the background, output in $RUN/NAME.log; the PID is in LAST_PID.
-start() {
-    local name=$1
-    shift
-    "$@" >"$RUN/$name.log" 2>&1 </dev/null &
-    LAST_PID=$!
-    PIDS+=("$LAST_PID")
-}
-forget() { # PID: stop it and drop it from the cleanup list
-    local p keep=()
-    stop_pid "$1"
-    for p in "${PIDS[@]}"; do [ "$p" != "$1" ] && keep+=("$p"); done
-    PIDS=("${keep[@]}")
-}
 
 mkdir -p "$DIR"
 RUN=$(mktemp -d "$DIR/run.XXXXXX")
-mkfifo "$RUN/.sleep"
-exec {SLEEP_FD}<>"$RUN/.sleep"
-snooze() { read -r -t "$1" -u "$SLEEP_FD" _ || true; }
-now_us() { NOW=${EPOCHREALTIME/./}; }
-wait_log() { # LOG PATTERN SECONDS [PID]: true once LOG contains PATTERN
-    local deadline=$((${EPOCHREALTIME/./} + $3 * 1000000))
-    while ! grep -aq -- "$2" "$1" 2>/dev/null; do
-        now_us
-        [ "$NOW" -gt "$deadline" ] && return 1
-        [ -n "${4:-}" ] && ! alive "$4" && return 1
-        snooze 0.05
-    done
-}
-wait_exit() { # PID SECONDS: true once PID has exited
-    local deadline=$((${EPOCHREALTIME/./} + $2 * 1000000))
-    while alive "$1"; do
-        now_us
-        [ "$NOW" -gt "$deadline" ] && return 1
-        snooze 0.05
-    done
-}
-log_ms() { # LOG PATTERN -> MS: the epoch milliseconds of the first toybt log line matching PATTERN ("" if none)
-    local ts
-    MS=""
-    ts=$(grep -a -m1 -- "$2" "$1" | sed -n 's/^\[\([0-9T:.-]*Z\) .*/\1/p')
-    [ -n "$ts" ] && MS=$(date -u -d "$ts" +%s%3N)
-}
+open_snooze "$RUN"
 secs() { # FROM_US TO_US -> seconds with 3 decimals, "-" when TO_US is empty
     if [ -z "$2" ]; then echo -; else awk -v a="$1" -v b="$2" 'BEGIN {printf "%.3f", (b - a) / 1e6}'; fi
 }

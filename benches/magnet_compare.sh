@@ -61,30 +61,11 @@ for c in $CLIENTS; do
     case $c in toybt | libtorrent | toybt-file) ;; *) die "unknown client $c in CLIENTS (toybt, libtorrent, toybt-file)" ;; esac
 done
 
-# --- processes (as in swarm_compare.sh) -----------------------------------------------------------------------------
-PIDS=()
-alive() { # PID: running (not gone, not a zombie)
-    local k v
-    [ -r "/proc/$1/status" ] || return 1
-    { while read -r k v _; do
-        [ "$k" = State: ] && { [ "$v" != Z ]; return; }
-    done <"/proc/$1/status"; } 2>/dev/null
-    return 1
-}
-stop_pid() { # PID: TERM, then KILL after 5 s
-    local p=$1 i
-    if alive "$p"; then
-        kill -TERM "$p" 2>/dev/null
-        for ((i = 0; i < 50; i++)); do alive "$p" || break; snooze 0.1; done
-        alive "$p" && kill -KILL "$p" 2>/dev/null
-    fi
-    wait "$p" 2>/dev/null
-    return 0
-}
+# --- processes (benches/common.sh) -----------------------------------------------------------------------------------
+# shellcheck source=benches/common.sh
+source "$here/common.sh"
 cleanup() {
-    local p
-    for p in "${PIDS[@]}"; do stop_pid "$p"; done
-    PIDS=()
+    stop_all
     if [ -n "${RUN:-}" ]; then
         if [ "${KEEP_LOGS:-0}" = 1 ]; then
             rm -rf "$DIR/logs" && mkdir -p "$DIR/logs" && cp "$RUN"/*.log "$DIR/logs/" 2>/dev/null
@@ -98,36 +79,10 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-# start NAME CMD...: runs CMD in the background, output in $RUN/NAME.log; the PID is in LAST_PID.
-start() {
-    local name=$1
-    shift
-    "$@" >"$RUN/$name.log" 2>&1 </dev/null &
-    LAST_PID=$!
-    PIDS+=("$LAST_PID")
-}
-forget() { # PID: stop it and drop it from the cleanup list
-    local p keep=()
-    stop_pid "$1"
-    for p in "${PIDS[@]}"; do [ "$p" != "$1" ] && keep+=("$p"); done
-    PIDS=("${keep[@]}")
-}
 
 mkdir -p "$DIR"
 RUN=$(mktemp -d "$DIR/run.XXXXXX")
-mkfifo "$RUN/.sleep"
-exec {SLEEP_FD}<>"$RUN/.sleep"
-snooze() { read -r -t "$1" -u "$SLEEP_FD" _ || true; }
-now_us() { NOW=${EPOCHREALTIME/./}; }
-wait_log() { # LOG PATTERN SECONDS [PID]: true once LOG contains PATTERN
-    local deadline=$((${EPOCHREALTIME/./} + $3 * 1000000))
-    while ! grep -aq -- "$2" "$1" 2>/dev/null; do
-        now_us
-        [ "$NOW" -gt "$deadline" ] && return 1
-        [ -n "${4:-}" ] && ! alive "$4" && return 1
-        snooze 0.05
-    done
-}
+open_snooze "$RUN"
 
 # --- the binary, the data, the seed -----------------------------------------------------------------------------------
 if [ -z "${TOYBT:-}" ]; then
@@ -167,12 +122,6 @@ echo "  seed: toybt on $PEER; tracker: ${TRACKER:-none}; link: $LINK"
 RESULTS="$RUN/results.tsv" # client run metadata first_piece done exit (seconds from the process start; - if none)
 : >"$RESULTS"
 
-log_ms() { # LOG PATTERN -> MS: the epoch milliseconds of the first toybt log line matching PATTERN ("" if none)
-    local ts
-    MS=""
-    ts=$(grep -a -m1 -- "$2" "$1" | sed -n 's/^\[\([0-9T:.-]*Z\) .*/\1/p')
-    [ -n "$ts" ] && MS=$(date -u -d "$ts" +%s%3N)
-}
 lt_us() { # LOG EVENT -> US: the epoch microseconds lt_magnet.py printed for EVENT ("" if none)
     US=$(awk -v e="$2" '$1 == e {sub(/\./, "", $2); print $2; exit}' "$1")
 }

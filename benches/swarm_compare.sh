@@ -79,57 +79,21 @@ while [ $# -gt 0 ]; do
     shift
 done
 
-# --- processes --------------------------------------------------------------------------------------------------
-PIDS=()
-alive() { # PID: running (not gone, not a zombie)
-    local k v
-    [ -r "/proc/$1/status" ] || return 1
-    { while read -r k v _; do
-        [ "$k" = State: ] && { [ "$v" != Z ]; return; }
-    done <"/proc/$1/status"; } 2>/dev/null
-    return 1
-}
-stop_pid() { # PID: TERM, then KILL after 5 s
-    local p=$1 i
-    if alive "$p"; then
-        kill -TERM "$p" 2>/dev/null
-        for ((i = 0; i < 50; i++)); do alive "$p" || break; snooze 0.1; done
-        alive "$p" && kill -KILL "$p" 2>/dev/null
-    fi
-    wait "$p" 2>/dev/null
-    return 0
-}
+# --- processes (benches/common.sh) -------------------------------------------------------------------------------
+# shellcheck source=benches/common.sh
+source "$here/common.sh"
 cleanup() {
-    local p
-    for p in "${PIDS[@]}"; do stop_pid "$p"; done
-    PIDS=()
+    stop_all
     [ -n "${RUN:-}" ] && rm -rf "$RUN"
     [ "$BIG" = 1 ] && [ "${KEEP_BIG:-0}" != 1 ] && rm -rf "$DIR/data/$BIG_MIB"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-# start NAME CMD...: runs CMD in the background, output in $RUN/NAME.log; the PID is in LAST_PID.
-start() {
-    local name=$1
-    shift
-    "$@" >"$RUN/$name.log" 2>&1 </dev/null &
-    LAST_PID=$!
-    PIDS+=("$LAST_PID")
-}
-forget() { # PID: stop it and drop it from the cleanup list
-    local p keep=()
-    stop_pid "$1"
-    for p in "${PIDS[@]}"; do [ "$p" != "$1" ] && keep+=("$p"); done
-    PIDS=("${keep[@]}")
-}
 
 # --- measuring without forking (the loop samples every 20 ms on a machine the measured processes share) ------------
 mkdir -p "$DIR"
 RUN=$(mktemp -d "$DIR/run.XXXXXX")
-mkfifo "$RUN/.sleep"
-exec {SLEEP_FD}<>"$RUN/.sleep"
-snooze() { read -r -t "$1" -u "$SLEEP_FD" _ || true; }
-now_us() { NOW=${EPOCHREALTIME/./}; }
+open_snooze "$RUN"
 CLK=$(getconf CLK_TCK)
 cpu_ticks() { # PID -> TICKS (utime + stime); our processes have no spaces in their names
     local f
@@ -147,16 +111,6 @@ hwm_kib() { # PID -> HWM
     HWM=0
     { while read -r k v _; do [ "$k" = VmHWM: ] && HWM=$v; done <"/proc/$1/status"; } 2>/dev/null
 }
-wait_log() { # LOG PATTERN SECONDS [PID]: true once LOG contains PATTERN
-    local deadline=$((${EPOCHREALTIME/./} + $3 * 1000000))
-    while ! grep -aq -- "$2" "$1" 2>/dev/null; do
-        now_us
-        [ "$NOW" -gt "$deadline" ] && return 1
-        [ -n "${4:-}" ] && ! alive "$4" && return 1
-        snooze 0.05
-    done
-}
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
 # --- the data ---------------------------------------------------------------------------------------------------
 if [ -z "${TOYBT:-}" ]; then
