@@ -45,7 +45,7 @@ done
 "$TOYBT" daemon --port 0 --rpc-port 0 --download-dir "$work/data" --state-dir "$work/state" --watch "$work/watch" \
     2>"$work/daemon.log" &
 daemon=$!
-pids+=($daemon)
+pids+=("$daemon")
 start=$(date +%s.%N)
 mv "$work"/torrents/*.torrent "$work/watch/"
 for _ in $(seq 600); do
@@ -60,7 +60,7 @@ kill -TERM "$daemon"
 wait "$daemon" || true
 "$TOYBT" daemon --port 0 --rpc-port 0 --download-dir "$work/data" --state-dir "$work/state" 2>"$work/daemon.log" &
 daemon=$!
-pids+=($daemon)
+pids+=("$daemon")
 start=$(date +%s.%N)
 for _ in $(seq 600); do
     grep -q 'rpc listening' "$work/daemon.log" && break

@@ -210,18 +210,19 @@ done_hook() { # NAME -> HOOK (a script that creates $RUN/NAME.done)
 # or libtorrent leech exits once done, under /usr/bin/time (TIME_PID, figures in $RUN/NAME.time; LEECH_PID is the
 # client itself).
 leech() {
-    local kind=$1 name=$2 out=$3 exit=${4:-0} port timed=()
+    local kind=$1 name=$2 out=$3 exit=${4:-0} port timed=() lt_exit=()
     mkdir -p "$out"
     port=$(free_port)
     TIME_PID=""
     case $kind in toybt | libtorrent) [ "$exit" = 1 ] && timed=(/usr/bin/time -o "$RUN/$name.time" -f '%e %U %S %M') ;; esac
+    [ "$exit" = 1 ] && lt_exit=(--exit-when-done)
     case $kind in
         toybt)
             start "$name" "${timed[@]}" env RUST_LOG=info "$TOYBT" leech "$TORRENT" -o "$out" --bind 127.0.0.1 --port 0 \
                 --no-dht --seed-time "$([ "$exit" = 1 ] && echo 0 || echo 3600)" --peer "127.0.0.1:$SEED_PORT" ;;
         libtorrent)
             start "$name" "${timed[@]}" "$LT_PY" "$LT_CLIENT" leech "$TORRENT" "$out" --port "$port" \
-                --peer "127.0.0.1:$SEED_PORT" --max-seconds $((TIMEOUT * 3)) $([ "$exit" = 1 ] && echo --exit-when-done) ;;
+                --peer "127.0.0.1:$SEED_PORT" --max-seconds $((TIMEOUT * 3)) "${lt_exit[@]}" ;;
         aria2)
             done_hook "$name"
             start "$name" aria2c "${ARIA2_OPTS[@]}" --listen-port="$port" --dir="$out" \
