@@ -42,6 +42,7 @@ import time
 import libtorrent as lt
 
 STATUS_INTERVAL = 0.25  # seconds between status polls; keeps `progress`/`upload_bytes` timely without busy work
+DHT_REANNOUNCE = 3.0  # seconds between DHT announces until a node has answered one (see main)
 FLUSH_TIMEOUT = 10.0  # bound on waiting for the disk cache flush before reporting `finished`
 
 
@@ -163,6 +164,7 @@ class Reporter:
         self.peers = None
         self.seeding = False
         self.checked = False
+        self.dht_replied = False
 
     def alert(self, a):
         if isinstance(a, lt.listen_succeeded_alert):
@@ -186,6 +188,7 @@ class Reporter:
             self.checked = True
             say("checked")
         elif isinstance(a, lt.dht_reply_alert):
+            self.dht_replied = True
             say("dht_reply", a.num_peers)
         elif isinstance(a, lt.metadata_received_alert):
             say("metadata")
@@ -243,6 +246,7 @@ def main(argv):
             handle.connect_peer(peer)
     finished = False
     next_status = 0.0
+    next_dht_announce = time.monotonic() + DHT_REANNOUNCE
     give_up = time.monotonic() + args.max_seconds
     while not stop["now"]:
         if time.monotonic() >= give_up:
@@ -257,6 +261,11 @@ def main(argv):
             for peer in peers:
                 handle.connect_peer(peer)
         now = time.monotonic()
+        # libtorrent announces to the DHT once at start and then every 15 minutes: a first lookup that ran before
+        # its routing table held a node finds nobody. Ask again every few seconds until a node has answered.
+        if dht_nodes and not reporter.dht_replied and now >= next_dht_announce and (reporter.checked or dialled):
+            next_dht_announce = now + DHT_REANNOUNCE
+            handle.force_dht_announce()
         if now >= next_status:
             next_status = now + STATUS_INTERVAL
             reporter.status(handle.status())
