@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # A trackerless magnet link found through a loopback Mainline DHT (issue 13's bench): toybt's lookup against
-# libtorrent's in the same network, and what the DHT costs a seed that sits idle.
+# libtorrent's in the same network, in a network of toybt nodes and in one of libtorrent nodes, and what the DHT
+# costs a seed that sits idle.
 #
 # Usage: benches/dht_compare.sh [-h|--help]
-# Knobs (environment): NETWORK (toybt, libtorrent or both, default both: which network(s) of NODES nodes), NODES (50), RUNS (3 downloads per client), SIZE_MIB (16), IDLE_SECONDS (60),
+# Knobs (environment): NETWORK (toybt, libtorrent or both: the network(s) below; default both), NODES (50 nodes
+#   per network), RUNS (3 downloads per client and network), SIZE_MIB (16), IDLE_SECONDS (60),
 #   TIMEOUT (60 s per download and per wait), DIR (scratch, default /tmp/toybt-dht-compare), TOYBT (binary; built
 #   in release, under CARGO_TARGET_DIR if set, when unset), KEEP_LOGS=1 (keep every process's log under DIR/logs),
 #   LT_VERBOSE=1 (libtorrent's DHT log lines on its lookups in its log).
@@ -33,9 +35,10 @@
 #                it is done, as it sends them after dht_reply_alert)
 #   find_node    toybt: queries of the bootstrap/refresh lookups that ended before the get_peers one;
 #                libtorrent: dht_find_node_out at the same moment
-# Idle cost: in each network the seed then runs IDLE_SECONDS more with nothing to do but its DHT node (answering the other nodes'
-# maintenance); its CPU time (utime + stime from /proc/PID/stat) and its RSS (VmRSS) before and after.
-# One table per network. Every process started here is stopped by PID (TERM, then KILL after 5 s) on exit, also on Ctrl-C.
+# Idle cost: in each network the seed then runs IDLE_SECONDS more with nothing to do but its DHT node (answering the
+# other nodes' maintenance); its CPU time (utime + stime from /proc/PID/stat) and its RSS (VmRSS) before and after.
+# One table per network. Every process started here is stopped by PID (TERM, then KILL after 5 s) once its network
+# is done, and on exit, also on Ctrl-C.
 set -uo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -313,7 +316,7 @@ bench_network() { # NET: the network, the seed, the downloads, the idle seed, th
     done
     echo
     awk -v c0="$cpu0" -v c1="$cpu1" -v hz="$TICKS_PER_S" -v s="$idle_s" -v r0="$rss0" -v r1="$rss1" -v n="$NET" 'BEGIN {
-        printf "idle seed (toybt, DHT on, %s network) over %.1f s: CPU %.2f s (%.3f %%), RSS %d KiB -> %d KiB (%+d KiB)\n",
+        printf "idle seed (toybt, DHT on, %s network) over %.1f s:\n    CPU %.2f s (%.3f %%), RSS %d KiB -> %d KiB (%+d KiB)\n",
             n, s, (c1 - c0) / hz, 100 * (c1 - c0) / hz / s, r0, r1, r1 - r0 }'
 
     echo
