@@ -6,7 +6,7 @@ Usage: lt_dht_lookup.py MAGNET_URI SAVE_DIR --port PORT --dht-node HOST:PORT... 
 
 Settings as in /work/shared/INTEROP.md for a DHT on 127.0.0.0/8: enable_dht, no bootstrap routers, the --dht-node
 nodes added with add_dht_node, dht_restrict_routing_ips and dht_restrict_search_ips off, dht_block_ratelimit raised;
-plain TCP on 127.0.0.1, no LSD, UPnP, NAT-PMP, uTP or PEX.
+plain TCP on 127.0.0.1 with several peers per IP, no LSD, UPnP, NAT-PMP, uTP or PEX.
 
 Prints one line per event on stdout (flushed); T is the wall clock (time.time()) when the alert was popped:
   started T                  the session exists and the magnet has been added
@@ -55,6 +55,9 @@ def main(argv):
     ses = lt.session({
         "listen_interfaces": f"127.0.0.1:{args.port}",
         "outgoing_interfaces": "127.0.0.1",
+        # Every peer is 127.0.0.1: without this libtorrent keeps one peer per IP, and when a stopped leech's address
+        # came first the seed's was dropped until the next lookup a minute later.
+        "allow_multiple_connections_per_ip": True,
         "enable_dht": True,
         "dht_bootstrap_nodes": "",
         "dht_restrict_routing_ips": False,
