@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TryRecvError, TrySendError};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use super::{Storage, StorageError};
+use super::{PieceBytes, Storage, StorageError};
 use crate::resume::{Keeper, SaveError};
 
 /// Threads in the pool: as many as the cores the loop leaves free on a small machine, and enough that one torrent's
@@ -45,7 +45,7 @@ const STACK: usize = 256 * 1024;
 enum Work {
     Write {
         index: u32,
-        data: Vec<u8>,
+        data: PieceBytes,
     },
     Save {
         pieces: Vec<u8>,
@@ -78,7 +78,7 @@ struct Job {
 #[derive(Debug)]
 pub enum DiskDone {
     /// Piece `index` was written (or not); `data` is its buffer, back for reuse.
-    Written { index: u32, data: Vec<u8>, result: Result<(), StorageError> },
+    Written { index: u32, data: PieceBytes, result: Result<(), StorageError> },
     /// A resume record was brought up to date (see `resume::Keeper::save`).
     Saved(Result<(), SaveError>),
     /// A job failed in a way no error covers (it panicked): nothing more of this torrent will be written.
@@ -150,7 +150,7 @@ impl DiskWorker {
     }
 
     /// Queues a verified piece for writing; `DiskDone::Written` follows.
-    pub fn write(&mut self, index: u32, data: Vec<u8>) {
+    pub fn write(&mut self, index: u32, data: PieceBytes) {
         self.unwritten += data.len();
         self.pending += 1;
         self.send(Work::Write { index, data });
@@ -364,8 +364,8 @@ mod tests {
             (Fixture { dir, meta, content, record }, worker)
         }
 
-        fn piece(&self, i: u32) -> Vec<u8> {
-            self.content[i as usize * 1024..(i as usize + 1) * 1024].to_vec()
+        fn piece(&self, i: u32) -> PieceBytes {
+            self.content[i as usize * 1024..(i as usize + 1) * 1024].to_vec().into()
         }
     }
 
@@ -412,7 +412,7 @@ mod tests {
     fn a_refused_write_reports_the_storage_error_and_hands_the_buffer_back() {
         let (f, mut w) = Fixture::new(OpenMode::Seed);
         w.write(2, f.piece(2));
-        w.write(4, vec![0; 5]);
+        w.write(4, vec![0; 5].into());
         match drain(&mut w).as_slice() {
             [
                 DiskDone::Written { index: 2, result: Err(StorageError::ReadOnly), data: a },
@@ -421,7 +421,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         let (f, mut w) = Fixture::new(OpenMode::Leech);
-        w.write(4, vec![0; 5]);
+        w.write(4, vec![0; 5].into());
         let got = drain(&mut w);
         assert!(matches!(got[..], [DiskDone::Written { result: Err(StorageError::PieceLength { .. }), .. }]));
         drop(f);

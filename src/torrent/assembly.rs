@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 
 use crate::picker::BLOCK_LEN;
+use crate::storage::PieceBytes;
 
 /// Piece buffers kept for reuse, so a busy download does not allocate and free a piece per piece.
 const SPARE_PIECE_BUFFERS: usize = 4;
@@ -26,7 +27,7 @@ pub struct Sender {
 
 /// A piece being assembled from blocks.
 pub struct PieceBuf {
-    pub data: Vec<u8>,
+    pub data: PieceBytes,
     /// Who sent each block, by block slot, to blame if the piece fails its hash.
     senders: Vec<Option<Sender>>,
 }
@@ -62,7 +63,7 @@ pub struct Assembly {
     pieces: HashMap<u32, PieceBuf>,
     /// Blocks of pieces that failed with several senders, by piece.
     suspects: HashMap<u32, Vec<Suspect>>,
-    spare_buffers: Vec<Vec<u8>>,
+    spare_buffers: Vec<PieceBytes>,
 }
 
 impl Assembly {
@@ -71,7 +72,7 @@ impl Assembly {
         let spare = &mut self.spare_buffers;
         let buf = self.pieces.entry(index).or_insert_with(|| {
             let mut data = spare.pop().unwrap_or_default();
-            data.resize(piece_len, 0);
+            data.set_len(piece_len);
             PieceBuf { data, senders: vec![None; piece_len.div_ceil(BLOCK_LEN as usize)] }
         });
         buf.data[begin as usize..begin as usize + data.len()].copy_from_slice(data);
@@ -81,7 +82,7 @@ impl Assembly {
     /// A whole piece as if its blocks had arrived from `senders`, one per block slot.
     #[cfg(test)]
     pub fn insert(&mut self, index: u32, data: Vec<u8>, senders: Vec<Option<Sender>>) {
-        self.pieces.insert(index, PieceBuf { data, senders });
+        self.pieces.insert(index, PieceBuf { data: data.into(), senders });
     }
 
     /// No piece is being assembled.
@@ -101,7 +102,7 @@ impl Assembly {
     }
 
     /// A piece's buffer is back from the disk worker (or thrown away): keep it for the next one.
-    pub fn recycle_data(&mut self, data: Vec<u8>) {
+    pub fn recycle_data(&mut self, data: PieceBytes) {
         if self.spare_buffers.len() < SPARE_PIECE_BUFFERS {
             // Kept as it is, not zeroed: a piece is hashed only once all its blocks have overwritten every byte, and
             // zeroing a piece per piece was 4% of a download's instructions.
