@@ -1,7 +1,7 @@
 //! Pieces being put together from blocks, and who to blame when one fails its hash.
 //!
 //! A block is copied once, from the socket buffer into its piece's buffer; a whole piece is handed back to the
-//! session to hash and store. When a piece that several peers contributed to fails, blaming them all would ban honest
+//! session, which gives its bytes to the disk worker to hash and store while its senders wait here for the verdict. When a piece that several peers contributed to fails, blaming them all would ban honest
 //! peers alongside a liar, so the digest of each block is remembered with its sender until a good copy of the piece
 //! shows which block was wrong.
 
@@ -61,6 +61,8 @@ pub enum Blame {
 #[derive(Default)]
 pub struct Assembly {
     pieces: HashMap<u32, PieceBuf>,
+    /// Senders of the pieces whose bytes are with the disk worker, by piece, until its verdict.
+    verifying: HashMap<u32, Vec<Option<Sender>>>,
     /// Blocks of pieces that failed with several senders, by piece.
     suspects: HashMap<u32, Vec<Suspect>>,
     spare_buffers: Vec<PieceBytes>,
@@ -94,6 +96,23 @@ impl Assembly {
     /// The piece, once all its blocks are in.
     pub fn take(&mut self, index: u32) -> Option<PieceBuf> {
         self.pieces.remove(&index)
+    }
+
+    /// A whole piece goes to be verified: its senders stay here, its bytes are returned to be handed over.
+    pub fn hand_over(&mut self, index: u32, buf: PieceBuf) -> PieceBytes {
+        self.verifying.insert(index, buf.senders);
+        buf.data
+    }
+
+    /// The bytes of piece `index` are back with a verdict: the piece as it was handed over, with its senders.
+    pub fn returned(&mut self, index: u32, data: PieceBytes) -> PieceBuf {
+        let senders = self.verifying.remove(&index).unwrap_or_default();
+        PieceBuf { data, senders }
+    }
+
+    /// The disk worker is gone with every piece it held: their senders are forgotten.
+    pub fn forget_handed_over(&mut self) {
+        self.verifying.clear();
     }
 
     /// A piece is done with (thrown away): keep its buffer for the next one.
