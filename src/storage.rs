@@ -7,6 +7,7 @@
 mod disk;
 mod error;
 mod layout;
+mod piece_bytes;
 pub mod worker;
 
 use std::path::{Path, PathBuf};
@@ -14,6 +15,7 @@ use std::path::{Path, PathBuf};
 pub use disk::DEFAULT_MAX_OPEN_FILES;
 pub use error::StorageError;
 pub use layout::{Layout, Span, Spans};
+pub use piece_bytes::PieceBytes;
 pub use worker::{DiskDone, DiskWorker};
 
 use crate::metainfo::Metainfo;
@@ -68,7 +70,7 @@ pub struct Storage {
     ready: Vec<bool>,
     /// New files get their blocks up front (`TOYBT_ALLOCATE=full`, for measuring).
     allocate: bool,
-    /// With direct writes on: an aligned copy of the piece goes here, as piece buffers are not aligned.
+    /// With direct writes on: an aligned copy of a piece goes here when its buffer is not aligned (see `PieceBytes`).
     direct: Option<Vec<u8>>,
 }
 
@@ -248,7 +250,8 @@ impl Storage {
 
     /// Writes a verified piece: one pwrite per file span; padding spans are skipped, and a file not created yet (an
     /// unwanted one, see `open_selected`) is created first. With direct writes on, a
-    /// piece that is one aligned span is copied into an aligned buffer and written past the page cache; the rest
+    /// piece that is one aligned span is written past the page cache (copied into an aligned buffer first if `data` does
+    /// not start at an aligned address); the rest
     /// (the last piece, pieces across files) through it.
     pub fn write_piece(&mut self, index: u32, data: &[u8]) -> Result<(), StorageError> {
         if self.mode == OpenMode::Seed {
@@ -280,12 +283,17 @@ impl Storage {
             return Ok(false);
         }
         let Some(bounce) = &mut self.direct else { return Ok(false) };
-        if bounce.len() < data.len() + DIRECT_ALIGN {
-            bounce.resize(data.len() + DIRECT_ALIGN, 0);
-        }
-        let start = bounce.as_ptr().align_offset(DIRECT_ALIGN);
-        let buf = &mut bounce[start..start + data.len()];
-        buf.copy_from_slice(data);
+        let buf = if data.as_ptr().align_offset(DIRECT_ALIGN) == 0 {
+            data
+        } else {
+            if bounce.len() < data.len() + DIRECT_ALIGN {
+                bounce.resize(data.len() + DIRECT_ALIGN, 0);
+            }
+            let start = bounce.as_ptr().align_offset(DIRECT_ALIGN);
+            let buf = &mut bounce[start..start + data.len()];
+            buf.copy_from_slice(data);
+            buf
+        };
         let written = self.disk.write_direct_at(s.file, buf, s.file_offset)?;
         if !written {
             // The file system refuses direct writes: stop trying.

@@ -1,7 +1,7 @@
 //! Pieces being put together from blocks, and who to blame when one fails its hash.
 //!
 //! A block is copied once, from the socket buffer into its piece's buffer; a whole piece is handed back to the
-//! session to hash and store. When a piece that several peers contributed to fails, blaming them all would ban honest
+//! session, which gives its bytes to the disk worker to hash and store while its senders wait here for the verdict. When a piece that several peers contributed to fails, blaming them all would ban honest
 //! peers alongside a liar, so the digest of each block is remembered with its sender until a good copy of the piece
 //! shows which block was wrong.
 
@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 
 use crate::picker::BLOCK_LEN;
+use crate::storage::PieceBytes;
 
 /// Piece buffers kept for reuse, so a busy download does not allocate and free a piece per piece.
 const SPARE_PIECE_BUFFERS: usize = 4;
@@ -26,7 +27,7 @@ pub struct Sender {
 
 /// A piece being assembled from blocks.
 pub struct PieceBuf {
-    pub data: Vec<u8>,
+    pub data: PieceBytes,
     /// Who sent each block, by block slot, to blame if the piece fails its hash.
     senders: Vec<Option<Sender>>,
 }
@@ -60,9 +61,11 @@ pub enum Blame {
 #[derive(Default)]
 pub struct Assembly {
     pieces: HashMap<u32, PieceBuf>,
+    /// Senders of the pieces whose bytes are with the disk worker, by piece, until its verdict.
+    verifying: HashMap<u32, Vec<Option<Sender>>>,
     /// Blocks of pieces that failed with several senders, by piece.
     suspects: HashMap<u32, Vec<Suspect>>,
-    spare_buffers: Vec<Vec<u8>>,
+    spare_buffers: Vec<PieceBytes>,
 }
 
 impl Assembly {
@@ -71,7 +74,7 @@ impl Assembly {
         let spare = &mut self.spare_buffers;
         let buf = self.pieces.entry(index).or_insert_with(|| {
             let mut data = spare.pop().unwrap_or_default();
-            data.resize(piece_len, 0);
+            data.set_len(piece_len);
             PieceBuf { data, senders: vec![None; piece_len.div_ceil(BLOCK_LEN as usize)] }
         });
         buf.data[begin as usize..begin as usize + data.len()].copy_from_slice(data);
@@ -81,7 +84,7 @@ impl Assembly {
     /// A whole piece as if its blocks had arrived from `senders`, one per block slot.
     #[cfg(test)]
     pub fn insert(&mut self, index: u32, data: Vec<u8>, senders: Vec<Option<Sender>>) {
-        self.pieces.insert(index, PieceBuf { data, senders });
+        self.pieces.insert(index, PieceBuf { data: data.into(), senders });
     }
 
     /// No piece is being assembled.
@@ -95,13 +98,30 @@ impl Assembly {
         self.pieces.remove(&index)
     }
 
+    /// A whole piece goes to be verified: its senders stay here, its bytes are returned to be handed over.
+    pub fn hand_over(&mut self, index: u32, buf: PieceBuf) -> PieceBytes {
+        self.verifying.insert(index, buf.senders);
+        buf.data
+    }
+
+    /// The bytes of piece `index` are back with a verdict: the piece as it was handed over, with its senders.
+    pub fn returned(&mut self, index: u32, data: PieceBytes) -> PieceBuf {
+        let senders = self.verifying.remove(&index).unwrap_or_default();
+        PieceBuf { data, senders }
+    }
+
+    /// The disk worker is gone with every piece it held: their senders are forgotten.
+    pub fn forget_handed_over(&mut self) {
+        self.verifying.clear();
+    }
+
     /// A piece is done with (thrown away): keep its buffer for the next one.
     pub fn recycle(&mut self, buf: PieceBuf) {
         self.recycle_data(buf.data);
     }
 
     /// A piece's buffer is back from the disk worker (or thrown away): keep it for the next one.
-    pub fn recycle_data(&mut self, data: Vec<u8>) {
+    pub fn recycle_data(&mut self, data: PieceBytes) {
         if self.spare_buffers.len() < SPARE_PIECE_BUFFERS {
             // Kept as it is, not zeroed: a piece is hashed only once all its blocks have overwritten every byte, and
             // zeroing a piece per piece was 4% of a download's instructions.

@@ -1,5 +1,5 @@
 //! The download half of a session: interest, asking peers for blocks within one shared budget, taking blocks in,
-//! verifying whole pieces and handing them to the disk worker, taking its reports, blaming the peers behind a bad
+//! handing whole pieces to the disk worker to verify and store, taking its verdicts and reports, blaming the peers behind a bad
 //! piece, and giving up on the disk when it refuses.
 
 use std::time::Instant;
@@ -99,22 +99,29 @@ impl Torrent {
         self.request_more(now, key);
     }
 
-    /// All blocks of a piece are in: hash it and hand it to the disk worker (it is ours once the worker reports it
-    /// written, see `disk_done`); or throw it away and blame its senders.
+    /// All blocks of a piece are in: hand it to the disk worker, which hashes it and writes it only if it matches
+    /// (the verdict comes back in `disk_done`, which acts on it: the piece is ours once written, or its senders are
+    /// blamed and it is fetched again). Until then the picker keeps the piece as fully received: nobody is asked for
+    /// it again.
     pub(super) fn finish_piece(&mut self, now: Instant, index: u32) {
         let Some(buf) = self.assembly.take(index) else { return };
-        if self.storage.piece_matches(index, &buf.data) {
-            for liar in self.assembly.convict(index, &buf.data) {
-                warn!("{}: sent a bad block of piece {index} (found once a good copy came in)", liar.addr);
-                self.ban(now, liar, "sent a block that failed the hash check");
-            }
-            // Until the report, the picker keeps the piece as fully received: nobody is asked for it again.
-            self.disk.write(index, buf.data);
-            if self.paused_since.is_none() && self.input_paused() {
-                self.paused_since = Some(now);
-            }
-            return;
+        let data = self.assembly.hand_over(index, buf);
+        self.disk.write(index, data);
+        if self.paused_since.is_none() && self.input_paused() {
+            self.paused_since = Some(now);
         }
+    }
+
+    /// The disk worker found piece `index` good: whoever sent a different block of an earlier, failed copy lied.
+    fn piece_verified(&mut self, now: Instant, index: u32, good: &[u8]) {
+        for liar in self.assembly.convict(index, good) {
+            warn!("{}: sent a bad block of piece {index} (found once a good copy came in)", liar.addr);
+            self.ban(now, liar, "sent a block that failed the hash check");
+        }
+    }
+
+    /// The disk worker found piece `index` bad (and did not write it): blame its senders and fetch it again.
+    fn piece_mismatched(&mut self, now: Instant, index: u32, buf: super::assembly::PieceBuf) {
         self.hash_failures += 1;
         self.picker.piece_failed(index);
         let blame = self.assembly.failed(index, &buf);
@@ -184,7 +191,10 @@ impl Torrent {
     fn disk_done(&mut self, now: Instant, done: DiskDone) {
         match done {
             DiskDone::Written { index, data, result } => {
-                self.assembly.recycle_data(data);
+                let buf = self.assembly.returned(index, data);
+                // A piece is written only once it matched its hash, so even a failed write vouches for the bytes.
+                self.piece_verified(now, index, &buf.data);
+                self.assembly.recycle(buf);
                 match result {
                     Ok(()) => self.piece_done(now, index),
                     Err(e) => {
@@ -192,6 +202,10 @@ impl Torrent {
                         self.stop_downloading(format!("cannot store piece {index}: {e}"));
                     }
                 }
+            }
+            DiskDone::Mismatch { index, data } => {
+                let buf = self.assembly.returned(index, data);
+                self.piece_mismatched(now, index, buf);
             }
             DiskDone::Saved(result) => {
                 let recorded = self.saves_in_flight.pop_front().unwrap_or(0);
@@ -203,6 +217,7 @@ impl Torrent {
             }
             DiskDone::Lost => {
                 self.saves_in_flight.clear();
+                self.assembly.forget_handed_over();
                 self.stop_downloading("the disk worker stopped; pieces queued for writing are lost".into());
             }
         }
