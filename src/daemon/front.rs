@@ -209,9 +209,8 @@ fn carry_out(d: &mut Daemon, now: Instant, call: Call, svc: &mut Services, ctl: 
             json!({})
         }
         Call::TorrentReannounce(which) => {
-            // Sessions announce on their own schedule; the ids are still checked.
             ids(d, &which)?;
-            json!({})
+            return Err("torrent-reannounce is not supported: sessions announce on their trackers' schedule".into());
         }
         Call::TorrentRemove { ids: which, delete_local_data } => {
             for h in ids(d, &which)? {

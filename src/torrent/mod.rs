@@ -453,6 +453,11 @@ impl Torrent {
                 };
                 if path.is_none_or(|p| self.read_errors_reported.insert(p)) {
                     log::error!("cannot serve piece {}: {e}; pieces that cannot be read are no longer served", b.index);
+                    // Look at the files now: the peer that asked may leave at once, and an idle seed audits nothing
+                    // until peers come back.
+                    if self.records {
+                        self.disk.audit(routine::AUDIT_FILES);
+                    }
                 }
                 continue;
             }

@@ -18,7 +18,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
 /// under us when none arrive).
 pub(super) const RESUME_EVERY: Duration = Duration::from_secs(5);
 /// Files whose size and mtime are looked at per `RESUME_EVERY` when no record is due, so thousands of files cost little.
-const AUDIT_FILES: usize = 1000;
+pub(super) const AUDIT_FILES: usize = 1000;
 /// The most a stop waits for trackers to take our `stopped` (an announce already in flight to a silent tracker would
 /// otherwise hold the exit for its whole time-out).
 const STOP_GRACE: Duration = Duration::from_secs(6);
