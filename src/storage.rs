@@ -274,6 +274,48 @@ impl Storage {
         Ok(())
     }
 
+    /// Where piece `index` would be written past the page cache, as (file, offset): direct writes are on and the
+    /// piece is one aligned span of one file. Pieces whose spans follow each other are written together by
+    /// `write_run`.
+    pub fn direct_span(&self, index: u32) -> Option<(usize, u64)> {
+        self.direct.as_ref()?;
+        let mut spans = self.layout.piece_spans(index)?;
+        let (Some(s), None) = (spans.next(), spans.next()) else { return None };
+        let aligned = |n: u64| n.is_multiple_of(DIRECT_ALIGN as u64);
+        (!s.padding && aligned(s.file_offset) && aligned(u64::from(s.len)) && self.mode != OpenMode::Seed)
+            .then_some((s.file, s.file_offset))
+    }
+
+    /// Writes verified pieces `first`, `first + 1`, ... whose `direct_span`s follow each other in one file, with
+    /// one call; one result per piece. If that call fails, or the pieces are not such a run, each is written on its
+    /// own (`write_piece`), so each gets its own result.
+    pub fn write_run(&mut self, first: u32, pieces: &[&[u8]]) -> Vec<Result<(), StorageError>> {
+        if pieces.len() > 1
+            && let Some(Ok(true)) = self.run_span(first, pieces).map(|(file, offset)| {
+                self.ensure_files_of(first)?;
+                self.disk.write_direct_vectored_at(file, pieces, offset)
+            })
+        {
+            return pieces.iter().map(|_| Ok(())).collect();
+        }
+        (first..).zip(pieces).map(|(index, data)| self.write_piece(index, data)).collect()
+    }
+
+    /// The (file, offset) of a run of pieces from `first` that `write_run` can write with one call.
+    fn run_span(&self, first: u32, pieces: &[&[u8]]) -> Option<(usize, u64)> {
+        let (file, offset) = self.direct_span(first)?;
+        let mut at = offset;
+        for (index, data) in (first..).zip(pieces) {
+            let whole = self.piece_size(index).is_some_and(|size| size as usize == data.len());
+            let aligned = data.as_ptr().align_offset(DIRECT_ALIGN) == 0;
+            if !whole || !aligned || self.direct_span(index) != Some((file, at)) {
+                return None;
+            }
+            at += data.len() as u64;
+        }
+        Some((file, offset))
+    }
+
     /// Writes piece `index` with `O_DIRECT` if it is one aligned span; false if it was not written.
     fn write_direct(&mut self, index: u32, data: &[u8]) -> Result<bool, StorageError> {
         let Some(mut spans) = self.layout.piece_spans(index) else { return Ok(false) };

@@ -26,6 +26,12 @@ use crate::error::Error;
 /// The request size every client uses.
 pub const BLOCK_LEN: u32 = 16 * 1024;
 
+/// The span within which pieces are preferably started together (see `Picker::with_neighbours`): the disk worker
+/// writes up to this much in one call.
+pub const EXTENT_BYTES: u64 = 1 << 20;
+/// Pieces started lately whose extents are looked at for a neighbour (a few peers' worth).
+const MAX_RECENT_STARTS: usize = 8;
+
 /// A connection, named by the reactor's slab key.
 pub type PeerKey = usize;
 
@@ -126,6 +132,8 @@ pub struct Picker {
     dups: Vec<Dup>,
     peers: HashMap<PeerKey, Bitfield>,
     rng: u64,
+    /// The last pieces started, oldest first (see `with_neighbours`).
+    recently_started: Vec<u32>,
 }
 
 fn next_random(state: &mut u64) -> u64 {
@@ -186,6 +194,7 @@ impl Picker {
             dups: Vec::new(),
             peers: HashMap::new(),
             rng,
+            recently_started: Vec::with_capacity(MAX_RECENT_STARTS),
         })
     }
 
@@ -447,6 +456,7 @@ impl Picker {
                     Partial { slots: vec![Slot::Missing { avoid: None }; n as usize], missing: n, received: 0 };
                 take_missing(geo, index, &mut partial, peer, now, false, max, &mut out);
                 self.partials.insert(index, partial);
+                self.note_started(index);
             }
         }
 
@@ -456,8 +466,53 @@ impl Picker {
         out
     }
 
-    /// Up to `want` pieces to start for `peer`, best first.
+    /// Up to `want` pieces to start for `peer`: the rarest it has (see `choose_rarest`), and next to them or to pieces
+    /// already in flight as many as rare, so that pieces complete in runs of neighbours (see `with_neighbours`).
     fn choose_new(&mut self, peer: PeerKey, want: usize) -> Vec<u32> {
+        let rarest = self.choose_rarest(peer, want);
+        self.with_neighbours(peer, rarest, want)
+    }
+
+    /// Extent affinity (libtorrent has it too): a piece as rare as the rarest choice and in the same `EXTENT_BYTES`
+    /// as a piece started lately comes first, then each rarest choice's extent, its pieces as rare as it in index
+    /// order (so the choice among equals is random by extent, not by piece). So
+    /// rarest-first holds (no piece comes before a rarer one), and neighbouring pieces complete together, which the
+    /// disk worker writes with one call instead of one per piece (each write is a request to the device, and on a
+    /// VM a costly exit).
+    fn with_neighbours(&self, peer: PeerKey, rarest: Vec<u32>, want: usize) -> Vec<u32> {
+        let per_extent = (EXTENT_BYTES / self.geo.piece_length as u64) as u32;
+        let (Some(bits), Some(&first)) = (self.peers.get(&peer), rarest.first()) else { return rarest };
+        if per_extent <= 1 {
+            return rarest;
+        }
+        let fits = |q: u32, limit: u32| bits.get(q) && self.pickable.get(q) && self.avail[q as usize] <= limit;
+        // The pieces of `p`'s extent, in index order: the worker joins a piece only to the one before it.
+        let extent = |p: u32| p / per_extent * per_extent..((p / per_extent + 1) * per_extent).min(self.geo.pieces);
+        let mut out = Vec::with_capacity(want);
+        let limit = self.avail[first as usize];
+        for &r in self.recently_started.iter().rev() {
+            out.extend(extent(r).filter(|&q| fits(q, limit)));
+        }
+        for &p in &rarest {
+            out.extend(extent(p).filter(|&q| fits(q, self.avail[p as usize])));
+            out.push(p);
+        }
+        let mut seen = std::collections::HashSet::with_capacity(out.len());
+        out.retain(|&p| seen.insert(p));
+        out.truncate(want);
+        out
+    }
+
+    /// Piece `index` was just started: its neighbours come next (see `with_neighbours`).
+    fn note_started(&mut self, index: u32) {
+        if self.recently_started.len() == MAX_RECENT_STARTS {
+            self.recently_started.remove(0);
+        }
+        self.recently_started.push(index);
+    }
+
+    /// Up to `want` pieces to start for `peer`, rarest first, random among equals.
+    fn choose_rarest(&mut self, peer: PeerKey, want: usize) -> Vec<u32> {
         let Some(bits) = self.peers.get(&peer) else { return Vec::new() };
         if self.have.none() {
             return sweep_random(bits, &self.pickable, &mut self.rng, want);

@@ -96,7 +96,8 @@ fn short_last_block_is_requested_with_its_length() {
 fn rarest_piece_first_random_among_equals() {
     let mut seen = std::collections::BTreeSet::new();
     for seed in 0..200 {
-        let mut p = picker(10, B, &[9], seed);
+        // Pieces of a whole extent each, so the choice among equals is per piece (see the extent test below).
+        let mut p = picker(10, EXTENT_BYTES as u32, &[9], seed);
         p.peer_joined(1, &bits(10, 0..9));
         p.peer_joined(2, &bits(10, 0..=4));
         p.peer_joined(3, &bits(10, 0..=2));
@@ -132,15 +133,18 @@ fn started_pieces_are_finished_before_new_ones() {
 #[test]
 fn first_piece_is_random_not_rarest() {
     let mut firsts = std::collections::BTreeSet::new();
+    let blocks_per_piece = (EXTENT_BYTES / B as u64) as usize;
     for seed in 0..100 {
-        let mut p = picker(64, B, &[], seed);
+        let mut p = picker(64, EXTENT_BYTES as u32, &[], seed);
         p.peer_joined(1, &Bitfield::full(64));
         p.peer_joined(2, &bits(64, 1..64));
         // Piece 0 is the one rarest piece; rarest-first would always take it.
-        let got = p.pick(1, 1, t0());
+        let got = p.pick(1, blocks_per_piece, t0());
+        assert!(got.iter().all(|b| b.index == got[0].index), "{got:?}");
         firsts.insert(got[0].index);
         // After the first piece is verified, rarity rules.
-        assert_eq!(new_piece(p.block_received(1, got[0])), (true, vec![]));
+        let outcomes: Vec<_> = got.iter().map(|&b| new_piece(p.block_received(1, b))).collect();
+        assert_eq!(outcomes.last(), Some(&(true, vec![])));
         p.piece_verified(got[0].index);
         if got[0].index != 0 {
             assert_eq!(p.pick(1, 1, t0())[0].index, 0);
@@ -499,4 +503,40 @@ fn a_piece_unwanted_in_flight_may_finish() {
     let others: BTreeSet<u32> = p.pick(1, 100, t0()).iter().map(|b| b.index).collect();
     assert_eq!(others.len(), 2);
     assert!(!others.contains(&index));
+}
+
+/// Pieces as rare as each other are started extent by extent, so they complete in runs the disk worker writes
+/// together; a rarer piece still comes first.
+#[test]
+fn equally_rare_pieces_are_started_next_to_pieces_in_flight() {
+    let piece_len = 256 * 1024;
+    let per_extent = (EXTENT_BYTES / piece_len as u64) as u32;
+    let pieces = 16 * per_extent;
+    let mut p = picker(pieces, piece_len, &[0], 7);
+    p.peer_joined(1, &Bitfield::full(pieces));
+    let now = t0();
+    let mut started = Vec::new();
+    for _ in 1..pieces {
+        let blocks = p.pick(1, (piece_len / B) as usize, now);
+        let index = blocks[0].index;
+        assert!(blocks.iter().all(|b| b.index == index), "one piece at a time: {blocks:?}");
+        started.push(index);
+        for b in blocks {
+            p.block_received(1, b);
+        }
+        p.piece_verified(index);
+    }
+    // Every extent's pieces were started one after another, each extent once, the extents in random order.
+    let mut extents: Vec<u32> = started.iter().map(|&i| i / per_extent).collect();
+    extents.dedup();
+    assert_eq!(extents.len(), 16, "{started:?}");
+    assert_eq!(extents.iter().collect::<BTreeSet<_>>().len(), 16, "{started:?}");
+    assert!(!extents.is_sorted(), "{extents:?}");
+
+    // A rarer piece outside any extent in flight is still taken first.
+    let mut p = picker(pieces, piece_len, &[0], 7);
+    p.peer_joined(1, &Bitfield::full(pieces));
+    p.peer_joined(2, &bits(pieces, (0..pieces).filter(|&i| i != 5 * per_extent + 2)));
+    let first = p.pick(1, (piece_len / B) as usize, now)[0].index;
+    assert_eq!(first, 5 * per_extent + 2);
 }

@@ -230,6 +230,17 @@ impl Disk {
     /// cached pages are dropped), so reads through the other handle see the new data. The file is dirty as with
     /// `write_at`: the device may still hold the data in its own cache until the next fsync.
     pub fn write_direct_at(&mut self, file: usize, data: &[u8], offset: u64) -> Result<bool, StorageError> {
+        self.write_direct_vectored_at(file, &[data], offset)
+    }
+
+    /// `write_direct_at` of `parts` one after another from `offset`, in one call (one request to the device where
+    /// one write per part would make one each); every part must be aligned as `write_direct_at` says.
+    pub fn write_direct_vectored_at(
+        &mut self,
+        file: usize,
+        parts: &[&[u8]],
+        offset: u64,
+    ) -> Result<bool, StorageError> {
         if !self.writable {
             return Err(StorageError::ReadOnly);
         }
@@ -253,7 +264,7 @@ impl Disk {
             self.dirty.push(file);
         }
         let Some(direct) = &self.open[slot].direct else { return Ok(false) };
-        match direct.write_all_at(data, offset) {
+        match write_all_vectored_at(direct, parts, offset) {
             Ok(()) => Ok(true),
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok(false),
             Err(e) => Err(StorageError::io(path, "writing", e)),
@@ -432,6 +443,39 @@ fn start_writeback(file: &File) {
 
 #[cfg(not(target_os = "linux"))]
 fn start_writeback(_file: &File) {}
+
+/// `pwritev` of every byte of `parts` from `offset`. After a short write (a device nearly full) the rest goes one
+/// part at a time with `write_all_at`: its error says why, or, unaligned for `O_DIRECT`, it is `EINVAL`, and the
+/// caller writes through the page cache instead.
+fn write_all_vectored_at(file: &File, parts: &[&[u8]], offset: u64) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let iov: Vec<libc::iovec> =
+        parts.iter().map(|p| libc::iovec { iov_base: p.as_ptr() as *mut libc::c_void, iov_len: p.len() }).collect();
+    let total: usize = parts.iter().map(|p| p.len()).sum();
+    let at = libc::off_t::try_from(offset).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
+    let count = libc::c_int::try_from(iov.len()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    let written = loop {
+        // SAFETY: `iov` points at `parts`, which outlive the call and are only read.
+        let n = unsafe { libc::pwritev(file.as_raw_fd(), iov.as_ptr(), count, at) };
+        if n >= 0 {
+            break n as usize;
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    };
+    let (mut skip, mut at) = (written.min(total), offset + written as u64);
+    for part in parts {
+        let done = skip.min(part.len());
+        skip -= done;
+        if done < part.len() {
+            file.write_all_at(&part[done..], at)?;
+            at += (part.len() - done) as u64;
+        }
+    }
+    Ok(())
+}
 
 #[cfg(test)]
 mod tests {

@@ -29,8 +29,9 @@
 use std::io;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TryRecvError, TrySendError};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender, TryRecvError, TrySendError};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
 use super::{PieceBytes, Storage, StorageError};
 use crate::resume::{Keeper, SaveError};
@@ -41,6 +42,11 @@ const POOL_THREADS: usize = 2;
 /// Jobs one pool thread's queue holds, all torrents pinned to it together; each session's byte bound keeps its own
 /// share small (see `Torrent::input_paused`), so sending never blocks the loop in practice.
 const QUEUE_JOBS: usize = 4096;
+/// The most piece data written with one call (see `serve`): a run of neighbouring pieces the picker starts together.
+const RUN_BYTES: usize = crate::picker::EXTENT_BYTES as usize;
+/// How long a held run waits for its next piece when no job comes: pieces of a fast download come a fraction of a
+/// millisecond apart; a slow download's pieces are written this much later than they would be one by one.
+const RUN_WAIT: Duration = Duration::from_millis(5);
 /// A pool thread needs little stack: it calls pwrite, fsync and the record's encoder.
 const STACK: usize = 256 * 1024;
 
@@ -255,64 +261,182 @@ impl Drop for DiskWorker {
     }
 }
 
+/// Verified pieces held back so that the pieces after them join them in one write (see `Storage::write_run`).
+struct Run {
+    desk: Arc<Mutex<Desk>>,
+    done: Sender<DiskDone>,
+    waker: Arc<OnceLock<Arc<mio::Waker>>>,
+    pieces: Vec<(u32, PieceBytes)>,
+    bytes: usize,
+    /// The piece that may join next and where its bytes must go (file, offset).
+    next: (u32, usize, u64),
+}
+
 /// A pool thread: runs the jobs of every torrent pinned to it, in the order they were queued.
+///
+/// Write runs. A verified piece that can be written past the page cache is held back while the pieces after it
+/// come (the picker starts neighbours together, see `Picker::with_neighbours`), up to `RUN_BYTES`, and they are
+/// written with one call: on this VM each write is a request to the virtual device and an exit to the hypervisor,
+/// and 1 GiB written 256 KiB at a time cost a `dd` 0.22–0.33 s of system time against 0.05–0.09 s 4 MiB at a time.
+/// A run is written as soon as it is full, when the next job is anything but its next piece (so reports and
+/// records keep their order), and when no job comes for `RUN_WAIT`.
 fn serve(jobs: Receiver<Job>) {
-    for Job { work, desk, done, waker } in jobs {
-        let report = match work {
-            Work::Barrier(answer) => {
-                let _ = answer.send(());
-                continue;
+    let mut held: Option<Run> = None;
+    loop {
+        let job = if held.is_some() {
+            match jobs.recv_timeout(RUN_WAIT) {
+                Ok(job) => job,
+                Err(RecvTimeoutError::Timeout) => {
+                    write_held(&mut held);
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => break,
             }
-            #[cfg(test)]
-            Work::Gate(wait) => {
-                let _ = wait.recv();
-                continue;
+        } else {
+            match jobs.recv() {
+                Ok(job) => job,
+                Err(_) => break,
             }
-            // A job that panics (a bug) must not take the thread, and with it every torrent pinned to it: its own
-            // torrent hears `Lost`, and its desk, poisoned, writes nothing more.
-            work => match std::panic::catch_unwind(AssertUnwindSafe(|| run(&desk, work))) {
-                Ok(Some(report)) => report,
-                Ok(None) => continue,
-                Err(_) => DiskDone::Lost,
-            },
         };
-        // The receiver is gone only while the owner is being dropped: the jobs still run, unreported.
-        let _ = done.send(report);
-        if let Some(w) = waker.get()
-            && let Err(e) = w.wake()
-        {
-            log::debug!("cannot wake the loop: {e}");
+        serve_job(job, &mut held);
+    }
+    write_held(&mut held);
+}
+
+fn serve_job(Job { work, desk, done, waker }: Job, held: &mut Option<Run>) {
+    if !matches!(work, Work::Write { .. }) {
+        // Written first: a record's fsync must cover them, and reports keep the order of their jobs.
+        write_held(held);
+    }
+    let report = match work {
+        Work::Barrier(answer) => {
+            let _ = answer.send(());
+            return;
         }
+        #[cfg(test)]
+        Work::Gate(wait) => {
+            let _ = wait.recv();
+            return;
+        }
+        // A job that panics (a bug) must not take the thread, and with it every torrent pinned to it: its own
+        // torrent hears `Lost`, and its desk, poisoned, writes nothing more.
+        work => match std::panic::catch_unwind(AssertUnwindSafe(|| run(&desk, work))) {
+            Ok(Ran::Report(report)) => Some(report),
+            Ok(Ran::Silent) => None,
+            Ok(Ran::Hold { index, data, file, offset }) => {
+                let joins = held.as_ref().is_some_and(|r| {
+                    Arc::ptr_eq(&r.desk, &desk) && r.next == (index, file, offset) && r.bytes + data.len() <= RUN_BYTES
+                });
+                if !joins {
+                    write_held(held);
+                }
+                let next = (index + 1, file, offset + data.len() as u64);
+                let run = held.get_or_insert_with(|| Run {
+                    desk: desk.clone(),
+                    done: done.clone(),
+                    waker: waker.clone(),
+                    pieces: Vec::new(),
+                    bytes: 0,
+                    next,
+                });
+                run.bytes += data.len();
+                run.pieces.push((index, data));
+                run.next = next;
+                if run.bytes + run.pieces[0].1.len() > RUN_BYTES {
+                    write_held(held);
+                }
+                return;
+            }
+            Err(_) => Some(DiskDone::Lost),
+        },
+    };
+    write_held(held);
+    if let Some(report) = report {
+        send_reports(&done, &waker, [report]);
     }
 }
 
-/// One job at its torrent's desk; the report, for the jobs that have one.
-fn run(desk: &Mutex<Desk>, work: Work) -> Option<DiskDone> {
+/// Writes the held run, if any, and reports each of its pieces.
+fn write_held(held: &mut Option<Run>) {
+    let Some(Run { desk, done, waker, pieces, .. }) = held.take() else { return };
+    let written = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        let mut desk = desk.lock().ok()?;
+        let slices: Vec<&[u8]> = pieces.iter().map(|(_, data)| &data[..]).collect();
+        Some(desk.storage.write_run(pieces[0].0, &slices))
+    }));
+    match written {
+        Ok(Some(results)) => {
+            let reports = pieces.into_iter().zip(results).map(|((index, data), result)| DiskDone::Written {
+                index,
+                data,
+                result,
+            });
+            send_reports(&done, &waker, reports);
+        }
+        _ => send_reports(&done, &waker, [DiskDone::Lost]),
+    }
+}
+
+/// Sends reports to their torrent and wakes its loop once.
+fn send_reports(
+    done: &Sender<DiskDone>,
+    waker: &OnceLock<Arc<mio::Waker>>,
+    reports: impl IntoIterator<Item = DiskDone>,
+) {
+    for report in reports {
+        // The receiver is gone only while the owner is being dropped: the jobs still run, unreported.
+        let _ = done.send(report);
+    }
+    if let Some(w) = waker.get()
+        && let Err(e) = w.wake()
+    {
+        log::debug!("cannot wake the loop: {e}");
+    }
+}
+
+/// What became of one job.
+enum Ran {
+    Report(DiskDone),
+    /// A verified piece that `Storage::write_run` may write together with the pieces after it, at (file, offset).
+    Hold {
+        index: u32,
+        data: PieceBytes,
+        file: usize,
+        offset: u64,
+    },
+    Silent,
+}
+
+/// One job at its torrent's desk: its report, or a verified piece to hold for a run.
+fn run(desk: &Mutex<Desk>, work: Work) -> Ran {
     let reports = matches!(work, Work::Write { .. } | Work::Save { .. });
-    let Ok(mut desk) = desk.lock() else { return reports.then_some(DiskDone::Lost) };
+    let Ok(mut desk) = desk.lock() else { return if reports { Ran::Report(DiskDone::Lost) } else { Ran::Silent } };
     let Desk { storage, keeper } = &mut *desk;
-    match work {
+    Ran::Report(match work {
         Work::Write { index, data } => {
             if !storage.piece_matches(index, &data) {
-                return Some(DiskDone::Mismatch { index, data });
+                return Ran::Report(DiskDone::Mismatch { index, data });
+            }
+            if let Some((file, offset)) = storage.direct_span(index) {
+                return Ran::Hold { index, data, file, offset };
             }
             let result = storage.write_piece(index, &data);
-            Some(DiskDone::Written { index, data, result })
+            DiskDone::Written { index, data, result }
         }
-        Work::Save { pieces } => Some(DiskDone::Saved(match keeper {
+        Work::Save { pieces } => DiskDone::Saved(match keeper {
             Some(k) => k.save(storage, &pieces),
             None => Ok(()),
-        })),
+        }),
         Work::Audit { max_files } => {
             if let Some(k) = keeper {
                 k.audit(storage, max_files);
             }
-            None
+            return Ran::Silent;
         }
-        Work::Barrier(_) => None,
+        Work::Barrier(_) => return Ran::Silent,
         #[cfg(test)]
-        Work::Gate(_) => None,
-    }
+        Work::Gate(_) => return Ran::Silent,
+    })
 }
 
 #[cfg(test)]
@@ -388,6 +512,58 @@ mod tests {
         // The record vouches for the file as it was after the three writes it followed were synced.
         assert_eq!(rec.files.len(), f.meta.files.len());
         assert!(rec.files[0].is_some());
+    }
+
+    /// Aligned pieces go past the page cache and neighbours are held to be written together: the reports still come
+    /// one per piece in the order of the jobs, a record still follows the data it vouches for, and a run that waits
+    /// for a piece that never comes is written anyway.
+    #[test]
+    fn neighbouring_pieces_written_as_runs_keep_their_reports_and_order() {
+        const P: usize = 4096;
+        let content = data(12 * P, 9);
+        let meta = Metainfo::single_file_for_tests([4; 20], "r.bin", &content, P as u32);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.bin");
+        let storage = Storage::open(&meta, path.clone(), OpenMode::Leech).unwrap();
+        let record = dir.path().join("r.bin.toybt");
+        let keeper = Keeper::new(record.clone(), &meta, &storage);
+        let mut w = DiskWorker::start(storage.twin(), Some(keeper)).unwrap();
+        let piece = |i: usize| {
+            let mut b = PieceBytes::default();
+            b.set_len(P);
+            b.put(0, &content[i * P..(i + 1) * P]);
+            b
+        };
+        let gate = w.gate();
+        for i in [0, 1, 2, 3, 5, 6] {
+            w.write(i as u32, piece(i));
+        }
+        let mut bad = piece(7);
+        bad[0] ^= 1;
+        w.write(7, bad);
+        w.write(8, piece(8));
+        w.save(vec![0b1110_1101, 0b1000_0000]);
+        w.write(9, piece(9));
+        gate.send(()).unwrap();
+        let order: Vec<String> = drain(&mut w)
+            .iter()
+            .map(|d| match d {
+                DiskDone::Written { index, result: Ok(()), data } if data.len() == P => format!("w{index}"),
+                DiskDone::Mismatch { index, .. } => format!("m{index}"),
+                DiskDone::Saved(Ok(())) => "s".to_string(),
+                other => format!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(order, ["w0", "w1", "w2", "w3", "w5", "w6", "m7", "w8", "s", "w9"]);
+        let on_disk = std::fs::read(&path).unwrap();
+        for i in [0, 1, 2, 3, 5, 6, 8, 9] {
+            assert_eq!(&on_disk[i * P..(i + 1) * P], &content[i * P..(i + 1) * P], "piece {i}");
+        }
+        for i in [4, 7, 10, 11] {
+            assert!(on_disk[i * P..(i + 1) * P].iter().all(|&b| b == 0), "piece {i} was never written");
+        }
+        let rec = resume::decode(&std::fs::read(&record).unwrap()).unwrap();
+        assert_eq!(rec.pieces, vec![0b1110_1101, 0b1000_0000]);
     }
 
     #[test]

@@ -11,8 +11,13 @@ use std::net::SocketAddr;
 use crate::picker::BLOCK_LEN;
 use crate::storage::PieceBytes;
 
-/// Piece buffers kept for reuse, so a busy download does not allocate and free a piece per piece.
-const SPARE_PIECE_BUFFERS: usize = 4;
+/// Bytes of piece buffers kept for reuse, so a busy download does not allocate and free a piece per piece: as many as
+/// can wait for the disk worker (`MAX_UNWRITTEN`) and a few more, since a batch of them comes back at once. Freed
+/// buffers go back to the OS, and on a VM the first touch of fresh memory is slow: with room for only four spares the
+/// copy of blocks into new buffers was a fifth of a 1 GiB leech's CPU samples.
+const SPARE_PIECE_BYTES: usize = 6 << 20;
+/// Spares kept whatever the piece size, so large pieces still reuse buffers.
+const MIN_SPARE_PIECE_BUFFERS: usize = 2;
 /// Pieces that failed their hash with several senders, remembered until a good copy shows which block was bad.
 const MAX_SUSPECT_PIECES: usize = 64;
 /// Failed attempts remembered per suspect piece.
@@ -77,7 +82,7 @@ impl Assembly {
             data.set_len(piece_len);
             PieceBuf { data, senders: vec![None; piece_len.div_ceil(BLOCK_LEN as usize)] }
         });
-        buf.data[begin as usize..begin as usize + data.len()].copy_from_slice(data);
+        buf.data.put(begin as usize, data);
         buf.senders[(begin / BLOCK_LEN) as usize] = Some(sender);
     }
 
@@ -122,7 +127,8 @@ impl Assembly {
 
     /// A piece's buffer is back from the disk worker (or thrown away): keep it for the next one.
     pub fn recycle_data(&mut self, data: PieceBytes) {
-        if self.spare_buffers.len() < SPARE_PIECE_BUFFERS {
+        let kept = self.spare_buffers.len();
+        if kept < MIN_SPARE_PIECE_BUFFERS || (kept + 1) * data.len() <= SPARE_PIECE_BYTES {
             // Kept as it is, not zeroed: a piece is hashed only once all its blocks have overwritten every byte, and
             // zeroing a piece per piece was 4% of a download's instructions.
             self.spare_buffers.push(data);
