@@ -10,7 +10,7 @@
 #               Transmission leech to its seed over that many connections (see below)
 #   --runs N    run every pair N times; the table shows medians and the range of the rate
 # Knobs (environment): DIR (data and scratch, default /tmp/toybt-swarm-compare), SIZE_MIB (1024), SWARM_MIB (256),
-#   SWARM_LEECHES (8), BIG_MIB (8192), TIMEOUT (300 s per transfer), TOYBT (binary; built in release if unset),
+#   SWARM_LEECHES (8), SWARM_KINDS (leeches of the swarms: "toybt libtorrent"), BIG_MIB (8192), TIMEOUT (300 s per transfer), TOYBT (binary; built in release if unset),
 #   SHA1_MBS (skip the hashing bench and use this ceiling), KEEP_BIG=1 (keep the 8 GiB file).
 #
 # What is measured, for every SEED -> LEECH pair on the same SIZE_MIB file:
@@ -51,6 +51,7 @@ DIR=${DIR:-/tmp/toybt-swarm-compare}
 SIZE_MIB=${SIZE_MIB:-1024}
 SWARM_MIB=${SWARM_MIB:-256}
 SWARM_LEECHES=${SWARM_LEECHES:-8}
+SWARM_KINDS=${SWARM_KINDS:-toybt libtorrent}
 BIG_MIB=${BIG_MIB:-8192}
 TIMEOUT=${TIMEOUT:-300}
 RUNS=1
@@ -254,6 +255,7 @@ leech() {
 # Read by the shell itself: a swarm polls 8 logs every 0.1 s, and a grep process per look took CPU from the swarm.
 log_has() { # LOG GLOB: a line of LOG matches GLOB
     local line
+    # shellcheck disable=SC2053 # $2 is a glob on purpose
     { while IFS= read -r line; do [[ $line == $2 ]] && return 0; done <"$1"; } 2>/dev/null
     return 1
 }
@@ -450,14 +452,14 @@ swarm() {
     while :; do
         n_done=0
         for i in "${!names[@]}"; do
-            [ -n "${done_at[$i]:-}" ] || { leech_done "$lk" "${names[$i]}" && done_at[$i]=1; }
+            [ -n "${done_at[$i]:-}" ] || { leech_done "$lk" "${names[$i]}" && done_at[i]=1; }
             [ -n "${done_at[$i]:-}" ] && n_done=$((n_done + 1))
         done
         now_us
         [ "$n_done" = "$SWARM_LEECHES" ] && { ok=1; break; }
         [ "$NOW" -gt "$deadline" ] && { say "swarm of $lk: $n_done of $SWARM_LEECHES done after $TIMEOUT s"; break; }
         alive "$seed_pid" || { say "swarm of $lk: the seed exited"; break; }
-        snooze 0.1
+        snooze 0.02 # "all done" to 20 ms; a look reads the logs of the leeches not done yet, with no process started
     done
     t_end=$NOW
     local sent hw=0 cpu=0
@@ -472,16 +474,16 @@ swarm() {
     rm -rf "$RUN"/swarm-"$lk"-out-*
     [ "$ok" = 1 ] || return 1
     awk -v lk="$lk" -v n="$SWARM_LEECHES" -v b="$bytes" -v s="$sent" -v t="$(((t_end - t0) / 1000))" -v h="$hw" \
-        -v c="$cpu" -v k="$CLK" 'BEGIN {
-        printf "%-12s %8d %12.1f %12.1f %10.0f%% %12.1f %12.1f %10.1f MiB\n", lk, n, n * b / 1048576, s / 1048576,
-            100 * s / (n * b), t / 1000, c / k, h / 1024 }'
+        -v c="$cpu" -v k="$CLK" -v cores="$(nproc)" 'BEGIN {
+        printf "%-12s %8d %12.1f %12.1f %10.0f%% %12.2f %12.2f %10.2fx %10.1f MiB\n", lk, n, n * b / 1048576, s / 1048576,
+            100 * s / (n * b), t / 1000, c / k, (t / 1000) / (c / k / cores), h / 1024 }'
 }
 
 if [ "$SWARM" = 1 ]; then
     echo
     echo "1 toybt seed -> $SWARM_LEECHES leeches, $SWARM_MIB MiB, through the tracker (seed sent: its own upload total)"
-    printf '%-12s %8s %12s %12s %11s %12s %12s %14s\n' "leeches" "count" "down MiB" "seed sent" "seed share" \
-        "all done s" "CPU s, all" "leech RSS max"
-    swarm toybt || say "the toybt swarm failed"
-    swarm libtorrent || say "the libtorrent swarm failed"
+    printf '%-12s %8s %12s %12s %11s %12s %12s %11s %14s\n' "leeches" "count" "down MiB" "seed sent" "seed share" \
+        "all done s" "CPU s, all" "vs bound" "leech RSS max"
+    for kind in $SWARM_KINDS; do swarm "$kind" || say "the $kind swarm failed"; done
+    echo "vs bound: all done / (CPU s, all / $(nproc) cores), the CPU bound; 1.00x would leave no core idle."
 fi

@@ -503,6 +503,11 @@ impl Picker {
         out
     }
 
+    /// Whether piece `index` is started and some of its blocks are still to come.
+    pub fn is_receiving(&self, index: u32) -> bool {
+        self.partials.get(&index).is_some_and(|p| p.received < p.slots.len() as u32)
+    }
+
     /// Piece `index` was just started: its neighbours come next (see `with_neighbours`).
     fn note_started(&mut self, index: u32) {
         if self.recently_started.len() == MAX_RECENT_STARTS {

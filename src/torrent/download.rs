@@ -106,7 +106,8 @@ impl Torrent {
     pub(super) fn finish_piece(&mut self, now: Instant, index: u32) {
         let Some(buf) = self.assembly.take(index) else { return };
         let data = self.assembly.hand_over(index, buf);
-        self.disk.write(index, data);
+        let next_coming = self.picker.is_receiving(index + 1);
+        self.disk.write(index, data, next_coming);
         if self.paused_since.is_none() && self.input_paused() {
             self.paused_since = Some(now);
         }
