@@ -29,8 +29,6 @@ pub const BLOCK_LEN: u32 = 16 * 1024;
 /// The span within which pieces are preferably started together (see `Picker::with_neighbours`): the disk worker
 /// writes up to this much in one call.
 pub const EXTENT_BYTES: u64 = 1 << 20;
-/// Pieces started lately whose extents are looked at for a neighbour (a few peers' worth).
-const MAX_RECENT_STARTS: usize = 8;
 
 /// A connection, named by the reactor's slab key.
 pub type PeerKey = usize;
@@ -132,8 +130,8 @@ pub struct Picker {
     dups: Vec<Dup>,
     peers: HashMap<PeerKey, Bitfield>,
     rng: u64,
-    /// The last pieces started, oldest first (see `with_neighbours`).
-    recently_started: Vec<u32>,
+    /// The piece each peer was last asked to start (see `with_neighbours`).
+    last_started: HashMap<PeerKey, u32>,
 }
 
 fn next_random(state: &mut u64) -> u64 {
@@ -194,7 +192,7 @@ impl Picker {
             dups: Vec::new(),
             peers: HashMap::new(),
             rng,
-            recently_started: Vec::with_capacity(MAX_RECENT_STARTS),
+            last_started: HashMap::new(),
         })
     }
 
@@ -376,6 +374,7 @@ impl Picker {
     pub fn peer_left(&mut self, peer: PeerKey) {
         self.peer_choked(peer);
         self.forget_pieces(peer);
+        self.last_started.remove(&peer);
     }
 
     fn forget_pieces(&mut self, peer: PeerKey) {
@@ -456,7 +455,7 @@ impl Picker {
                     Partial { slots: vec![Slot::Missing { avoid: None }; n as usize], missing: n, received: 0 };
                 take_missing(geo, index, &mut partial, peer, now, false, max, &mut out);
                 self.partials.insert(index, partial);
-                self.note_started(index);
+                self.note_started(peer, index);
             }
         }
 
@@ -474,7 +473,8 @@ impl Picker {
     }
 
     /// Extent affinity (libtorrent has it too): a piece as rare as the rarest choice and in the same `EXTENT_BYTES`
-    /// as a piece started lately comes first, then each rarest choice's extent, its pieces as rare as it in index
+    /// as the piece this peer was last asked to start comes first (each peer works through an extent of its own, so
+    /// its pieces come in order), then each rarest choice's extent, its pieces as rare as it in index
     /// order (so the choice among equals is random by extent, not by piece). So
     /// rarest-first holds (no piece comes before a rarer one), and neighbouring pieces complete together, which the
     /// disk worker writes with one call instead of one per piece (each write is a request to the device, and on a
@@ -490,7 +490,7 @@ impl Picker {
         let extent = |p: u32| p / per_extent * per_extent..((p / per_extent + 1) * per_extent).min(self.geo.pieces);
         let mut out = Vec::with_capacity(want);
         let limit = self.avail[first as usize];
-        for &r in self.recently_started.iter().rev() {
+        if let Some(&r) = self.last_started.get(&peer) {
             out.extend(extent(r).filter(|&q| fits(q, limit)));
         }
         for &p in &rarest {
@@ -508,12 +508,9 @@ impl Picker {
         self.partials.get(&index).is_some_and(|p| p.received < p.slots.len() as u32)
     }
 
-    /// Piece `index` was just started: its neighbours come next (see `with_neighbours`).
-    fn note_started(&mut self, index: u32) {
-        if self.recently_started.len() == MAX_RECENT_STARTS {
-            self.recently_started.remove(0);
-        }
-        self.recently_started.push(index);
+    /// `peer` was just asked for piece `index`: its neighbours come next from the same peer (see `with_neighbours`).
+    fn note_started(&mut self, peer: PeerKey, index: u32) {
+        self.last_started.insert(peer, index);
     }
 
     /// Up to `want` pieces to start for `peer`, rarest first, random among equals.

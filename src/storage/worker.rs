@@ -31,8 +31,11 @@ use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender, TryRecvError, TrySendError};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
+use std::time::Instant;
 
+mod runs;
+
+use self::runs::Runs;
 use super::{PieceBytes, Storage, StorageError};
 use crate::resume::{Keeper, SaveError};
 
@@ -42,11 +45,6 @@ const POOL_THREADS: usize = 2;
 /// Jobs one pool thread's queue holds, all torrents pinned to it together; each session's byte bound keeps its own
 /// share small (see `Torrent::input_paused`), so sending never blocks the loop in practice.
 const QUEUE_JOBS: usize = 4096;
-/// The most piece data written with one call (see `serve`): a run of neighbouring pieces the picker starts together.
-const RUN_BYTES: usize = crate::picker::EXTENT_BYTES as usize;
-/// How long a held run waits for its next piece when no job comes: pieces of a fast download come a fraction of a
-/// millisecond apart; a slow download's pieces are written this much later than they would be one by one.
-const RUN_WAIT: Duration = Duration::from_millis(5);
 /// A pool thread needs little stack: it calls pwrite, fsync and the record's encoder.
 const STACK: usize = 256 * 1024;
 
@@ -76,9 +74,15 @@ struct Desk {
     keeper: Option<Keeper>,
 }
 
-/// One job: the work, the torrent's desk, where its report goes and whom to wake.
+/// One job: the work, and the torrent it is for.
 struct Job {
     work: Work,
+    owner: Owner,
+}
+
+/// A torrent as its jobs see it: its desk, where its reports go and whom to wake.
+#[derive(Clone)]
+struct Owner {
     desk: Arc<Mutex<Desk>>,
     done: Sender<DiskDone>,
     waker: Arc<OnceLock<Arc<mio::Waker>>>,
@@ -241,7 +245,8 @@ impl DiskWorker {
     }
 
     fn send(&mut self, work: Work) {
-        let job = Job { work, desk: self.desk.clone(), done: self.report_to.clone(), waker: self.waker.clone() };
+        let owner = Owner { desk: self.desk.clone(), done: self.report_to.clone(), waker: self.waker.clone() };
+        let job = Job { work, owner };
         let job = match self.queue.try_send(job) {
             Ok(()) => return,
             // Only if the torrents on this thread let far more than their byte bounds pile up: waiting is the bound.
@@ -264,53 +269,36 @@ impl Drop for DiskWorker {
     }
 }
 
-/// Verified pieces held back so that the pieces after them join them in one write (see `Storage::write_run`).
-struct Run {
-    desk: Arc<Mutex<Desk>>,
-    done: Sender<DiskDone>,
-    waker: Arc<OnceLock<Arc<mio::Waker>>>,
-    pieces: Vec<(u32, PieceBytes)>,
-    bytes: usize,
-    /// The piece that may join next and where its bytes must go (file, offset).
-    next: (u32, usize, u64),
-}
-
-/// A pool thread: runs the jobs of every torrent pinned to it, in the order they were queued.
-///
-/// Write runs. A verified piece that can be written past the page cache is held back while the pieces after it
-/// come (the picker starts neighbours together, see `Picker::with_neighbours`), up to `RUN_BYTES`, and they are
-/// written with one call: on this VM each write is a request to the virtual device and an exit to the hypervisor,
-/// and 1 GiB written 256 KiB at a time cost a `dd` 0.22–0.33 s of system time against 0.05–0.09 s 4 MiB at a time.
-/// A run is written as soon as it is full, when its next piece is not being received (the session says so with
-/// each piece), when the next job is anything but its next piece (so reports and records keep their order), and
-/// when no job comes for `RUN_WAIT`.
+/// A pool thread: runs the jobs of every torrent pinned to it, in the order they were queued, except that verified
+/// pieces that can be written past the page cache are held back a moment to be written together with their
+/// neighbours (see `runs`). A torrent's held pieces are written before any other job of its, so a record still
+/// follows the data it vouches for; their reports may come out of job order among themselves.
 fn serve(jobs: Receiver<Job>) {
-    let mut held: Option<Run> = None;
+    let mut runs = Runs::default();
     loop {
-        let job = if held.is_some() {
-            match jobs.recv_timeout(RUN_WAIT) {
+        let job = match runs.wait(Instant::now()) {
+            None => match jobs.recv() {
+                Ok(job) => job,
+                Err(_) => break,
+            },
+            Some(wait) => match jobs.recv_timeout(wait) {
                 Ok(job) => job,
                 Err(RecvTimeoutError::Timeout) => {
-                    write_held(&mut held);
+                    runs.write_stale(Instant::now());
                     continue;
                 }
                 Err(RecvTimeoutError::Disconnected) => break,
-            }
-        } else {
-            match jobs.recv() {
-                Ok(job) => job,
-                Err(_) => break,
-            }
+            },
         };
-        serve_job(job, &mut held);
+        serve_job(job, &mut runs);
+        runs.write_stale(Instant::now());
     }
-    write_held(&mut held);
+    runs.write_all();
 }
 
-fn serve_job(Job { work, desk, done, waker }: Job, held: &mut Option<Run>) {
+fn serve_job(Job { work, owner }: Job, runs: &mut Runs) {
     if !matches!(work, Work::Write { .. }) {
-        // Written first: a record's fsync must cover them, and reports keep the order of their jobs.
-        write_held(held);
+        runs.write_torrent(&owner);
     }
     let report = match work {
         Work::Barrier(answer) => {
@@ -319,79 +307,34 @@ fn serve_job(Job { work, desk, done, waker }: Job, held: &mut Option<Run>) {
         }
         #[cfg(test)]
         Work::Gate(wait) => {
+            runs.write_all();
             let _ = wait.recv();
             return;
         }
         // A job that panics (a bug) must not take the thread, and with it every torrent pinned to it: its own
         // torrent hears `Lost`, and its desk, poisoned, writes nothing more.
-        work => match std::panic::catch_unwind(AssertUnwindSafe(|| run(&desk, work))) {
-            Ok(Ran::Report(report)) => Some(report),
-            Ok(Ran::Silent) => None,
+        work => match std::panic::catch_unwind(AssertUnwindSafe(|| run(&owner.desk, work))) {
+            Ok(Ran::Report(report)) => report,
+            Ok(Ran::Silent) => return,
             Ok(Ran::Hold { index, data, file, offset, next_coming }) => {
-                let joins = held.as_ref().is_some_and(|r| {
-                    Arc::ptr_eq(&r.desk, &desk) && r.next == (index, file, offset) && r.bytes + data.len() <= RUN_BYTES
-                });
-                if !joins {
-                    write_held(held);
-                }
-                let next = (index + 1, file, offset + data.len() as u64);
-                let run = held.get_or_insert_with(|| Run {
-                    desk: desk.clone(),
-                    done: done.clone(),
-                    waker: waker.clone(),
-                    pieces: Vec::new(),
-                    bytes: 0,
-                    next,
-                });
-                run.bytes += data.len();
-                run.pieces.push((index, data));
-                run.next = next;
-                if !next_coming || run.bytes + run.pieces[0].1.len() > RUN_BYTES {
-                    write_held(held);
-                }
+                runs.hold(Instant::now(), &owner, index, data, file, offset, next_coming);
                 return;
             }
-            Err(_) => Some(DiskDone::Lost),
+            Err(_) => DiskDone::Lost,
         },
     };
-    write_held(held);
-    if let Some(report) = report {
-        send_reports(&done, &waker, [report]);
-    }
-}
-
-/// Writes the held run, if any, and reports each of its pieces.
-fn write_held(held: &mut Option<Run>) {
-    let Some(Run { desk, done, waker, pieces, .. }) = held.take() else { return };
-    let written = std::panic::catch_unwind(AssertUnwindSafe(|| {
-        let mut desk = desk.lock().ok()?;
-        let slices: Vec<&[u8]> = pieces.iter().map(|(_, data)| &data[..]).collect();
-        Some(desk.storage.write_run(pieces[0].0, &slices))
-    }));
-    match written {
-        Ok(Some(results)) => {
-            let reports = pieces.into_iter().zip(results).map(|((index, data), result)| DiskDone::Written {
-                index,
-                data,
-                result,
-            });
-            send_reports(&done, &waker, reports);
-        }
-        _ => send_reports(&done, &waker, [DiskDone::Lost]),
-    }
+    // Reports keep the order of their torrent's jobs where they can: its held pieces go first.
+    runs.write_torrent(&owner);
+    send_reports(&owner, [report]);
 }
 
 /// Sends reports to their torrent and wakes its loop once.
-fn send_reports(
-    done: &Sender<DiskDone>,
-    waker: &OnceLock<Arc<mio::Waker>>,
-    reports: impl IntoIterator<Item = DiskDone>,
-) {
+fn send_reports(owner: &Owner, reports: impl IntoIterator<Item = DiskDone>) {
     for report in reports {
         // The receiver is gone only while the owner is being dropped: the jobs still run, unreported.
-        let _ = done.send(report);
+        let _ = owner.done.send(report);
     }
-    if let Some(w) = waker.get()
+    if let Some(w) = owner.waker.get()
         && let Err(e) = w.wake()
     {
         log::debug!("cannot wake the loop: {e}");

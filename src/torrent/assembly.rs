@@ -5,16 +5,18 @@
 //! peers alongside a liar, so the digest of each block is remembered with its sender until a good copy of the piece
 //! shows which block was wrong.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 
 use crate::picker::BLOCK_LEN;
 use crate::storage::PieceBytes;
 
 /// Bytes of piece buffers kept for reuse, so a busy download does not allocate and free a piece per piece: as many as
-/// can wait for the disk worker (`MAX_UNWRITTEN`) and a few more, since a batch of them comes back at once. Freed
-/// buffers go back to the OS, and on a VM the first touch of fresh memory is slow: with room for only four spares the
-/// copy of blocks into new buffers was a fifth of a 1 GiB leech's CPU samples.
+/// can wait for the disk worker (`MAX_UNWRITTEN`) and a few more, since a batch of them comes back at once (freed
+/// buffers go back to the OS, and on a VM the first touch of fresh memory is slow). A spare that held a piece just
+/// written keeps it until it is reused, oldest first, and serves that piece's blocks to peers: written past the page
+/// cache, a piece would otherwise be read back from the device by every peer that asks for it, and in a swarm the
+/// pieces asked for are the ones just announced.
 const SPARE_PIECE_BYTES: usize = 6 << 20;
 /// Spares kept whatever the piece size, so large pieces still reuse buffers.
 const MIN_SPARE_PIECE_BUFFERS: usize = 2;
@@ -70,7 +72,8 @@ pub struct Assembly {
     verifying: HashMap<u32, Vec<Option<Sender>>>,
     /// Blocks of pieces that failed with several senders, by piece.
     suspects: HashMap<u32, Vec<Suspect>>,
-    spare_buffers: Vec<PieceBytes>,
+    /// Oldest first; each with the index of the piece it holds, if it holds one just written.
+    spare_buffers: VecDeque<(Option<u32>, PieceBytes)>,
 }
 
 impl Assembly {
@@ -78,7 +81,7 @@ impl Assembly {
     pub fn add_block(&mut self, index: u32, piece_len: usize, begin: u32, data: &[u8], sender: Sender) {
         let spare = &mut self.spare_buffers;
         let buf = self.pieces.entry(index).or_insert_with(|| {
-            let mut data = spare.pop().unwrap_or_default();
+            let mut data = spare.pop_front().map(|(_, data)| data).unwrap_or_default();
             data.set_len(piece_len);
             PieceBuf { data, senders: vec![None; piece_len.div_ceil(BLOCK_LEN as usize)] }
         });
@@ -127,12 +130,32 @@ impl Assembly {
 
     /// A piece's buffer is back from the disk worker (or thrown away): keep it for the next one.
     pub fn recycle_data(&mut self, data: PieceBytes) {
-        let kept = self.spare_buffers.len();
-        if kept < MIN_SPARE_PIECE_BUFFERS || (kept + 1) * data.len() <= SPARE_PIECE_BYTES {
-            // Kept as it is, not zeroed: a piece is hashed only once all its blocks have overwritten every byte, and
-            // zeroing a piece per piece was 4% of a download's instructions.
-            self.spare_buffers.push(data);
+        self.keep_spare(None, data);
+    }
+
+    /// Piece `index` is written: keep its buffer for the next piece, and its bytes to serve until then.
+    pub fn keep_written(&mut self, index: u32, data: PieceBytes) {
+        self.keep_spare(Some(index), data);
+    }
+
+    fn keep_spare(&mut self, index: Option<u32>, data: PieceBytes) {
+        // Kept as it is, not zeroed: a piece is hashed only once all its blocks have overwritten every byte, and
+        // zeroing a piece per piece was 4% of a download's instructions.
+        let len = data.len();
+        self.spare_buffers.push_back((index, data));
+        while self.spare_buffers.len() > MIN_SPARE_PIECE_BUFFERS && self.spare_buffers.len() * len > SPARE_PIECE_BYTES {
+            self.spare_buffers.pop_front();
         }
+    }
+
+    /// `length` bytes at `begin` of piece `index`, if a spare buffer still holds that piece as written (and the range
+    /// is one `Storage::read_block` would serve; otherwise that call says what is wrong with it).
+    pub fn written_block(&self, index: u32, begin: u32, length: u32) -> Option<&[u8]> {
+        if length == 0 || length > crate::storage::MAX_BLOCK {
+            return None;
+        }
+        let (_, data) = self.spare_buffers.iter().rev().find(|(held, _)| *held == Some(index))?;
+        data.get(begin as usize..begin as usize + length as usize)
     }
 
     /// Piece `index` failed its hash: a sole sender is the liar; with several, their blocks are remembered, within
@@ -175,4 +198,37 @@ impl Assembly {
 fn block_of(piece: &[u8], slot: usize) -> &[u8] {
     let begin = (slot * BLOCK_LEN as usize).min(piece.len());
     &piece[begin..(begin + BLOCK_LEN as usize).min(piece.len())]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bytes(len: usize, seed: u8) -> PieceBytes {
+        (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect::<Vec<u8>>().into()
+    }
+
+    #[test]
+    fn a_written_piece_serves_its_blocks_until_its_buffer_is_reused() {
+        let mut a = Assembly::default();
+        let len = 256 * 1024;
+        a.keep_written(7, bytes(len, 1));
+        a.recycle_data(bytes(len, 2));
+        assert_eq!(a.written_block(7, 16384, 16384), Some(&bytes(len, 1)[16384..32768]));
+        assert_eq!(a.written_block(7, len as u32 - 100, 200), None, "past the end");
+        assert_eq!(a.written_block(7, 0, 0), None, "empty");
+        assert_eq!(a.written_block(7, 0, crate::storage::MAX_BLOCK + 1), None, "too long");
+        assert_eq!(a.written_block(8, 0, 16384), None, "a piece never held");
+        // Buffers are reused oldest first: piece 7's goes to the next piece, and with it the bytes it served.
+        let sender = Sender { generation: 1, addr: "127.0.0.1:1".parse().unwrap() };
+        a.add_block(9, len, 0, &[5; 16384], sender);
+        assert_eq!(a.written_block(7, 0, 16384), None);
+        // Spares are bounded: the oldest go first.
+        for i in 0..100 {
+            a.keep_written(100 + i, bytes(len, 3));
+        }
+        assert!(a.spare_buffers.len() * len <= SPARE_PIECE_BYTES);
+        assert!(a.written_block(199, 0, 16384).is_some());
+        assert!(a.written_block(100, 0, 16384).is_none());
+    }
 }

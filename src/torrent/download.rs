@@ -195,10 +195,13 @@ impl Torrent {
                 let buf = self.assembly.returned(index, data);
                 // A piece is written only once it matched its hash, so even a failed write vouches for the bytes.
                 self.piece_verified(now, index, &buf.data);
-                self.assembly.recycle(buf);
                 match result {
-                    Ok(()) => self.piece_done(now, index),
+                    Ok(()) => {
+                        self.assembly.keep_written(index, buf.data);
+                        self.piece_done(now, index);
+                    }
                     Err(e) => {
+                        self.assembly.recycle(buf);
                         self.picker.piece_failed(index);
                         self.stop_downloading(format!("cannot store piece {index}: {e}"));
                     }

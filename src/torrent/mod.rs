@@ -442,7 +442,9 @@ impl Torrent {
             }
             let mark = out.len();
             wire::encode_piece_header(out, b.index, b.begin, b.length);
-            if let Err(e) = self.storage.read_block(b.index, b.begin, b.length, out) {
+            if let Some(bytes) = self.assembly.written_block(b.index, b.begin, b.length) {
+                out.extend_from_slice(bytes);
+            } else if let Err(e) = self.storage.read_block(b.index, b.begin, b.length, out) {
                 out.truncate(mark);
                 peer.upload_done(now, None);
                 // A file truncated or broken under us: stop offering what it held, say so once per file.
