@@ -197,7 +197,8 @@ impl Torrent {
                 self.piece_verified(now, index, &buf.data);
                 match result {
                     Ok(()) => {
-                        self.assembly.keep_written(index, buf.data);
+                        let lacked = self.peers.values().any(|p| p.is_active() && !p.pieces().get(index));
+                        self.assembly.keep_written(index, buf.data, lacked);
                         self.piece_done(now, index);
                     }
                     Err(e) => {
@@ -262,6 +263,8 @@ impl Torrent {
 
     pub(super) fn on_complete(&mut self, now: Instant) {
         self.completed_at = Some(now);
+        // A seed needs no piece buffers: a daemon's finished torrents hold none.
+        self.assembly.drop_spares();
         // Slots were held by the rate peers gave us; a seed ranks by the rate they take.
         self.slot_freed(now);
         // Said before the flush: the last piece is verified now, and flushing GiBs just written can take seconds.
