@@ -467,21 +467,9 @@ mod tests {
     /// for a piece that never comes is written anyway.
     #[test]
     fn neighbouring_pieces_written_as_runs_keep_their_reports_and_order() {
-        const P: usize = 4096;
-        let content = data(12 * P, 9);
-        let meta = Metainfo::single_file_for_tests([4; 20], "r.bin", &content, P as u32);
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("r.bin");
-        let storage = Storage::open(&meta, path.clone(), OpenMode::Leech).unwrap();
-        let record = dir.path().join("r.bin.toybt");
-        let keeper = Keeper::new(record.clone(), &meta, &storage);
-        let mut w = DiskWorker::start(storage.twin(), Some(keeper)).unwrap();
-        let piece = |i: usize| {
-            let mut b = PieceBytes::default();
-            b.set_len(P);
-            b.put(0, &content[i * P..(i + 1) * P]);
-            b
-        };
+        const P: usize = Aligned::P;
+        let (f, mut w) = Aligned::new(12);
+        let (content, path, record, piece) = (&f.content, &f.path, &f.record, |i| f.piece(i));
         let gate = w.gate();
         for i in [0, 1, 2, 3, 5, 6] {
             // Piece 4 is not coming: the run of 0..=3 is written without waiting for it.
@@ -504,15 +492,74 @@ mod tests {
             })
             .collect();
         assert_eq!(order, ["w0", "w1", "w2", "w3", "w5", "w6", "m7", "w8", "s", "w9"]);
-        let on_disk = std::fs::read(&path).unwrap();
+        let on_disk = std::fs::read(path).unwrap();
         for i in [0, 1, 2, 3, 5, 6, 8, 9] {
             assert_eq!(&on_disk[i * P..(i + 1) * P], &content[i * P..(i + 1) * P], "piece {i}");
         }
         for i in [4, 7, 10, 11] {
             assert!(on_disk[i * P..(i + 1) * P].iter().all(|&b| b == 0), "piece {i} was never written");
         }
-        let rec = resume::decode(&std::fs::read(&record).unwrap()).unwrap();
+        let rec = resume::decode(&std::fs::read(record).unwrap()).unwrap();
         assert_eq!(rec.pieces, vec![0b1110_1101, 0b1000_0000]);
+    }
+
+    /// Pieces whose neighbours never come are held within bounds (runs, bytes, time) and all end up written.
+    #[test]
+    fn held_pieces_stay_within_bounds_and_are_all_written() {
+        let (f, mut w) = Aligned::new(40);
+        let gate = w.gate();
+        // Every other piece, each said to have neighbours on the way: twenty runs of one, more than may be held.
+        for i in (0..40).step_by(2) {
+            w.write(i as u32, f.piece(i), true);
+        }
+        gate.send(()).unwrap();
+        let mut written: Vec<u32> = drain(&mut w)
+            .into_iter()
+            .map(|d| match d {
+                DiskDone::Written { index, result: Ok(()), .. } => index,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        written.sort_unstable();
+        assert_eq!(written, (0..40).step_by(2).collect::<Vec<u32>>());
+        let on_disk = std::fs::read(&f.path).unwrap();
+        for i in 0..40 {
+            let want: &[u8] =
+                if i % 2 == 0 { &f.content[i * Aligned::P..(i + 1) * Aligned::P] } else { &[0; Aligned::P] };
+            assert_eq!(&on_disk[i * Aligned::P..(i + 1) * Aligned::P], want, "piece {i}");
+        }
+    }
+
+    /// A torrent of `DIRECT_ALIGN`-sized pieces, whose pieces the worker may hold and write in runs.
+    struct Aligned {
+        _dir: tempfile::TempDir,
+        content: Vec<u8>,
+        path: std::path::PathBuf,
+        record: std::path::PathBuf,
+    }
+
+    impl Aligned {
+        const P: usize = crate::storage::DIRECT_ALIGN;
+
+        fn new(pieces: usize) -> (Aligned, DiskWorker) {
+            let content = data(pieces * Self::P, 9);
+            let meta = Metainfo::single_file_for_tests([4; 20], "r.bin", &content, Self::P as u32);
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("r.bin");
+            let storage = Storage::open(&meta, path.clone(), OpenMode::Leech).unwrap();
+            let record = dir.path().join("r.bin.toybt");
+            let keeper = Keeper::new(record.clone(), &meta, &storage);
+            let worker = DiskWorker::start(storage.twin(), Some(keeper)).unwrap();
+            (Aligned { _dir: dir, content, path, record }, worker)
+        }
+
+        /// Piece `i` in an aligned buffer, as the session hands it over.
+        fn piece(&self, i: usize) -> PieceBytes {
+            let mut b = PieceBytes::default();
+            b.set_len(Self::P);
+            b.put(0, &self.content[i * Self::P..(i + 1) * Self::P]);
+            b
+        }
     }
 
     #[test]
