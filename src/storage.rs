@@ -318,12 +318,7 @@ impl Storage {
 
     /// Writes piece `index` with `O_DIRECT` if it is one aligned span; false if it was not written.
     fn write_direct(&mut self, index: u32, data: &[u8]) -> Result<bool, StorageError> {
-        let Some(mut spans) = self.layout.piece_spans(index) else { return Ok(false) };
-        let (Some(s), None) = (spans.next(), spans.next()) else { return Ok(false) };
-        let aligned = |n: u64| n.is_multiple_of(DIRECT_ALIGN as u64);
-        if s.padding || !aligned(s.file_offset) || !aligned(data.len() as u64) {
-            return Ok(false);
-        }
+        let Some((file, offset)) = self.direct_span(index) else { return Ok(false) };
         let Some(bounce) = &mut self.direct else { return Ok(false) };
         let buf = if data.as_ptr().align_offset(DIRECT_ALIGN) == 0 {
             data
@@ -336,7 +331,7 @@ impl Storage {
             buf.copy_from_slice(data);
             buf
         };
-        let written = self.disk.write_direct_at(s.file, buf, s.file_offset)?;
+        let written = self.disk.write_direct_at(file, buf, offset)?;
         if !written {
             // The file system refuses direct writes: stop trying.
             log::debug!("direct writes refused; writing through the page cache");

@@ -241,14 +241,7 @@ impl Disk {
         parts: &[&[u8]],
         offset: u64,
     ) -> Result<bool, StorageError> {
-        if !self.writable {
-            return Err(StorageError::ReadOnly);
-        }
-        let slot = self.slot(file)?;
-        if let Some(code) = self.open[slot].write_refused {
-            let path = &self.files[file].full;
-            return Err(StorageError::io(path, "opening for writing", io::Error::from_raw_os_error(code)));
-        }
+        let slot = self.slot_for_writing(file)?;
         let path = &self.files[file].full;
         if self.open[slot].direct.is_none() {
             use std::os::unix::fs::OpenOptionsExt;
@@ -259,10 +252,8 @@ impl Disk {
                 Err(e) => return Err(StorageError::io(path, "opening for direct writing", e)),
             }
         }
-        if !self.is_dirty[file] {
-            self.is_dirty[file] = true;
-            self.dirty.push(file);
-        }
+        self.mark_dirty(file);
+        let path = &self.files[file].full;
         let Some(direct) = &self.open[slot].direct else { return Ok(false) };
         match write_all_vectored_at(direct, parts, offset) {
             Ok(()) => Ok(true),
@@ -272,19 +263,9 @@ impl Disk {
     }
 
     pub fn write_at(&mut self, file: usize, data: &[u8], offset: u64) -> Result<(), StorageError> {
-        if !self.writable {
-            return Err(StorageError::ReadOnly);
-        }
-        let slot = self.slot(file)?;
-        if let Some(code) = self.open[slot].write_refused {
-            let path = &self.files[file].full;
-            return Err(StorageError::io(path, "opening for writing", io::Error::from_raw_os_error(code)));
-        }
+        let slot = self.slot_for_writing(file)?;
         // Dirty from here on even if the write fails half-way: whatever reached the page cache must be synced too.
-        if !self.is_dirty[file] {
-            self.is_dirty[file] = true;
-            self.dirty.push(file);
-        }
+        self.mark_dirty(file);
         let open = &mut self.open[slot];
         open.handle.write_all_at(data, offset).map_err(|e| StorageError::io(&self.files[file].full, "writing", e))?;
         open.unstarted += data.len() as u64;
@@ -340,6 +321,19 @@ impl Disk {
     }
 
     /// The cache slot holding an open handle for `file`, opening it (and closing the least recently used) if needed.
+    /// The open slot of `file`, to write to: an error if the storage is read-only or opening it for writing failed.
+    fn slot_for_writing(&mut self, file: usize) -> Result<usize, StorageError> {
+        if !self.writable {
+            return Err(StorageError::ReadOnly);
+        }
+        let slot = self.slot(file)?;
+        if let Some(code) = self.open[slot].write_refused {
+            let path = &self.files[file].full;
+            return Err(StorageError::io(path, "opening for writing", io::Error::from_raw_os_error(code)));
+        }
+        Ok(slot)
+    }
+
     fn slot(&mut self, file: usize) -> Result<usize, StorageError> {
         self.tick += 1;
         let slot = match self.open.iter().position(|s| s.file == file) {

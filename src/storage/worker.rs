@@ -35,7 +35,7 @@ use std::time::Instant;
 
 mod runs;
 
-use self::runs::Runs;
+use self::runs::{Runs, Verified};
 use super::{PieceBytes, Storage, StorageError};
 use crate::resume::{Keeper, SaveError};
 
@@ -316,8 +316,8 @@ fn serve_job(Job { work, owner }: Job, runs: &mut Runs) {
         work => match std::panic::catch_unwind(AssertUnwindSafe(|| run(&owner.desk, work))) {
             Ok(Ran::Report(report)) => report,
             Ok(Ran::Silent) => return,
-            Ok(Ran::Hold { index, data, file, offset, next_coming }) => {
-                runs.hold(Instant::now(), &owner, index, data, file, offset, next_coming);
+            Ok(Ran::Hold(piece)) => {
+                runs.hold(Instant::now(), &owner, piece);
                 return;
             }
             Err(_) => DiskDone::Lost,
@@ -344,14 +344,8 @@ fn send_reports(owner: &Owner, reports: impl IntoIterator<Item = DiskDone>) {
 /// What became of one job.
 enum Ran {
     Report(DiskDone),
-    /// A verified piece that `Storage::write_run` may write together with the pieces after it, at (file, offset).
-    Hold {
-        index: u32,
-        data: PieceBytes,
-        file: usize,
-        offset: u64,
-        next_coming: bool,
-    },
+    /// A verified piece to hold for a run.
+    Hold(Verified),
     Silent,
 }
 
@@ -366,7 +360,7 @@ fn run(desk: &Mutex<Desk>, work: Work) -> Ran {
                 return Ran::Report(DiskDone::Mismatch { index, data });
             }
             if let Some((file, offset)) = storage.direct_span(index) {
-                return Ran::Hold { index, data, file, offset, next_coming };
+                return Ran::Hold(Verified { index, data, file, offset, next_coming });
             }
             let result = storage.write_piece(index, &data);
             DiskDone::Written { index, data, result }

@@ -17,7 +17,7 @@ use super::{DiskDone, Owner, send_reports};
 use crate::storage::PieceBytes;
 
 /// The most piece data written with one call: an extent of neighbouring pieces the picker starts together.
-pub const RUN_BYTES: usize = crate::picker::EXTENT_BYTES as usize;
+const RUN_BYTES: usize = crate::picker::EXTENT_BYTES as usize;
 /// Runs held at once, over every torrent of the thread: about one per peer sending neighbours.
 const MAX_RUNS: usize = 8;
 /// Bytes held at once, over every run: half the bound a session puts on its data waiting for the disk, so holding
@@ -25,7 +25,18 @@ const MAX_RUNS: usize = 8;
 const MAX_HELD_BYTES: usize = 2 << 20;
 /// How long a run waits for its next piece: pieces of a fast download come a fraction of a millisecond apart; a
 /// slow one's pieces are written at most this much later than they would be one by one.
-pub const RUN_WAIT: Duration = Duration::from_millis(5);
+const RUN_WAIT: Duration = Duration::from_millis(5);
+
+/// A verified piece that `Storage::write_run` may write together with its neighbours.
+pub struct Verified {
+    pub index: u32,
+    pub data: PieceBytes,
+    /// Where its bytes go (`Storage::direct_span`).
+    pub file: usize,
+    pub offset: u64,
+    /// The next piece is being received, so it may join this one's run.
+    pub next_coming: bool,
+}
 
 /// Neighbouring verified pieces of one torrent, in index order, waiting to be written together.
 struct Run {
@@ -45,19 +56,10 @@ pub struct Runs {
 }
 
 impl Runs {
-    /// Holds verified piece `index` (bound for `file` at `offset`), joined to the run it follows if there is one, and
-    /// writes whatever must not wait any longer.
-    #[allow(clippy::too_many_arguments)]
-    pub fn hold(
-        &mut self,
-        now: Instant,
-        owner: &Owner,
-        index: u32,
-        data: PieceBytes,
-        file: usize,
-        offset: u64,
-        next_coming: bool,
-    ) {
+    /// Holds a verified piece, joined to the run it follows if there is one, and writes whatever must not wait any
+    /// longer.
+    pub fn hold(&mut self, now: Instant, owner: &Owner, piece: Verified) {
+        let Verified { index, data, file, offset, next_coming } = piece;
         let len = data.len();
         let next = (index + 1, file, offset + len as u64);
         let joins = |r: &Run| {
